@@ -1,0 +1,88 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let upcoming: [SwiftSetting] = [
+  .enableUpcomingFeature("ExistentialAny"),
+  .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+  name: "warren",
+  platforms: [.macOS(.v14)],
+  products: [
+    .executable(name: "warren", targets: ["warren"]),
+    .library(name: "AMQPProtocol", targets: ["AMQPProtocol"]),
+    .library(name: "WarrenCore", targets: ["WarrenCore"]),
+    .library(name: "WarrenServer", targets: ["WarrenServer"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+  ],
+  targets: [
+    .target(
+      name: "AMQPProtocol",
+      dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+      swiftSettings: upcoming
+    ),
+    .target(
+      name: "WarrenCore",
+      dependencies: [
+        "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "DequeModule", package: "swift-collections"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .target(
+      name: "WarrenServer",
+      dependencies: [
+        "AMQPProtocol",
+        "WarrenCore",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .executableTarget(
+      name: "warren",
+      dependencies: [
+        "WarrenServer",
+        "WarrenCore",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "AMQPProtocolTests",
+      dependencies: [
+        "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOTestUtils", package: "swift-nio"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "WarrenCoreTests",
+      dependencies: ["WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio")],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "WarrenServerTests",
+      dependencies: [
+        "WarrenServer", "WarrenCore", "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: upcoming
+    ),
+  ]
+)

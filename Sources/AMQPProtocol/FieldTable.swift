@@ -1,0 +1,282 @@
+import NIOCore
+
+/// A value in an AMQP field table or array, with RabbitMQ's type tags
+/// (`t b B s u I i l f d D S A T F V x`; see the 0-9-1 errata).
+public enum FieldValue: Sendable, Equatable {
+  case bool(Bool)  // t
+  case int8(Int8)  // b
+  case uint8(UInt8)  // B
+  case int16(Int16)  // s
+  case uint16(UInt16)  // u
+  case int32(Int32)  // I
+  case uint32(UInt32)  // i
+  case int64(Int64)  // l
+  case float(Float)  // f
+  case double(Double)  // d
+  case decimal(scale: UInt8, value: UInt32)  // D
+  case longString(String)  // S (valid UTF-8)
+  case array([FieldValue])  // A
+  case timestamp(UInt64)  // T
+  case table(FieldTable)  // F
+  case void  // V
+  case bytes([UInt8])  // x, and S that is not valid UTF-8
+
+  /// The value as an integer, for any of the integer types.
+  public var integerValue: Int64? {
+    switch self {
+    case .int8(let v): return Int64(v)
+    case .uint8(let v): return Int64(v)
+    case .int16(let v): return Int64(v)
+    case .uint16(let v): return Int64(v)
+    case .int32(let v): return Int64(v)
+    case .uint32(let v): return Int64(v)
+    case .int64(let v): return v
+    default: return nil
+    }
+  }
+
+  /// The value as a string, for `S`.
+  public var stringValue: String? {
+    if case .longString(let s) = self { return s }
+    return nil
+  }
+
+  /// The value as a table, for `F`.
+  public var tableValue: FieldTable? {
+    if case .table(let t) = self { return t }
+    return nil
+  }
+
+  /// The value as a boolean, for `t`.
+  public var boolValue: Bool? {
+    if case .bool(let b) = self { return b }
+    return nil
+  }
+}
+
+/// An AMQP field table: ordered key/value pairs, as they were on the wire.
+public struct FieldTable: Sendable, Equatable, ExpressibleByDictionaryLiteral, Sequence {
+  /// One key and its value.
+  public struct Entry: Sendable, Equatable {
+    public var key: String
+    public var value: FieldValue
+    public init(key: String, value: FieldValue) {
+      self.key = key
+      self.value = value
+    }
+  }
+
+  /// The entries in wire order.
+  public var entries: [Entry]
+
+  /// Creates a table from entries in order.
+  public init(_ entries: [Entry] = []) {
+    self.entries = entries
+  }
+
+  public init(dictionaryLiteral elements: (String, FieldValue)...) {
+    self.entries = elements.map { Entry(key: $0.0, value: $0.1) }
+  }
+
+  /// Whether the table has no entries.
+  public var isEmpty: Bool { self.entries.isEmpty }
+
+  /// The number of entries.
+  public var count: Int { self.entries.count }
+
+  /// The first value stored under `key`; setting replaces it or appends a new entry.
+  public subscript(key: String) -> FieldValue? {
+    get { self.entries.first(where: { $0.key == key })?.value }
+    set {
+      if let index = self.entries.firstIndex(where: { $0.key == key }) {
+        if let newValue { self.entries[index].value = newValue } else { self.entries.remove(at: index) }
+      } else if let newValue {
+        self.entries.append(Entry(key: key, value: newValue))
+      }
+    }
+  }
+
+  public func makeIterator() -> IndexingIterator<[Entry]> { self.entries.makeIterator() }
+}
+
+extension ByteBuffer {
+  @inlinable
+  mutating func readAMQPOctet() throws(AMQPProtocolError) -> UInt8 {
+    guard let v = self.readInteger(as: UInt8.self) else { throw .truncated("octet") }
+    return v
+  }
+
+  @inlinable
+  mutating func readAMQPShort() throws(AMQPProtocolError) -> UInt16 {
+    guard let v = self.readInteger(as: UInt16.self) else { throw .truncated("short") }
+    return v
+  }
+
+  @inlinable
+  mutating func readAMQPLong() throws(AMQPProtocolError) -> UInt32 {
+    guard let v = self.readInteger(as: UInt32.self) else { throw .truncated("long") }
+    return v
+  }
+
+  @inlinable
+  mutating func readAMQPLongLong() throws(AMQPProtocolError) -> UInt64 {
+    guard let v = self.readInteger(as: UInt64.self) else { throw .truncated("longlong") }
+    return v
+  }
+
+  /// Reads a short string (u8 length + bytes) as UTF-8, repairing invalid sequences.
+  @inlinable
+  mutating func readAMQPShortString() throws(AMQPProtocolError) -> String {
+    guard let length = self.readInteger(as: UInt8.self),
+      let s = self.readString(length: Int(length))
+    else { throw .truncated("short string") }
+    return s
+  }
+
+  /// Reads a long string (u32 length + bytes).
+  @inlinable
+  mutating func readAMQPLongString() throws(AMQPProtocolError) -> [UInt8] {
+    guard let length = self.readInteger(as: UInt32.self),
+      let bytes = self.readBytes(length: Int(length))
+    else { throw .truncated("long string") }
+    return bytes
+  }
+
+  /// Writes a short string; longer than 255 bytes is cut at 255 (callers validate names before).
+  @inlinable
+  mutating func writeAMQPShortString(_ string: String) {
+    let count = string.utf8.count
+    if count <= 255 {
+      self.writeInteger(UInt8(count))
+      self.writeString(string)
+    } else {
+      self.writeInteger(UInt8(255))
+      self.writeBytes(string.utf8.prefix(255))
+    }
+  }
+
+  @inlinable
+  mutating func writeAMQPLongString(_ bytes: [UInt8]) {
+    self.writeInteger(UInt32(bytes.count))
+    self.writeBytes(bytes)
+  }
+
+  /// Reads a field table (u32 byte length + entries).
+  public mutating func readAMQPFieldTable() throws(AMQPProtocolError) -> FieldTable {
+    guard let length = self.readInteger(as: UInt32.self) else { throw .truncated("field table") }
+    guard var slice = self.readSlice(length: Int(length)) else { throw .truncated("field table") }
+    var entries: [FieldTable.Entry] = []
+    while slice.readableBytes > 0 {
+      let key = try slice.readAMQPShortString()
+      let value = try slice.readAMQPFieldValue()
+      entries.append(FieldTable.Entry(key: key, value: value))
+    }
+    return FieldTable(entries)
+  }
+
+  /// Writes a field table (u32 byte length + entries).
+  public mutating func writeAMQPFieldTable(_ table: FieldTable) {
+    let lengthIndex = self.writerIndex
+    self.writeInteger(UInt32(0))
+    for entry in table.entries {
+      self.writeAMQPShortString(entry.key)
+      self.writeAMQPFieldValue(entry.value)
+    }
+    self.setInteger(UInt32(self.writerIndex - lengthIndex - 4), at: lengthIndex)
+  }
+
+  mutating func readAMQPFieldValue() throws(AMQPProtocolError) -> FieldValue {
+    let tag = try self.readAMQPOctet()
+    switch tag {
+    case UInt8(ascii: "t"): return .bool(try self.readAMQPOctet() != 0)
+    case UInt8(ascii: "b"): return .int8(Int8(bitPattern: try self.readAMQPOctet()))
+    case UInt8(ascii: "B"): return .uint8(try self.readAMQPOctet())
+    case UInt8(ascii: "s"): return .int16(Int16(bitPattern: try self.readAMQPShort()))
+    case UInt8(ascii: "u"): return .uint16(try self.readAMQPShort())
+    case UInt8(ascii: "I"): return .int32(Int32(bitPattern: try self.readAMQPLong()))
+    case UInt8(ascii: "i"): return .uint32(try self.readAMQPLong())
+    case UInt8(ascii: "l"): return .int64(Int64(bitPattern: try self.readAMQPLongLong()))
+    case UInt8(ascii: "f"): return .float(Float(bitPattern: try self.readAMQPLong()))
+    case UInt8(ascii: "d"): return .double(Double(bitPattern: try self.readAMQPLongLong()))
+    case UInt8(ascii: "D"):
+      let scale = try self.readAMQPOctet()
+      return .decimal(scale: scale, value: try self.readAMQPLong())
+    case UInt8(ascii: "S"):
+      let bytes = try self.readAMQPLongString()
+      if let s = String(validating: bytes, as: UTF8.self) { return .longString(s) }
+      return .bytes(bytes)
+    case UInt8(ascii: "x"): return .bytes(try self.readAMQPLongString())
+    case UInt8(ascii: "A"):
+      guard let length = self.readInteger(as: UInt32.self), var slice = self.readSlice(length: Int(length)) else {
+        throw .truncated("field array")
+      }
+      var values: [FieldValue] = []
+      while slice.readableBytes > 0 { values.append(try slice.readAMQPFieldValue()) }
+      return .array(values)
+    case UInt8(ascii: "T"): return .timestamp(try self.readAMQPLongLong())
+    case UInt8(ascii: "F"): return .table(try self.readAMQPFieldTable())
+    case UInt8(ascii: "V"): return .void
+    default: throw .unknownFieldType(tag)
+    }
+  }
+
+  mutating func writeAMQPFieldValue(_ value: FieldValue) {
+    switch value {
+    case .bool(let v):
+      self.writeInteger(UInt8(ascii: "t"))
+      self.writeInteger(UInt8(v ? 1 : 0))
+    case .int8(let v):
+      self.writeInteger(UInt8(ascii: "b"))
+      self.writeInteger(v)
+    case .uint8(let v):
+      self.writeInteger(UInt8(ascii: "B"))
+      self.writeInteger(v)
+    case .int16(let v):
+      self.writeInteger(UInt8(ascii: "s"))
+      self.writeInteger(v)
+    case .uint16(let v):
+      self.writeInteger(UInt8(ascii: "u"))
+      self.writeInteger(v)
+    case .int32(let v):
+      self.writeInteger(UInt8(ascii: "I"))
+      self.writeInteger(v)
+    case .uint32(let v):
+      self.writeInteger(UInt8(ascii: "i"))
+      self.writeInteger(v)
+    case .int64(let v):
+      self.writeInteger(UInt8(ascii: "l"))
+      self.writeInteger(v)
+    case .float(let v):
+      self.writeInteger(UInt8(ascii: "f"))
+      self.writeInteger(v.bitPattern)
+    case .double(let v):
+      self.writeInteger(UInt8(ascii: "d"))
+      self.writeInteger(v.bitPattern)
+    case .decimal(let scale, let v):
+      self.writeInteger(UInt8(ascii: "D"))
+      self.writeInteger(scale)
+      self.writeInteger(v)
+    case .longString(let s):
+      self.writeInteger(UInt8(ascii: "S"))
+      self.writeInteger(UInt32(s.utf8.count))
+      self.writeString(s)
+    case .array(let values):
+      self.writeInteger(UInt8(ascii: "A"))
+      let lengthIndex = self.writerIndex
+      self.writeInteger(UInt32(0))
+      for v in values { self.writeAMQPFieldValue(v) }
+      self.setInteger(UInt32(self.writerIndex - lengthIndex - 4), at: lengthIndex)
+    case .timestamp(let v):
+      self.writeInteger(UInt8(ascii: "T"))
+      self.writeInteger(v)
+    case .table(let t):
+      self.writeInteger(UInt8(ascii: "F"))
+      self.writeAMQPFieldTable(t)
+    case .void:
+      self.writeInteger(UInt8(ascii: "V"))
+    case .bytes(let b):
+      self.writeInteger(UInt8(ascii: "x"))
+      self.writeAMQPLongString(b)
+    }
+  }
+}

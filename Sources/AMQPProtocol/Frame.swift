@@ -1,0 +1,226 @@
+import NIOCore
+
+/// The eight bytes a client sends before its first frame: `AMQP 0 0 9 1`.
+public let amqpProtocolHeader: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1]
+
+/// The frame-end octet that closes every frame.
+public let amqpFrameEnd: UInt8 = 0xCE
+
+/// The content header of a message: its class, body size and properties.
+public struct ContentHeader: Sendable, Equatable {
+  /// The content class, 60 (`basic`) for every message.
+  public var classID: UInt16
+  /// The total size of the body frames that follow.
+  public var bodySize: UInt64
+  /// The decoded properties.
+  public var properties: BasicProperties
+  /// The property flags and values exactly as received, so a broker forwards them without encoding them again.
+  public var rawProperties: ByteBuffer
+
+  /// Creates a header from decoded properties, encoding them for ``rawProperties``.
+  public init(classID: UInt16 = 60, bodySize: UInt64, properties: BasicProperties) {
+    self.classID = classID
+    self.bodySize = bodySize
+    self.properties = properties
+    var raw = ByteBuffer()
+    properties.encode(into: &raw)
+    self.rawProperties = raw
+  }
+
+  /// Creates a header from received bytes.
+  public init(classID: UInt16, bodySize: UInt64, properties: BasicProperties, rawProperties: ByteBuffer) {
+    self.classID = classID
+    self.bodySize = bodySize
+    self.properties = properties
+    self.rawProperties = rawProperties
+  }
+
+  public static func == (lhs: ContentHeader, rhs: ContentHeader) -> Bool {
+    lhs.classID == rhs.classID && lhs.bodySize == rhs.bodySize && lhs.properties == rhs.properties
+  }
+}
+
+/// One unit read from an AMQP 0-9-1 connection.
+public enum Frame: Sendable, Equatable {
+  /// The protocol header a client opens with (eight bytes, as received).
+  case protocolHeader([UInt8])
+  /// A method frame.
+  case method(channel: UInt16, AMQPMethod)
+  /// A content header frame.
+  case header(channel: UInt16, ContentHeader)
+  /// A content body frame.
+  case body(channel: UInt16, ByteBuffer)
+  /// A heartbeat frame (the channel should be 0).
+  case heartbeat(channel: UInt16)
+
+  /// The channel the frame belongs to (0 for the protocol header).
+  public var channel: UInt16 {
+    switch self {
+    case .protocolHeader: return 0
+    case .method(let c, _), .header(let c, _), .body(let c, _), .heartbeat(let c): return c
+    }
+  }
+}
+
+/// Decodes AMQP 0-9-1 frames: type (u8), channel (u16), size (u32), payload, 0xCE.
+///
+/// Use it in a ``NIOSingleStepByteToMessageProcessor`` inside a connection handler (all frames of one socket read
+/// decoded in one pass), or in a `ByteToMessageHandler`.
+public struct AMQPFrameDecoder: NIOSingleStepByteToMessageDecoder {
+  public typealias InboundOut = Frame
+
+  /// The largest frame accepted, header and frame-end included (the negotiated frame_max); 0 means no limit.
+  public var maxFrameSize: Int
+  /// Whether the next eight bytes are the client's protocol header (a server's decoder starts so).
+  public var expectsProtocolHeader: Bool
+
+  /// Creates a decoder; a server's starts expecting the protocol header.
+  public init(maxFrameSize: Int = 131_072, expectsProtocolHeader: Bool = false) {
+    self.maxFrameSize = maxFrameSize
+    self.expectsProtocolHeader = expectsProtocolHeader
+  }
+
+  public mutating func decode(buffer: inout ByteBuffer) throws -> Frame? {
+    try self.decodeFrame(&buffer)
+  }
+
+  public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Frame? {
+    try self.decodeFrame(&buffer)
+  }
+
+  /// Decodes one frame if the buffer holds a whole one.
+  public mutating func decodeFrame(_ buffer: inout ByteBuffer) throws(AMQPProtocolError) -> Frame? {
+    if self.expectsProtocolHeader {
+      // A wrong header is answered as soon as its first bytes show it is wrong.
+      let available = min(buffer.readableBytes, 8)
+      guard let prefix = buffer.getBytes(at: buffer.readerIndex, length: available) else { return nil }
+      if available < 8 && prefix[...] == amqpProtocolHeader[..<available] { return nil }
+      buffer.moveReaderIndex(forwardBy: available)
+      self.expectsProtocolHeader = false
+      return .protocolHeader(prefix)
+    }
+    guard buffer.readableBytes >= 7 else { return nil }
+    let start = buffer.readerIndex
+    let type = buffer.getInteger(at: start, as: UInt8.self)!
+    let channel = buffer.getInteger(at: start + 1, as: UInt16.self)!
+    let size = Int(buffer.getInteger(at: start + 3, as: UInt32.self)!)
+    if self.maxFrameSize > 0 && size + 8 > self.maxFrameSize {
+      throw .frameTooLarge(size: size, max: self.maxFrameSize - 8)
+    }
+    guard buffer.readableBytes >= size + 8 else { return nil }
+    let end = buffer.getInteger(at: start + 7 + size, as: UInt8.self)!
+    guard end == amqpFrameEnd else { throw .badFrameEnd(end) }
+    buffer.moveReaderIndex(forwardBy: 7)
+    var payload = buffer.readSlice(length: size)!
+    buffer.moveReaderIndex(forwardBy: 1)
+    switch type {
+    case 1:
+      let method = try AMQPMethod.decode(from: &payload)
+      return .method(channel: channel, method)
+    case 2:
+      let classID = try payload.readAMQPShort()
+      _ = try payload.readAMQPShort()  // weight, unused
+      let bodySize = try payload.readAMQPLongLong()
+      let raw = payload
+      let properties = try BasicProperties(from: &payload)
+      return .header(
+        channel: channel,
+        ContentHeader(classID: classID, bodySize: bodySize, properties: properties, rawProperties: raw)
+      )
+    case 3:
+      return .body(channel: channel, payload)
+    case 8:
+      return .heartbeat(channel: channel)
+    default:
+      throw .unknownFrameType(type)
+    }
+  }
+}
+
+extension ByteBuffer {
+  /// Writes a method frame.
+  public mutating func writeAMQPMethodFrame(channel: UInt16, _ method: AMQPMethod) {
+    self.writeInteger(UInt8(1))
+    self.writeInteger(channel)
+    let sizeIndex = self.writerIndex
+    self.writeInteger(UInt32(0))
+    method.encode(into: &self)
+    self.setInteger(UInt32(self.writerIndex - sizeIndex - 4), at: sizeIndex)
+    self.writeInteger(amqpFrameEnd)
+  }
+
+  /// Writes a content header frame with already encoded property flags and values.
+  public mutating func writeAMQPContentHeaderFrame(
+    channel: UInt16,
+    classID: UInt16 = 60,
+    bodySize: UInt64,
+    rawProperties: ByteBuffer
+  ) {
+    self.writeInteger(UInt8(2))
+    self.writeInteger(channel)
+    self.writeInteger(UInt32(12 + rawProperties.readableBytes))
+    self.writeInteger(classID)
+    self.writeInteger(UInt16(0))
+    self.writeInteger(bodySize)
+    self.writeImmutableBuffer(rawProperties)
+    self.writeInteger(amqpFrameEnd)
+  }
+
+  /// Writes a body as as many body frames as `maxFrameSize` requires (none for an empty body).
+  public mutating func writeAMQPBodyFrames(channel: UInt16, body: ByteBuffer, maxFrameSize: Int) {
+    let maxPayload = maxFrameSize > 8 ? maxFrameSize - 8 : Int(UInt32.max)
+    var offset = body.readerIndex
+    let end = body.writerIndex
+    while offset < end {
+      let length = min(maxPayload, end - offset)
+      self.writeInteger(UInt8(3))
+      self.writeInteger(channel)
+      self.writeInteger(UInt32(length))
+      self.writeImmutableBuffer(body.getSlice(at: offset, length: length)!)
+      self.writeInteger(amqpFrameEnd)
+      offset += length
+    }
+  }
+
+  /// Writes a heartbeat frame.
+  public mutating func writeAMQPHeartbeatFrame() {
+    self.writeBytes([8, 0, 0, 0, 0, 0, 0, amqpFrameEnd])
+  }
+
+  /// Writes any frame (content bodies as one frame each).
+  public mutating func writeAMQPFrame(_ frame: Frame) {
+    switch frame {
+    case .protocolHeader(let bytes):
+      self.writeBytes(bytes)
+    case .method(let channel, let method):
+      self.writeAMQPMethodFrame(channel: channel, method)
+    case .header(let channel, let header):
+      self.writeAMQPContentHeaderFrame(
+        channel: channel,
+        classID: header.classID,
+        bodySize: header.bodySize,
+        rawProperties: header.rawProperties
+      )
+    case .body(let channel, let body):
+      self.writeInteger(UInt8(3))
+      self.writeInteger(channel)
+      self.writeInteger(UInt32(body.readableBytes))
+      self.writeImmutableBuffer(body)
+      self.writeInteger(amqpFrameEnd)
+    case .heartbeat(let channel):
+      self.writeInteger(UInt8(8))
+      self.writeInteger(channel)
+      self.writeInteger(UInt32(0))
+      self.writeInteger(amqpFrameEnd)
+    }
+  }
+}
+
+/// Encodes ``Frame``s for a `MessageToByteHandler` (clients and tests).
+public struct AMQPFrameEncoder: MessageToByteEncoder {
+  public typealias OutboundIn = Frame
+  public init() {}
+  public func encode(data: Frame, out: inout ByteBuffer) throws {
+    out.writeAMQPFrame(data)
+  }
+}

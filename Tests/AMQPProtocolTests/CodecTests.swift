@@ -1,0 +1,191 @@
+import AMQPProtocol
+import NIOCore
+import NIOTestUtils
+import Testing
+
+@Suite("Method and frame codec")
+struct CodecTests {
+  @Test("every method round-trips through a method frame", arguments: allMethodSamples)
+  func methodRoundTrip(method: AMQPMethod) throws {
+    var buffer = ByteBuffer()
+    buffer.writeAMQPMethodFrame(channel: 3, method)
+    var decoder = AMQPFrameDecoder()
+    let frame = try decoder.decodeFrame(&buffer)
+    #expect(frame == .method(channel: 3, method))
+    #expect(buffer.readableBytes == 0)
+  }
+
+  @Test("the samples cover all 66 methods")
+  func samplesCoverEveryMethod() {
+    let names = Set(allMethodSamples.map(\.name))
+    #expect(names.count == 66)
+    #expect(!names.contains { $0.hasPrefix("unknown") })
+  }
+
+  @Test("bits pack into octets as the spec says")
+  func bitPacking() {
+    var buffer = ByteBuffer()
+    AMQPMethod.queueDeclare(QueueDeclare(queue: "q", passive: false, durable: true, exclusive: false, autoDelete: true))
+      .encode(into: &buffer)
+    // class 50, method 10, ticket 0, "q", bits: durable (2) | auto-delete (8), then an empty table.
+    #expect(Array(buffer.readableBytesView) == [0, 50, 0, 10, 0, 0, 1, 0x71, 0b1010, 0, 0, 0, 0])
+  }
+
+  @Test("all 14 basic properties round-trip in a content header")
+  func propertiesRoundTrip() throws {
+    let properties = BasicProperties(
+      contentType: "text/plain", contentEncoding: "gzip", headers: ["a": .longString("b"), "x": .bytes([0xFF, 0])],
+      deliveryMode: 2, priority: 9, correlationId: "c", replyTo: "r", expiration: "60000", messageId: "m",
+      timestamp: 1_700_000_000, type: "t", userId: "guest", appId: "app", clusterId: "cl")
+    let header = ContentHeader(bodySize: 1 << 33, properties: properties)
+    var buffer = ByteBuffer()
+    buffer.writeAMQPFrame(.header(channel: 1, header))
+    var decoder = AMQPFrameDecoder()
+    guard case .header(1, let decoded) = try decoder.decodeFrame(&buffer) else {
+      Issue.record("no header frame")
+      return
+    }
+    #expect(decoded == header)
+    #expect(decoded.rawProperties == header.rawProperties)
+  }
+
+  @Test("field tables keep every RabbitMQ type tag")
+  func fieldTableTypes() throws {
+    let table: FieldTable = [
+      "t": .bool(true), "b": .int8(-1), "B": .uint8(255), "s": .int16(-300), "u": .uint16(65000),
+      "I": .int32(-70000), "i": .uint32(4_000_000_000), "l": .int64(-1 << 40), "f": .float(1.5), "d": .double(-2.25),
+      "D": .decimal(scale: 2, value: 12345), "S": .longString("héllo"), "A": .array([.longString("x"), .array([])]),
+      "T": .timestamp(42), "F": .table(["inner": .int32(1)]), "V": .void, "x": .bytes([1, 2, 3]),
+    ]
+    var buffer = ByteBuffer()
+    buffer.writeAMQPFieldTable(table)
+    #expect(try buffer.readAMQPFieldTable() == table)
+    #expect(buffer.readableBytes == 0)
+  }
+
+  @Test("the decoder passes ByteToMessageDecoderVerifier: whole, byte by byte, with junk around")
+  func decoderVerifier() throws {
+    let frames: [Frame] = [
+      .method(channel: 0, .connectionTuneOk(ConnectionTuneOk(channelMax: 2047, frameMax: 131072, heartbeat: 60))),
+      .method(channel: 1, .basicPublish(BasicPublish(exchange: "ex", routingKey: "rk", mandatory: true))),
+      .header(channel: 1, ContentHeader(bodySize: 5, properties: BasicProperties(deliveryMode: 2))),
+      .body(channel: 1, ByteBuffer(string: "hello")),
+      .heartbeat(channel: 0),
+    ]
+    let pairs = frames.map { frame -> (ByteBuffer, [Frame]) in
+      var buffer = ByteBuffer()
+      buffer.writeAMQPFrame(frame)
+      return (buffer, [frame])
+    }
+    try ByteToMessageDecoderVerifier.verifyDecoder(inputOutputPairs: pairs) {
+      AMQPFrameDecoder()
+    }
+  }
+
+  @Test("frames fed one byte at a time come out whole")
+  func byteByByte() throws {
+    var all = ByteBuffer(bytes: amqpProtocolHeader)
+    all.writeAMQPFrame(.method(channel: 0, .connectionStartOk(ConnectionStartOk(clientProperties: [:], response: [0, 0]))))
+    all.writeAMQPFrame(.body(channel: 7, ByteBuffer(string: "xyz")))
+    var decoder = AMQPFrameDecoder(expectsProtocolHeader: true)
+    var accumulated = ByteBuffer()
+    var out: [Frame] = []
+    for byte in all.readableBytesView {
+      accumulated.writeInteger(byte)
+      while let frame = try decoder.decodeFrame(&accumulated) { out.append(frame) }
+    }
+    #expect(out.count == 3)
+    #expect(out[0] == .protocolHeader(amqpProtocolHeader))
+    #expect(out[2] == .body(channel: 7, ByteBuffer(string: "xyz")))
+  }
+
+  @Test("a wrong protocol header is reported as soon as it shows")
+  func wrongProtocolHeader() throws {
+    var decoder = AMQPFrameDecoder(expectsProtocolHeader: true)
+    var buffer = ByteBuffer(string: "GET / HT")
+    #expect(try decoder.decodeFrame(&buffer) == .protocolHeader(Array("GET / HT".utf8)))
+    var partial = ByteBuffer(bytes: [0x41, 0x4D])
+    var fresh = AMQPFrameDecoder(expectsProtocolHeader: true)
+    #expect(try fresh.decodeFrame(&partial) == nil)
+    var oldVersion = ByteBuffer(bytes: [0x41, 0x4D, 0x51, 0x50, 1, 1, 8, 0])
+    #expect(try fresh.decodeFrame(&oldVersion) == .protocolHeader([0x41, 0x4D, 0x51, 0x50, 1, 1, 8, 0]))
+  }
+
+  @Test("a bad frame end is a frame error")
+  func badFrameEnd() {
+    var buffer = ByteBuffer()
+    buffer.writeAMQPFrame(.heartbeat(channel: 0))
+    buffer.setInteger(UInt8(0xAB), at: buffer.writerIndex - 1)
+    var decoder = AMQPFrameDecoder()
+    #expect(throws: AMQPProtocolError.badFrameEnd(0xAB)) { try decoder.decodeFrame(&buffer) }
+  }
+
+  @Test("an oversized frame is refused from its header alone, before its payload arrives")
+  func oversizedFrame() {
+    var buffer = ByteBuffer(bytes: [3, 0, 1, 0, 2, 0, 0])  // body frame of 131072 bytes, payload not sent
+    var decoder = AMQPFrameDecoder(maxFrameSize: 131_072)
+    #expect(throws: AMQPProtocolError.frameTooLarge(size: 131_072, max: 131_064)) {
+      try decoder.decodeFrame(&buffer)
+    }
+  }
+
+  @Test("a truncated field table is an error, not a crash")
+  func truncatedTable() {
+    var payload = ByteBuffer()
+    AMQPMethod.exchangeDeclare(ExchangeDeclare(exchange: "e", arguments: ["k": .longString("value")]))
+      .encode(into: &payload)
+    // Claim a longer string inside the table than the table holds.
+    let tableStart = payload.writerIndex - (4 + 1 + 1 + 1 + 4 + 5)
+    payload.setInteger(UInt32(999), at: tableStart + 4 + 1 + 1 + 1)
+    var frame = ByteBuffer()
+    frame.writeInteger(UInt8(1))
+    frame.writeInteger(UInt16(1))
+    frame.writeInteger(UInt32(payload.readableBytes))
+    frame.writeImmutableBuffer(payload)
+    frame.writeInteger(amqpFrameEnd)
+    var decoder = AMQPFrameDecoder()
+    #expect(throws: AMQPProtocolError.truncated("long string")) { try decoder.decodeFrame(&frame) }
+  }
+
+  @Test("unknown class/method, unknown frame type and unknown field tag are errors")
+  func unknowns() {
+    var decoder = AMQPFrameDecoder()
+    var unknownMethod = ByteBuffer(bytes: [1, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, 0xCE])
+    #expect(throws: AMQPProtocolError.unknownMethod(classID: 99, methodID: 1)) {
+      try decoder.decodeFrame(&unknownMethod)
+    }
+    var unknownType = ByteBuffer(bytes: [9, 0, 0, 0, 0, 0, 0, 0xCE])
+    #expect(throws: AMQPProtocolError.unknownFrameType(9)) { try decoder.decodeFrame(&unknownType) }
+    var table = ByteBuffer(bytes: [0, 0, 0, 3, 1, 0x6B, 0x5A])
+    #expect(throws: AMQPProtocolError.unknownFieldType(0x5A)) { try table.readAMQPFieldTable() }
+  }
+
+  @Test("random bytes never crash the decoder")
+  func fuzz() {
+    var generator = SystemRandomNumberGenerator()
+    for _ in 0..<2000 {
+      var buffer = ByteBuffer(bytes: (0..<Int.random(in: 0..<64, using: &generator)).map { _ in
+        UInt8.random(in: 0...255, using: &generator)
+      })
+      var decoder = AMQPFrameDecoder(maxFrameSize: 4096)
+      while true {
+        guard let frame = try? decoder.decodeFrame(&buffer) else { break }
+        _ = frame
+      }
+    }
+  }
+
+  @Test("body frames split a large body at frame_max")
+  func bodySplitting() throws {
+    let body = ByteBuffer(repeating: 0x61, count: 10_000)
+    var buffer = ByteBuffer()
+    buffer.writeAMQPBodyFrames(channel: 2, body: body, maxFrameSize: 4096)
+    var decoder = AMQPFrameDecoder(maxFrameSize: 4096)
+    var sizes: [Int] = []
+    while let frame = try decoder.decodeFrame(&buffer) {
+      guard case .body(2, let part) = frame else { Issue.record("not a body frame"); return }
+      sizes.append(part.readableBytes)
+    }
+    #expect(sizes == [4088, 4088, 1824])
+  }
+}

@@ -1,0 +1,68 @@
+import DequeModule
+
+/// Where a queue keeps its ready messages. The in-memory store is the default; a disk-backed store plugs in here.
+public protocol QueueStorage: AnyObject {
+  /// The number of ready messages.
+  var count: Int { get }
+  /// The total body bytes of the ready messages.
+  var bytes: Int { get }
+  /// Adds a message at the tail.
+  func append(_ message: QueuedMessage)
+  /// Removes and returns the head.
+  func removeFirst() -> QueuedMessage?
+  /// Puts delivered messages back, each at the position its sequence number gives.
+  func requeue(_ messages: [QueuedMessage])
+  /// Removes every ready message and returns how many there were.
+  func purge() -> Int
+}
+
+/// Ready messages in memory, in a deque ordered by sequence number.
+public final class InMemoryQueueStorage: QueueStorage {
+  private var messages: Deque<QueuedMessage> = []
+  public private(set) var bytes: Int = 0
+
+  public init() {}
+
+  public var count: Int { self.messages.count }
+
+  public func append(_ message: QueuedMessage) {
+    self.bytes += message.message.bodySize
+    self.messages.append(message)
+  }
+
+  public func removeFirst() -> QueuedMessage? {
+    guard let first = self.messages.popFirst() else { return nil }
+    self.bytes -= first.message.bodySize
+    return first
+  }
+
+  public func requeue(_ requeued: [QueuedMessage]) {
+    guard !requeued.isEmpty else { return }
+    let sorted = requeued.sorted { $0.sequence < $1.sequence }
+    for message in sorted { self.bytes += message.message.bodySize }
+    // The common case: every requeued message is older than the current head.
+    if let head = self.messages.first, sorted.last!.sequence > head.sequence {
+      var merged = Deque<QueuedMessage>()
+      merged.reserveCapacity(self.messages.count + sorted.count)
+      var i = sorted.startIndex
+      for m in self.messages {
+        while i < sorted.endIndex && sorted[i].sequence < m.sequence {
+          merged.append(sorted[i])
+          i += 1
+        }
+        merged.append(m)
+      }
+      merged.append(contentsOf: sorted[i...])
+      self.messages = merged
+    } else {
+      self.messages.insert(contentsOf: sorted, at: 0)
+    }
+  }
+
+  public func purge() -> Int {
+    let n = self.messages.count
+    self.messages.removeAll()
+    self.bytes = 0
+    return n
+  }
+}

@@ -1,0 +1,398 @@
+import AMQPProtocol
+
+/// A virtual host: its exchanges, queues and bindings, and routing. Used on the broker's event loop only.
+public final class VirtualHost {
+  /// Its name, e.g. `/`.
+  public let name: String
+  /// Its exchanges by name, the default exchange `""` included.
+  public private(set) var exchanges: [String: Exchange] = [:]
+  /// Its queues by name.
+  public private(set) var queues: [String: Queue] = [:]
+  /// The default exchange: routes to the queue named by the routing key.
+  public let defaultExchange: Exchange
+
+  let registry: ExchangeRegistry
+  private var routes = RouteSet()
+  private var routeEpoch: UInt64 = 0
+  private var serverNamedCounter: UInt64 = 0
+
+  /// Creates a virtual host with the default exchange and the predeclared `amq.*` exchanges of every registered
+  /// type that has one.
+  public init(name: String, registry: ExchangeRegistry) {
+    self.name = name
+    self.registry = registry
+    self.defaultExchange = Exchange(
+      name: "", type: DirectExchangeType(), durable: true, autoDelete: false, isInternal: false, arguments: [:])
+    self.exchanges[""] = self.defaultExchange
+    let predeclared: [(String, String)] = [
+      ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"), ("amq.headers", "headers"),
+      ("amq.match", "headers"),
+    ]
+    for (exchangeName, typeName) in predeclared {
+      guard let type = registry.type(named: typeName) else { continue }
+      self.exchanges[exchangeName] = Exchange(
+        name: exchangeName, type: type, durable: true, autoDelete: false, isInternal: false, arguments: [:])
+    }
+  }
+
+  // MARK: Exchanges
+
+  /// exchange.declare, with RabbitMQ's checks and replies.
+  @discardableResult
+  public func declareExchange(
+    name: String,
+    type typeName: String,
+    passive: Bool = false,
+    durable: Bool = false,
+    autoDelete: Bool = false,
+    isInternal: Bool = false,
+    arguments: FieldTable = [:]
+  ) throws(BrokerError) -> Exchange {
+    if passive {
+      guard let existing = self.exchanges[name] else {
+        throw .notFound("no \(describe("exchange", name, vhost: self.name))")
+      }
+      return existing
+    }
+    if name.isEmpty {
+      throw .accessRefused("operation not permitted on the default exchange")
+    }
+    try validateName(name, kind: "exchange")
+    guard let type = self.registry.type(named: typeName) else {
+      throw .commandInvalid("unknown exchange type '\(typeName)'")
+    }
+    if name.hasPrefix("amq.") {
+      throw .accessRefused("exchange name '\(name)' contains reserved prefix 'amq.*'")
+    }
+    if let existing = self.exchanges[name] {
+      func inequivalent(_ arg: String, _ received: String, _ current: String) -> BrokerError {
+        .preconditionFailed(
+          "inequivalent arg '\(arg)' for \(describe("exchange", name, vhost: self.name)): "
+            + "received '\(received)' but current is '\(current)'")
+      }
+      if existing.type.name != typeName { throw inequivalent("type", typeName, existing.type.name) }
+      if existing.durable != durable { throw inequivalent("durable", "\(durable)", "\(existing.durable)") }
+      if existing.autoDelete != autoDelete {
+        throw inequivalent("auto_delete", "\(autoDelete)", "\(existing.autoDelete)")
+      }
+      if existing.isInternal != isInternal {
+        throw inequivalent("internal", "\(isInternal)", "\(existing.isInternal)")
+      }
+      if let key = QueueArguments.firstDifference(existing.arguments, arguments, keys: ["alternate-exchange"]) {
+        throw .preconditionFailed(
+          "inequivalent arg '\(key)' for \(describe("exchange", name, vhost: self.name)): "
+            + "received \(QueueArguments.show(arguments[key])) but current is \(QueueArguments.show(existing.arguments[key]))"
+        )
+      }
+      return existing
+    }
+    if let alternate = arguments["alternate-exchange"], alternate.stringValue == nil {
+      throw .preconditionFailed(
+        "invalid arg 'alternate-exchange' for \(describe("exchange", name, vhost: self.name)): not a string")
+    }
+    try type.validate(exchangeArguments: arguments)
+    let exchange = Exchange(
+      name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal, arguments: arguments)
+    self.exchanges[name] = exchange
+    return exchange
+  }
+
+  /// exchange.delete.
+  public func deleteExchange(name: String, ifUnused: Bool = false) throws(BrokerError) {
+    if name.isEmpty || name.hasPrefix("amq.") {
+      throw .accessRefused(
+        name.isEmpty
+          ? "operation not permitted on the default exchange"
+          : "exchange name '\(name)' contains reserved prefix 'amq.*'")
+    }
+    guard let exchange = self.exchanges[name] else { return }  // idempotent, as RabbitMQ 3.x
+    if ifUnused && !exchange.outgoingBindings.isEmpty {
+      throw .preconditionFailed("\(describe("exchange", name, vhost: self.name)) in use")
+    }
+    self.removeExchange(exchange)
+  }
+
+  private func removeExchange(_ exchange: Exchange) {
+    for binding in exchange.outgoingBindings { self.removeBinding(binding, autoDeleteSource: false) }
+    for binding in exchange.incomingBindings { self.removeBinding(binding, autoDeleteSource: true) }
+    exchange.router.exchangeDeleted()
+    self.exchanges[exchange.name] = nil
+  }
+
+  /// The exchange a client publishes to, or the error RabbitMQ gives.
+  @inlinable
+  public func exchangeForPublish(_ name: String) throws(BrokerError) -> Exchange {
+    guard let exchange = self.exchanges[name] else {
+      throw .notFound("no \(describe("exchange", name, vhost: self.name))")
+    }
+    if exchange.isInternal {
+      throw .accessRefused("cannot publish to internal \(describe("exchange", name, vhost: self.name))")
+    }
+    return exchange
+  }
+
+  // MARK: Queues
+
+  /// queue.declare, with RabbitMQ's checks and replies. `connection` identifies the declaring connection.
+  @discardableResult
+  public func declareQueue(
+    name requestedName: String,
+    passive: Bool = false,
+    durable: Bool = false,
+    exclusive: Bool = false,
+    autoDelete: Bool = false,
+    arguments: FieldTable = [:],
+    connection: UInt64
+  ) throws(BrokerError) -> Queue {
+    if passive {
+      return try self.queue(named: requestedName, connection: connection)
+    }
+    try validateName(requestedName, kind: "queue")
+    var name = requestedName
+    if name.isEmpty {
+      name = self.makeServerName()
+    } else if name.hasPrefix("amq.") {
+      throw .accessRefused("queue name '\(name)' contains reserved prefix 'amq.*'")
+    }
+    if let existing = self.queues[name] {
+      try self.checkExclusive(existing, connection: connection)
+      func inequivalent(_ arg: String, _ received: Bool, _ current: Bool) -> BrokerError {
+        .preconditionFailed(
+          "inequivalent arg '\(arg)' for \(describe("queue", name, vhost: self.name)): "
+            + "received '\(received)' but current is '\(current)'")
+      }
+      if existing.durable != durable { throw inequivalent("durable", durable, existing.durable) }
+      if (existing.exclusiveOwner != nil) != exclusive {
+        throw inequivalent("exclusive", exclusive, existing.exclusiveOwner != nil)
+      }
+      if existing.autoDelete != autoDelete { throw inequivalent("auto_delete", autoDelete, existing.autoDelete) }
+      if let key = QueueArguments.firstDifference(existing.arguments, arguments, keys: QueueArguments.equivalenceKeys) {
+        throw .preconditionFailed(
+          "inequivalent arg '\(key)' for \(describe("queue", name, vhost: self.name)): "
+            + "received \(QueueArguments.show(arguments[key])) but current is \(QueueArguments.show(existing.arguments[key]))"
+        )
+      }
+      return existing
+    }
+    try QueueArguments.validate(arguments, queue: name, vhost: self.name)
+    let queue = Queue(
+      name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
+      autoDelete: autoDelete, arguments: arguments)
+    self.queues[name] = queue
+    // Every queue is bound to the default exchange by its name (implicitly: the default exchange routes by name).
+    return queue
+  }
+
+  /// The queue a connection may use, or 404 / 405 as RabbitMQ answers.
+  public func queue(named name: String, connection: UInt64) throws(BrokerError) -> Queue {
+    guard let queue = self.queues[name] else {
+      throw .notFound("no \(describe("queue", name, vhost: self.name))")
+    }
+    try self.checkExclusive(queue, connection: connection)
+    return queue
+  }
+
+  private func checkExclusive(_ queue: Queue, connection: UInt64) throws(BrokerError) {
+    if let owner = queue.exclusiveOwner, owner != connection {
+      throw .resourceLocked(
+        "cannot obtain exclusive access to locked \(describe("queue", queue.name, vhost: self.name)). It could be "
+          + "originally declared on another connection or the exclusive property value does not match that of the "
+          + "original declaration.")
+    }
+  }
+
+  /// queue.delete; returns the number of ready messages it had.
+  public func deleteQueue(name: String, ifUnused: Bool = false, ifEmpty: Bool = false, connection: UInt64)
+    throws(BrokerError) -> Int
+  {
+    guard let queue = self.queues[name] else { return 0 }  // idempotent, as RabbitMQ 3.x
+    try self.checkExclusive(queue, connection: connection)
+    if ifUnused && !queue.consumers.isEmpty {
+      throw .preconditionFailed("\(describe("queue", name, vhost: self.name)) in use")
+    }
+    if ifEmpty && queue.messageCount > 0 {
+      throw .preconditionFailed("\(describe("queue", name, vhost: self.name)) not empty")
+    }
+    return self.removeQueue(queue)
+  }
+
+  /// Deletes a queue unconditionally: consumers are cancelled, bindings removed, messages dropped.
+  @discardableResult
+  public func removeQueue(_ queue: Queue) -> Int {
+    guard self.queues[queue.name] === queue else { return 0 }
+    let count = queue.messageCount
+    self.queues[queue.name] = nil
+    queue.isDeleted = true
+    for binding in queue.incomingBindings { self.removeBinding(binding, autoDeleteSource: true) }
+    for consumer in queue.removeAllConsumers() { consumer.channel.consumerCancelledByServer(consumer) }
+    _ = queue.purge()
+    return count
+  }
+
+  /// Deletes the exclusive queues of a connection that closed.
+  public func removeExclusiveQueues(of connection: UInt64) {
+    for queue in self.queues.values where queue.exclusiveOwner == connection { self.removeQueue(queue) }
+  }
+
+  /// Removes a consumer from its queue, deleting an auto-delete queue that lost its last consumer.
+  public func removeConsumer(_ consumer: Consumer) {
+    if consumer.queue.removeConsumer(consumer) { self.removeQueue(consumer.queue) }
+  }
+
+  /// Adds a consumer, with RabbitMQ's checks for exclusive consumers.
+  public func addConsumer(_ consumer: Consumer) throws(BrokerError) {
+    let queue = consumer.queue
+    if queue.hasExclusiveConsumer || (consumer.exclusive && !queue.consumers.isEmpty) {
+      throw .accessRefused("\(describe("queue", queue.name, vhost: self.name)) in exclusive use")
+    }
+    queue.addConsumer(consumer)
+    queue.dispatch()
+  }
+
+  private func makeServerName() -> String {
+    let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    while true {
+      var generator = SystemRandomNumberGenerator()
+      let suffix = String((0..<22).map { _ in alphabet[Int(generator.next() % 64)] })
+      let name = "amq.gen-" + suffix
+      if self.queues[name] == nil { return name }
+    }
+  }
+
+  // MARK: Bindings
+
+  /// queue.bind.
+  public func bindQueue(
+    _ queueName: String,
+    to exchangeName: String,
+    routingKey: String,
+    arguments: FieldTable = [:],
+    connection: UInt64
+  ) throws(BrokerError) {
+    let queue = try self.queue(named: queueName, connection: connection)
+    let exchange = try self.exchangeForBinding(exchangeName)
+    try exchange.type.validate(bindingKey: routingKey, arguments: arguments)
+    self.addBinding(Binding(source: exchange.name, destination: queue, routingKey: routingKey, arguments: arguments))
+  }
+
+  /// queue.unbind.
+  public func unbindQueue(
+    _ queueName: String,
+    from exchangeName: String,
+    routingKey: String,
+    arguments: FieldTable = [:],
+    connection: UInt64
+  ) throws(BrokerError) {
+    let queue = try self.queue(named: queueName, connection: connection)
+    let exchange = try self.exchangeForBinding(exchangeName)
+    let binding = Binding(source: exchange.name, destination: queue, routingKey: routingKey, arguments: arguments)
+    if exchange.outgoingBindings.contains(binding) { self.removeBinding(binding, autoDeleteSource: true) }
+  }
+
+  /// exchange.bind: `destination` receives what `source` routes with the key.
+  public func bindExchange(destination: String, source: String, routingKey: String, arguments: FieldTable = [:])
+    throws(BrokerError)
+  {
+    let destinationExchange = try self.exchangeForBinding(destination)
+    let sourceExchange = try self.exchangeForBinding(source)
+    try sourceExchange.type.validate(bindingKey: routingKey, arguments: arguments)
+    self.addBinding(
+      Binding(source: source, destination: destinationExchange, routingKey: routingKey, arguments: arguments))
+  }
+
+  /// exchange.unbind.
+  public func unbindExchange(destination: String, source: String, routingKey: String, arguments: FieldTable = [:])
+    throws(BrokerError)
+  {
+    let destinationExchange = try self.exchangeForBinding(destination)
+    let sourceExchange = try self.exchangeForBinding(source)
+    let binding = Binding(source: source, destination: destinationExchange, routingKey: routingKey, arguments: arguments)
+    if sourceExchange.outgoingBindings.contains(binding) { self.removeBinding(binding, autoDeleteSource: true) }
+  }
+
+  private func exchangeForBinding(_ name: String) throws(BrokerError) -> Exchange {
+    if name.isEmpty { throw .accessRefused("operation not permitted on the default exchange") }
+    guard let exchange = self.exchanges[name] else {
+      throw .notFound("no \(describe("exchange", name, vhost: self.name))")
+    }
+    return exchange
+  }
+
+  private func addBinding(_ binding: Binding) {
+    guard let source = self.exchanges[binding.source], !source.outgoingBindings.contains(binding) else { return }
+    source.outgoingBindings.append(binding)
+    binding.destination.incomingBindings.append(binding)
+    source.router.bindingAdded(binding)
+  }
+
+  private func removeBinding(_ binding: Binding, autoDeleteSource: Bool) {
+    guard let source = self.exchanges[binding.source] else { return }
+    source.outgoingBindings.removeAll { $0 == binding }
+    binding.destination.incomingBindings.removeAll { $0 == binding }
+    source.router.bindingRemoved(binding)
+    if autoDeleteSource && source.autoDelete && source.outgoingBindings.isEmpty {
+      self.removeExchange(source)
+    }
+  }
+
+  /// The bindings of the virtual host (default-exchange bindings are implicit and not listed).
+  public var bindings: [Binding] {
+    self.exchanges.values.flatMap(\.outgoingBindings)
+  }
+
+  // MARK: Routing
+
+  /// Routes a message from an exchange to its queues (through exchange-to-exchange bindings and alternate
+  /// exchanges) and enqueues it on each; returns how many queues took it.
+  @discardableResult
+  public func publish(_ message: Message, to exchange: Exchange) -> Int {
+    if exchange === self.defaultExchange {
+      guard let queue = self.queues[message.routingKey] else { return 0 }
+      queue.enqueue(message)
+      return 1
+    }
+    self.routeEpoch &+= 1
+    var routes = self.routes
+    self.routes = RouteSet()
+    routes.reset(epoch: self.routeEpoch)
+    exchange.routeEpoch = self.routeEpoch
+    let input = RoutingInput(routingKey: message.routingKey, message: message)
+    exchange.router.route(input, into: &routes)
+    var queueCount = 0
+    var index = 0
+    var alternateFrom: Exchange? = exchange
+    while true {
+      while index < routes.destinations.count {
+        let destination = routes.destinations[index]
+        index += 1
+        if destination.kind == .queue {
+          queueCount += 1
+        } else {
+          unsafeDowncast(destination, to: Exchange.self).router.route(input, into: &routes)
+        }
+      }
+      // Nothing routed: try the alternate exchange, as RabbitMQ does (once per exchange in the chain).
+      guard queueCount == 0, let from = alternateFrom,
+        let alternateName = from.arguments["alternate-exchange"]?.stringValue,
+        let alternate = self.exchanges[alternateName], alternate.routeEpoch != self.routeEpoch
+      else { break }
+      alternate.routeEpoch = self.routeEpoch
+      alternateFrom = alternate
+      alternate.router.route(input, into: &routes)
+    }
+    if queueCount > 0 {
+      for destination in routes.destinations where destination.kind == .queue {
+        unsafeDowncast(destination, to: Queue.self).enqueue(message)
+      }
+    }
+    self.routes = routes
+    return queueCount
+  }
+}
+
+/// Names: at most 255 bytes of UTF-8, as a short string allows.
+func validateName(_ name: String, kind: String) throws(BrokerError) {
+  if name.utf8.count > 255 {
+    throw .preconditionFailed("\(kind) name too long")
+  }
+}

@@ -1,0 +1,371 @@
+import AMQPProtocol
+import Logging
+import NIOCore
+import WarrenCore
+
+/// One client connection: decodes frames from each socket read, drives the connection and channel state
+/// machines, calls into the broker, and writes replies and deliveries into one outbound buffer per batch.
+final class AMQPConnectionHandler: ChannelInboundHandler {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundOut = ByteBuffer
+
+  let runtime: BrokerRuntime
+  let id: UInt64
+  var logger: Logger
+  var machine: ConnectionStateMachine
+  var decoder = AMQPFrameDecoder(maxFrameSize: 131_072, expectsProtocolHeader: true)
+  var inbound: ByteBuffer?
+  var channels: [UInt16: ServerChannel] = [:]
+  var vhost: VirtualHost?
+  var outbound = ByteBuffer()
+  var isDirty = false
+  var isWritable = true
+  var frameMax = 131_072
+  var context: ChannelHandlerContext?
+  private var stopDecoding = false
+  private var receivedSinceTick = false
+  private var sentSinceTick = false
+  private var silentTicks = 0
+  private var heartbeatTask: RepeatedTask?
+  private var handshakeTimeout: Scheduled<Void>?
+  private var closeTimeout: Scheduled<Void>?
+  private var remoteIsLoopback = false
+  private var tornDown = false
+
+  init(runtime: BrokerRuntime) {
+    self.runtime = runtime
+    self.id = runtime.broker.nextConnectionID()
+    self.logger = runtime.logger
+    self.logger[metadataKey: "connection"] = "\(self.id)"
+    self.machine = ConnectionStateMachine(limits: runtime.broker.limits, serverProperties: runtime.serverProperties)
+  }
+
+  var broker: Broker { self.runtime.broker }
+
+  // MARK: Channel events
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    self.outbound = context.channel.allocator.buffer(capacity: 4096)
+    if let remote = context.channel.remoteAddress {
+      self.logger[metadataKey: "peer"] = "\(remote)"
+      let ip = remote.ipAddress ?? ""
+      self.remoteIsLoopback = ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+    self.runtime.connections[self.id] = self
+    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    self.handshakeTimeout = context.eventLoop.scheduleTask(in: .seconds(10)) {
+      let handler = bound.value
+      guard !handler.machine.isOpen else { return }
+      handler.logger.warning("closing connection: handshake not completed within 10 s")
+      handler.context?.close(promise: nil)
+    }
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.teardown()
+    self.context = nil
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.teardown()
+    context.fireChannelInactive()
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    guard !self.stopDecoding else { return }
+    self.runtime.readStarted()
+    self.receivedSinceTick = true
+    var buffer = self.unwrapInboundIn(data)
+    if var pending = self.inbound, pending.readableBytes > 0 {
+      self.inbound = nil
+      pending.writeBuffer(&buffer)
+      buffer = pending
+    }
+    do {
+      while !self.stopDecoding, let frame = try self.decoder.decodeFrame(&buffer) {
+        self.handleFrame(frame)
+      }
+    } catch {
+      self.logger.warning("closing connection: \(error)")
+      self.stopDecoding = true
+      self.closeWithError(BrokerError(replyCode: error.replyCode, replyText: error.description))
+    }
+    if buffer.readableBytes > 0 && !self.stopDecoding {
+      if buffer.readerIndex > 65_536 { buffer.discardReadBytes() }
+      self.inbound = buffer
+    }
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    for channel in self.channels.values { channel.flushConfirms() }
+    self.runtime.readCompleted()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    self.isWritable = context.channel.isWritable
+    if self.isWritable {
+      for channel in self.channels.values { channel.resumeDeliveries() }
+    }
+    context.fireChannelWritabilityChanged()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    self.logger.debug("connection error: \(error)")
+    context.close(promise: nil)
+  }
+
+  // MARK: Frames
+
+  private func handleFrame(_ frame: Frame) {
+    switch frame {
+    case .protocolHeader(let bytes):
+      self.perform(self.machine.protocolHeaderReceived(bytes))
+    case .heartbeat(let channel):
+      if channel != 0 {
+        self.connectionError(.frameError("heartbeat frame on channel \(channel)"))
+      }
+    case .method(0, let method):
+      self.perform(self.machine.methodReceived(method))
+    case .method(let number, let method):
+      guard let channel = self.channelForFrame(number, method: method) else { return }
+      channel.methodReceived(method)
+    case .header(let number, let header):
+      guard number != 0 else {
+        return self.connectionError(.unexpectedFrame("content header frame on channel 0"))
+      }
+      guard let channel = self.channelForFrame(number, method: nil) else { return }
+      channel.headerReceived(header)
+    case .body(let number, let body):
+      guard number != 0 else {
+        return self.connectionError(.unexpectedFrame("content body frame on channel 0"))
+      }
+      guard let channel = self.channelForFrame(number, method: nil) else { return }
+      channel.bodyReceived(body)
+    }
+  }
+
+  /// The open channel a frame belongs to; opens one on channel.open; raises the connection errors RabbitMQ does.
+  private func channelForFrame(_ number: UInt16, method: AMQPMethod?) -> ServerChannel? {
+    switch self.machine.state {
+    case .open:
+      break
+    case .closing, .closed:
+      return nil
+    default:
+      self.connectionError(.commandInvalid("frame on channel \(number) before the connection is open"))
+      return nil
+    }
+    if let channel = self.channels[number] {
+      if case .channelOpen = method {
+        if channel.machine.isClosing { return nil }
+        self.connectionError(.channelError("second 'channel.open' seen"), classID: 20, methodID: 10)
+        return nil
+      }
+      return channel
+    }
+    switch method {
+    case .channelOpen:
+      break
+    case .channelCloseOk:
+      return nil  // a late answer for a channel already gone
+    default:
+      self.connectionError(.channelError("expected 'channel.open' on channel \(number)"))
+      return nil
+    }
+    if number > self.machine.tuning.channelMax {
+      self.connectionError(
+        .notAllowed("channel number \(number) exceeds channel_max \(self.machine.tuning.channelMax)"),
+        classID: 20, methodID: 10)
+      return nil
+    }
+    let channel = ServerChannel(number: number, connection: self)
+    self.channels[number] = channel
+    self.writeMethod(channel: number, .channelOpenOk(ChannelOpenOk()))
+    return nil
+  }
+
+  // MARK: Connection actions
+
+  private func perform(_ action: ConnectionStateMachine.Action) {
+    switch action {
+    case .none:
+      break
+    case .send(let method):
+      self.writeMethod(channel: 0, method)
+    case .sendProtocolHeaderAndClose:
+      self.logger.info("closing connection: bad protocol header")
+      self.outbound.writeBytes(amqpProtocolHeader)
+      self.stopDecoding = true
+      self.flushAndClose()
+    case .authenticate(let mechanism, let username, let password):
+      let user = self.broker.authenticate(user: username, password: password, fromLoopback: self.remoteIsLoopback)
+      if user == nil {
+        self.logger.warning(
+          "login refused for user '\(username)' with mechanism \(mechanism)\(self.remoteIsLoopback ? "" : " (remote connection)")"
+        )
+      }
+      self.perform(self.machine.authenticated(user?.name))
+    case .applyTuning(let tuning):
+      self.frameMax = Int(tuning.frameMax)
+      self.decoder.maxFrameSize = Int(tuning.frameMax)
+      self.startHeartbeats(seconds: Int(tuning.heartbeat))
+    case .openVirtualHost(let name):
+      var error: BrokerError?
+      if let vhost = self.broker.vhosts[name] {
+        self.vhost = vhost
+      } else {
+        error = .notAllowed("vhost \(name) not found")
+      }
+      self.perform(self.machine.virtualHostOpened(name, error: error))
+      if error == nil {
+        self.handshakeTimeout?.cancel()
+        self.logger.info(
+          "connection open: user '\(self.machine.username ?? "")', vhost '\(name)'",
+          metadata: ["client": "\(self.clientName)"])
+      } else {
+        self.logger.warning("closing connection: \(error!)")
+      }
+    case .sendClose(let error, let classID, let methodID):
+      self.writeMethod(
+        channel: 0,
+        .connectionClose(
+          ConnectionClose(
+            replyCode: error.replyCode, replyText: error.replyText, classID: classID, methodID: methodID)))
+      self.closeChannelsForConnectionClose()
+      if let context {
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.closeTimeout = context.eventLoop.scheduleTask(in: .seconds(5)) { bound.value.context?.close(promise: nil) }
+      }
+    case .sendCloseOkAndClose:
+      self.writeMethod(channel: 0, .connectionCloseOk(ConnectionCloseOk()))
+      self.stopDecoding = true
+      self.flushAndClose()
+    case .closeSocket:
+      self.stopDecoding = true
+      self.flushAndClose()
+    case .sendCloseAndCloseSocket(let error):
+      self.writeMethod(
+        channel: 0,
+        .connectionClose(
+          ConnectionClose(replyCode: error.replyCode, replyText: error.replyText, classID: 10, methodID: 11)))
+      self.stopDecoding = true
+      self.flushAndClose()
+    }
+  }
+
+  private var clientName: String {
+    self.machine.clientProperties["connection_name"]?.stringValue
+      ?? self.machine.clientProperties["product"]?.stringValue ?? "unknown"
+  }
+
+  /// Closes the connection with a hard error (connection.close, then wait for close-ok).
+  func connectionError(_ error: BrokerError, classID: UInt16 = 0, methodID: UInt16 = 0) {
+    self.logger.warning("closing connection: \(error)")
+    self.perform(self.machine.connectionError(error, classID: classID, methodID: methodID))
+  }
+
+  private func closeWithError(_ error: BrokerError) {
+    self.perform(self.machine.connectionError(error))
+    self.flushAndClose()
+  }
+
+  /// Closes with 320 CONNECTION_FORCED (broker shutdown).
+  func forceClose(reason: String) {
+    self.perform(self.machine.shutdown(reason: reason))
+    self.runtime.markDirty(self)
+  }
+
+  // MARK: Heartbeats
+
+  private func startHeartbeats(seconds: Int) {
+    guard seconds > 0, let context else { return }
+    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    // Tick at half the interval: send a heartbeat when nothing else was sent; give up after two silent intervals.
+    let tick = TimeAmount.milliseconds(Int64(seconds) * 500)
+    self.heartbeatTask = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
+      bound.value.heartbeatTick(seconds: seconds)
+    }
+  }
+
+  private func heartbeatTick(seconds: Int) {
+    if self.receivedSinceTick {
+      self.receivedSinceTick = false
+      self.silentTicks = 0
+    } else {
+      self.silentTicks += 1
+      if self.silentTicks >= 4 {
+        self.logger.warning("closing connection: missed heartbeats from client, timeout: \(seconds)s")
+        self.stopDecoding = true
+        self.context?.close(promise: nil)
+        return
+      }
+    }
+    if !self.sentSinceTick {
+      self.outbound.writeAMQPHeartbeatFrame()
+      self.flushOutbound()
+    }
+    self.sentSinceTick = false
+  }
+
+  // MARK: Output
+
+  /// Writes a method frame into the outbound buffer.
+  func writeMethod(channel: UInt16, _ method: AMQPMethod) {
+    self.outbound.writeAMQPMethodFrame(channel: channel, method)
+    self.runtime.markDirty(self)
+  }
+
+  /// Writes a method with content (deliver, get-ok, return) into the outbound buffer.
+  @inline(__always)
+  func writeContent(channel: UInt16, _ method: AMQPMethod, message: Message) {
+    self.outbound.writeAMQPMethodFrame(channel: channel, method)
+    self.outbound.writeAMQPContentHeaderFrame(
+      channel: channel, bodySize: UInt64(message.bodySize), rawProperties: message.rawProperties)
+    self.outbound.writeAMQPBodyFrames(channel: channel, body: message.body, maxFrameSize: self.frameMax)
+    self.runtime.markDirty(self)
+  }
+
+  func flushOutbound() {
+    guard let context, self.outbound.readableBytes > 0 else { return }
+    self.sentSinceTick = true
+    let buffer = self.outbound
+    self.outbound = context.channel.allocator.buffer(capacity: max(4096, min(buffer.readableBytes, 1 << 20)))
+    context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+  }
+
+  private func flushAndClose() {
+    guard let context else { return }
+    let buffer = self.outbound
+    self.outbound.clear()
+    let channel = context.channel
+    context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+  }
+
+  // MARK: Teardown
+
+  private func closeChannelsForConnectionClose() {
+    for channel in self.channels.values { channel.release() }
+    self.channels.removeAll()
+  }
+
+  /// Releases everything the connection held: consumers, unacked deliveries (requeued), exclusive queues.
+  private func teardown() {
+    guard !self.tornDown else { return }
+    self.tornDown = true
+    self.heartbeatTask?.cancel()
+    self.handshakeTimeout?.cancel()
+    self.closeTimeout?.cancel()
+    self.closeChannelsForConnectionClose()
+    self.vhost?.removeExclusiveQueues(of: self.id)
+    self.runtime.connections[self.id] = nil
+    if self.machine.isOpen || self.machine.state == .closing {
+      self.logger.info("connection closed")
+    }
+    self.runtime.flushDirty()
+  }
+
+  func channelClosed(_ number: UInt16) {
+    self.channels[number] = nil
+  }
+}

@@ -1,0 +1,80 @@
+import AMQPProtocol
+import Logging
+import NIOCore
+import WarrenCore
+
+/// The broker and its connections on the event loop that owns them.
+///
+/// Deliveries are written into each connection's outbound buffer; the buffers of every connection touched while
+/// reading are flushed once, when the read completes: one write and one flush per connection per batch.
+public final class BrokerRuntime {
+  /// The broker model.
+  public let broker: Broker
+  /// The event loop everything here runs on.
+  public let eventLoop: any EventLoop
+  let logger: Logger
+  let serverProperties: FieldTable
+  var connections: [UInt64: AMQPConnectionHandler] = [:]
+  private var dirty: [AMQPConnectionHandler] = []
+  private var inReadCycle = false
+  private var flushScheduled = false
+
+  init(broker: Broker, eventLoop: any EventLoop, logger: Logger) {
+    self.broker = broker
+    self.eventLoop = eventLoop
+    self.logger = logger
+    self.serverProperties = [
+      "product": .longString("Warren"),
+      "version": .longString(broker.version),
+      "platform": .longString("Swift"),
+      "copyright": .longString("The Warren developers"),
+      "information": .longString("An AMQP 0-9-1 broker in Swift on SwiftNIO"),
+      "cluster_name": .longString("warren"),
+      "capabilities": .table([
+        "publisher_confirms": .bool(true),
+        "exchange_exchange_bindings": .bool(true),
+        "basic.nack": .bool(true),
+        "consumer_cancel_notify": .bool(true),
+        "authentication_failure_close": .bool(true),
+        "per_consumer_qos": .bool(true),
+      ]),
+    ]
+  }
+
+  /// A read started: flushes wait for its end.
+  func readStarted() {
+    self.inReadCycle = true
+  }
+
+  /// A read ended: flush every connection written to.
+  func readCompleted() {
+    self.inReadCycle = false
+    self.flushDirty()
+  }
+
+  /// A connection has bytes to send.
+  func markDirty(_ connection: AMQPConnectionHandler) {
+    guard !connection.isDirty else { return }
+    connection.isDirty = true
+    self.dirty.append(connection)
+    if !self.inReadCycle && !self.flushScheduled {
+      self.flushScheduled = true
+      let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+      self.eventLoop.execute {
+        bound.value.flushScheduled = false
+        bound.value.flushDirty()
+      }
+    }
+  }
+
+  func flushDirty() {
+    var i = 0
+    while i < self.dirty.count {  // a flush may make more connections dirty
+      let connection = self.dirty[i]
+      connection.isDirty = false
+      connection.flushOutbound()
+      i += 1
+    }
+    self.dirty.removeAll(keepingCapacity: true)
+  }
+}

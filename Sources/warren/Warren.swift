@@ -1,0 +1,91 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import WarrenCore
+import WarrenServer
+
+@main
+struct Warren: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "warren",
+    abstract: "An AMQP 0-9-1 message broker.",
+    version: "0.1.0"
+  )
+
+  @Option(help: "The address the AMQP listener binds to.")
+  var bind: String = "127.0.0.1"
+
+  @Option(help: "The AMQP port (0 picks a free one).")
+  var port: Int = 5672
+
+  @Option(help: "A YAML configuration file.")
+  var config: String?
+
+  @Option(help: "Write the bound AMQP port to this file once listening (for test harnesses).")
+  var portFile: String?
+
+  @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+  var logLevel: String = "info"
+
+  func run() async throws {
+    let level = Logger.Level(rawValue: self.logLevel) ?? .info
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardOutput(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    let logger = Logger(label: "warren")
+    if let config = self.config {
+      logger.notice("configuration file \(config) accepted; topology from YAML is not applied yet")
+    }
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let server = try await AMQPServer.start(
+      host: self.bind, port: self.port, eventLoop: group.next(), logger: logger,
+      makeBroker: { Broker(registry: ExchangeRegistry()) })
+    if let portFile = self.portFile, let port = server.localAddress.port {
+      try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
+    }
+    let signal = await waitForTerminationSignal()
+    logger.info("received \(signal), shutting down")
+    try await server.shutdown()
+    // Give clients a bounded time to answer connection.close.
+    for _ in 0..<100 where try await server.connectionCount() > 0 {
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    try await group.shutdownGracefully()
+  }
+}
+
+/// Waits for SIGTERM or SIGINT and returns its name.
+func waitForTerminationSignal() async -> String {
+  await withCheckedContinuation { continuation in
+    let queue = DispatchQueue(label: "warren.signals")
+    let once = OnceFlag()
+    var sources: [any DispatchSourceSignal] = []
+    for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+      signal(number, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+      source.setEventHandler {
+        if once.set() { continuation.resume(returning: name) }
+      }
+      source.resume()
+      sources.append(source)
+    }
+    signalSources = sources
+  }
+}
+
+nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
+
+/// A flag that is set once; used from the signal queue only.
+private final class OnceFlag: @unchecked Sendable {
+  private var isSet = false
+  func set() -> Bool {
+    if isSet { return false }
+    isSet = true
+    return true
+  }
+}

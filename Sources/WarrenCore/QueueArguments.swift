@@ -18,12 +18,12 @@ public enum QueueArguments {
       let value = entry.value
       switch key {
       case "x-expires", "x-message-ttl", "x-max-length", "x-max-length-bytes", "x-max-priority":
-        guard let n = value.integerValue else { throw invalid(key, "{unacceptable_type,\(typeName(value))}") }
+        guard let n = value.integerValue else { throw invalid(key, "\"expected integer, got \(typeName(value))\"") }
         if key == "x-expires" && n <= 0 { throw invalid(key, "{value_zero,\(n)}") }
         if n < 0 { throw invalid(key, "{value_negative,\(n)}") }
         if key == "x-max-priority" && n > 255 { throw invalid(key, "{value_too_large,\(n),255}") }
       case "x-dead-letter-exchange", "x-dead-letter-routing-key":
-        guard value.stringValue != nil else { throw invalid(key, "{unacceptable_type,\(typeName(value))}") }
+        guard value.stringValue != nil else { throw invalid(key, "\"expected string, got \(typeName(value))\"") }
         if key == "x-dead-letter-routing-key" && arguments["x-dead-letter-exchange"] == nil {
           throw invalid(key, "routing_key_but_no_dlx_defined")
         }
@@ -40,7 +40,7 @@ public enum QueueArguments {
           throw invalid(key, "only classic queues are supported, not \(show(value))")
         }
       case "x-single-active-consumer":
-        guard value.boolValue != nil else { throw invalid(key, "{unacceptable_type,\(typeName(value))}") }
+        guard value.boolValue != nil else { throw invalid(key, "\"expected bool, got \(typeName(value))\"") }
       default:
         continue
       }

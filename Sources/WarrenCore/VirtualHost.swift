@@ -61,7 +61,7 @@ public final class VirtualHost {
     guard let type = self.registry.type(named: typeName) else {
       throw .commandInvalid("unknown exchange type '\(typeName)'")
     }
-    if name.hasPrefix("amq.") {
+    if name.hasPrefix("amq.") && self.exchanges[name] == nil {
       throw .accessRefused("exchange name '\(name)' contains reserved prefix 'amq.*'")
     }
     if let existing = self.exchanges[name] {
@@ -99,11 +99,9 @@ public final class VirtualHost {
 
   /// exchange.delete.
   public func deleteExchange(name: String, ifUnused: Bool = false) throws(BrokerError) {
-    if name.isEmpty || name.hasPrefix("amq.") {
-      throw .accessRefused(
-        name.isEmpty
-          ? "operation not permitted on the default exchange"
-          : "exchange name '\(name)' contains reserved prefix 'amq.*'")
+    if name.isEmpty { throw .accessRefused("operation not permitted on the default exchange") }
+    if name.hasPrefix("amq.") {
+      throw .accessRefused("deletion of system \(describe("exchange", name, vhost: self.name)) not allowed")
     }
     guard let exchange = self.exchanges[name] else { return }  // idempotent, as RabbitMQ 3.x
     if ifUnused && !exchange.outgoingBindings.isEmpty {
@@ -284,7 +282,8 @@ public final class VirtualHost {
     connection: UInt64
   ) throws(BrokerError) {
     let queue = try self.queue(named: queueName, connection: connection)
-    let exchange = try self.exchangeForBinding(exchangeName)
+    if exchangeName.isEmpty { throw .accessRefused("operation not permitted on the default exchange") }
+    guard let exchange = self.exchanges[exchangeName] else { return }  // nothing to unbind, as RabbitMQ
     let binding = Binding(source: exchange.name, destination: queue, routingKey: routingKey, arguments: arguments)
     if exchange.outgoingBindings.contains(binding) { self.removeBinding(binding, autoDeleteSource: true) }
   }
@@ -304,8 +303,12 @@ public final class VirtualHost {
   public func unbindExchange(destination: String, source: String, routingKey: String, arguments: FieldTable = [:])
     throws(BrokerError)
   {
-    let destinationExchange = try self.exchangeForBinding(destination)
-    let sourceExchange = try self.exchangeForBinding(source)
+    if destination.isEmpty || source.isEmpty {
+      throw .accessRefused("operation not permitted on the default exchange")
+    }
+    guard let destinationExchange = self.exchanges[destination], let sourceExchange = self.exchanges[source] else {
+      return
+    }
     let binding = Binding(source: source, destination: destinationExchange, routingKey: routingKey, arguments: arguments)
     if sourceExchange.outgoingBindings.contains(binding) { self.removeBinding(binding, autoDeleteSource: true) }
   }

@@ -238,6 +238,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
         self.closeTimeout = context.eventLoop.scheduleTask(in: .seconds(5)) { bound.value.context?.close(promise: nil) }
       }
     case .sendCloseOkAndClose:
+      self.closeChannelsForConnectionClose()  // consumers gone and deliveries requeued before close-ok
       self.writeMethod(channel: 0, .connectionCloseOk(ConnectionCloseOk()))
       self.stopDecoding = true
       self.flushAndClose()
@@ -359,7 +360,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.closeChannelsForConnectionClose()
     self.vhost?.removeExclusiveQueues(of: self.id)
     self.runtime.connections[self.id] = nil
-    if self.machine.isOpen || self.machine.state == .closing {
+    if self.vhost != nil {
       self.logger.info("connection closed")
     }
     self.runtime.flushDirty()

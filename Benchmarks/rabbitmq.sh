@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Starts or stops a private RabbitMQ node (Debian's rabbitmq-server) on 127.0.0.1 for comparisons.
+# Usage: Benchmarks/rabbitmq.sh start PORT DIR   |   Benchmarks/rabbitmq.sh stop DIR
+# Installs rabbitmq-server with apt-get if it is missing. Prints nothing but errors; exit 0 once the node answers.
+set -euo pipefail
+cmd=${1:?start|stop}
+if [ "$cmd" = start ]; then
+  port=${2:?port}; dir=${3:?dir}
+  if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server) >/dev/null
+  fi
+  # Debian's package starts its own node; we use a private one and leave the system one alone.
+  mkdir -p "$dir/mnesia" "$dir/log" "$dir/home"
+  cat > "$dir/rabbitmq.conf" <<CONF
+loopback_users = none
+listeners.tcp.default = 127.0.0.1:$port
+management.tcp.port = 0
+CONF
+  chown -R rabbitmq:rabbitmq "$dir" 2>/dev/null || true
+  node="warren-ref-$port@localhost"
+  export RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \
+    ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+    RABBITMQ_DIST_PORT=$((port + 20000)) HOME="$dir/home" RABBITMQ_PID_FILE="$dir/pid"
+  echo "[]." > "$dir/enabled_plugins"; chown rabbitmq:rabbitmq "$dir/enabled_plugins" 2>/dev/null || true
+  nohup /usr/sbin/rabbitmq-server > "$dir/stdout.log" 2>&1 &
+  echo "$node" > "$dir/nodename"
+  for _ in $(seq 1 120); do
+    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then exit 0; fi
+    sleep 0.5
+  done
+  echo "RabbitMQ did not start; see $dir/stdout.log" >&2
+  exit 1
+elif [ "$cmd" = stop ]; then
+  dir=${2:?dir}
+  node=$(cat "$dir/nodename")
+  HOME="$dir/home" RABBITMQ_NODENAME="$node" ERL_EPMD_ADDRESS=127.0.0.1 /usr/sbin/rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
+fi

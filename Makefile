@@ -1,0 +1,39 @@
+# Warren: build, test, run.
+VENV ?= .venv
+PYTHON ?= python3
+SWIFT ?= swift
+
+.PHONY: build release test test-swift test-interop venv run format clean
+
+build:
+	$(SWIFT) build
+
+release:
+	$(SWIFT) build -c release
+
+run:
+	$(SWIFT) run -c release warren
+
+## All tests: Swift unit and integration tests, then the interop suites (pika, aio-pika, rabbitmq-c tools)
+## against a broker process the suite starts.
+test: test-swift test-interop
+
+test-swift:
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+$(VENV)/.installed: Tests/Interop/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r Tests/Interop/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test-interop: venv build
+	WARREN_BIN=$$($(SWIFT) build --show-bin-path)/warren $(VENV)/bin/python -m pytest -c Tests/Interop/pytest.ini Tests/Interop -q
+
+format:
+	$(SWIFT) format --in-place --recursive --parallel Sources Tests Package.swift
+
+clean:
+	rm -rf .build $(VENV)

@@ -1,0 +1,83 @@
+"""Starts a warren broker process on 127.0.0.1, port 0, for the interop tests, and stops it by its PID."""
+
+import os
+import re
+import subprocess
+import threading
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Broker:
+    def __init__(self, *extra_args):
+        binary = os.environ.get("WARREN_BIN", os.path.join(ROOT, ".build", "debug", "warren"))
+        self.process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", "0", *extra_args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.log = []
+        self.port = None
+        ready = threading.Event()
+
+        def read_output():
+            for line in self.process.stdout:
+                self.log.append(line)
+                match = re.search(r"AMQP listener on .*:(\d+)\s*$", line)
+                if match and self.port is None:
+                    self.port = int(match.group(1))
+                    ready.set()
+            ready.set()
+
+        self.reader = threading.Thread(target=read_output, daemon=True)
+        self.reader.start()
+        if not ready.wait(timeout=30) or self.port is None:
+            self.stop()
+            raise RuntimeError("warren did not start:\n" + "".join(self.log))
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.reader.join(timeout=5)
+
+    def logged(self, pattern):
+        return any(re.search(pattern, line) for line in self.log)
+
+
+@pytest.fixture(scope="session")
+def broker():
+    b = Broker()
+    yield b
+    b.stop()
+    # The broker must never crash, whatever a test sent it.
+    assert b.process.returncode == 0, "".join(b.log[-50:])
+
+
+@pytest.fixture
+def params(broker):
+    import pika
+
+    return pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0, blocked_connection_timeout=30)
+
+
+@pytest.fixture
+def connection(params):
+    import pika
+
+    c = pika.BlockingConnection(params)
+    yield c
+    if c.is_open:
+        c.close()
+
+
+@pytest.fixture
+def channel(connection):
+    return connection.channel()

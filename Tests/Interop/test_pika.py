@@ -1,0 +1,449 @@
+"""Interop tests: pika (from PyPI) against a warren process."""
+
+import socket
+import struct
+import uuid
+
+import pika
+import pika.exceptions
+import pytest
+
+
+def name(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def drain(channel, queue, count, auto_ack=False, timeout=5):
+    """Consumes exactly `count` messages (or fails after `timeout` seconds of silence)."""
+    got = []
+    for method, properties, body in channel.consume(queue, auto_ack=auto_ack, inactivity_timeout=timeout):
+        assert method is not None, f"only {len(got)} of {count} messages arrived"
+        got.append((method, properties, body))
+        if len(got) == count:
+            break
+    channel.cancel()
+    return got
+
+
+def test_seed_scenario_direct_exchange_publish_and_subscribe(params):
+    lines = [f"line {i}" for i in range(50)]
+    publisher = pika.BlockingConnection(params)
+    pch = publisher.channel()
+    pch.exchange_declare("topic", "direct")
+    pch.queue_declare("topic1")
+    pch.queue_bind("topic1", "topic", "topic1")
+    pch.queue_purge("topic1")
+    for line in lines:
+        pch.basic_publish("topic", "topic1", line.encode())
+    subscriber = pika.BlockingConnection(params)
+    sch = subscriber.channel()
+    got = drain(sch, "topic1", len(lines), auto_ack=True)
+    assert [b.decode() for _, _, b in got] == lines
+    assert all(m.exchange == "topic" and m.routing_key == "topic1" for m, _, _ in got)
+    publisher.close()
+    subscriber.close()
+
+
+def test_fanout_to_several_queues(channel):
+    exchange = name("fan")
+    channel.exchange_declare(exchange, "fanout")
+    queues = [channel.queue_declare("", exclusive=True).method.queue for _ in range(4)]
+    for q in queues:
+        channel.queue_bind(q, exchange, "ignored")
+    channel.basic_publish(exchange, "any-key", b"to all")
+    for q in queues:
+        method, _, body = channel.basic_get(q, auto_ack=True)
+        assert body == b"to all"
+        assert method.message_count == 0
+
+
+def test_publisher_confirms_and_mandatory_return(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.confirm_delivery()
+    for i in range(100):
+        channel.basic_publish("", queue, str(i).encode(), mandatory=True)  # raises unless acked
+    assert channel.queue_declare(queue, passive=True).method.message_count == 100
+    with pytest.raises(pika.exceptions.UnroutableError) as error:
+        channel.basic_publish("", name("nowhere"), b"lost", mandatory=True)
+    returned = error.value.messages[0]
+    assert returned.method.reply_code == 312
+    assert returned.method.reply_text == "NO_ROUTE"
+    assert returned.body == b"lost"
+
+
+def test_properties_and_headers_arrive_unchanged(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    props = pika.BasicProperties(
+        content_type="application/json", content_encoding="utf-8", headers={"a": 1, "b": "two", "c": [1, 2]},
+        delivery_mode=2, priority=5, correlation_id="corr", reply_to="replies", expiration="60000",
+        message_id="mid", timestamp=1700000000, type="kind", user_id="guest", app_id="tests",
+    )
+    channel.basic_publish("", queue, b"{}", properties=props)
+    _, got, body = channel.basic_get(queue, auto_ack=True)
+    assert body == b"{}"
+    for field in ["content_type", "content_encoding", "headers", "delivery_mode", "priority", "correlation_id",
+                  "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id"]:
+        assert getattr(got, field) == getattr(props, field), field
+
+
+def test_basic_get_and_get_empty(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    assert channel.basic_get(queue) == (None, None, None)
+    channel.basic_publish("", queue, b"a")
+    channel.basic_publish("", queue, b"b")
+    method, _, body = channel.basic_get(queue)
+    assert body == b"a" and method.message_count == 1 and not method.redelivered
+    channel.basic_ack(method.delivery_tag)
+    method, _, body = channel.basic_get(queue, auto_ack=True)
+    assert body == b"b" and method.message_count == 0
+
+
+def test_reject_requeue_sets_redelivered_and_keeps_order(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    for body in [b"1", b"2", b"3"]:
+        channel.basic_publish("", queue, body)
+    first, _, _ = channel.basic_get(queue)
+    second, _, _ = channel.basic_get(queue)
+    channel.basic_reject(second.delivery_tag, requeue=True)
+    channel.basic_nack(first.delivery_tag, requeue=True)
+    bodies = []
+    for _ in range(3):
+        method, _, body = channel.basic_get(queue, auto_ack=True)
+        bodies.append((body, method.redelivered))
+    assert bodies == [(b"1", True), (b"2", True), (b"3", False)]
+    # reject without requeue drops the message
+    channel.basic_publish("", queue, b"drop me")
+    method, _, _ = channel.basic_get(queue)
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    assert channel.queue_declare(queue, passive=True).method.message_count == 0
+
+
+def test_prefetch_limits_in_flight_deliveries(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    for i in range(10):
+        channel.basic_publish("", queue, str(i).encode())
+    channel.basic_qos(prefetch_count=3)
+    received = []
+    channel.basic_consume(queue, lambda ch, m, p, b: received.append(m))
+    # A synchronous round trip: every delivery the broker sent before it has arrived when it returns.
+    while len(received) < 3:
+        channel.connection.process_data_events(time_limit=1)
+    assert channel.queue_declare(queue, passive=True).method.message_count == 7
+    channel.connection.process_data_events(time_limit=0)
+    assert len(received) == 3
+    channel.basic_ack(received[0].delivery_tag)
+    while len(received) < 4:
+        channel.connection.process_data_events(time_limit=1)
+    assert channel.queue_declare(queue, passive=True).method.message_count == 6
+    channel.connection.process_data_events(time_limit=0)
+    assert len(received) == 4
+    channel.basic_ack(0, multiple=True)
+    while len(received) < 7:
+        channel.connection.process_data_events(time_limit=1)
+    assert channel.queue_declare(queue, passive=True).method.message_count == 3
+
+
+def test_round_robin_between_consumers(params):
+    conn = pika.BlockingConnection(params)
+    ch = conn.channel()
+    queue = ch.queue_declare(name("rr"), auto_delete=True).method.queue
+    got = {"a": [], "b": []}
+    ch.basic_consume(queue, lambda c, m, p, b: got["a"].append(b), auto_ack=True, consumer_tag="a")
+    ch.basic_consume(queue, lambda c, m, p, b: got["b"].append(b), auto_ack=True, consumer_tag="b")
+    for i in range(10):
+        ch.basic_publish("", queue, str(i).encode())
+    while len(got["a"]) + len(got["b"]) < 10:
+        conn.process_data_events(time_limit=1)
+    assert len(got["a"]) == 5 and len(got["b"]) == 5
+    conn.close()
+
+
+def test_consumer_cancelled_when_queue_deleted(params):
+    conn = pika.BlockingConnection(params)
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).method.queue
+    cancelled = []
+    ch.basic_consume(queue, lambda *a: None, consumer_tag="c1")
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    other = conn.channel()
+    other.queue_delete(queue)
+    while not cancelled:
+        conn.process_data_events(time_limit=1)
+    assert cancelled == ["c1"]
+    conn.close()
+
+
+def test_channel_error_leaves_other_channels_working(connection):
+    broken = connection.channel()
+    healthy = connection.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+        broken.queue_declare(name("missing"), passive=True)
+    assert error.value.reply_code == 404
+    queue = healthy.queue_declare("", exclusive=True).method.queue
+    healthy.basic_publish("", queue, b"still fine")
+    assert healthy.basic_get(queue, auto_ack=True)[2] == b"still fine"
+    again = connection.channel()
+    assert again.queue_declare(queue, passive=True).method.message_count == 0
+
+
+def test_channel_error_on_one_connection_does_not_affect_another(params):
+    a = pika.BlockingConnection(params)
+    b = pika.BlockingConnection(params)
+    ach = a.channel()
+    bch = b.channel()
+    queue = bch.queue_declare("", exclusive=True).method.queue
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as error:
+        ach.exchange_declare(name("x"), "no-such-type")
+    assert error.value.reply_code == 503
+    bch.basic_publish("", queue, b"ok")
+    assert bch.basic_get(queue, auto_ack=True)[2] == b"ok"
+    b.close()
+
+
+def test_unacked_messages_requeued_in_order_when_channel_closes(params, channel):
+    queue = channel.queue_declare(name("requeue"), auto_delete=False).method.queue
+    for i in range(5):
+        channel.basic_publish("", queue, str(i).encode())
+    consumer = pika.BlockingConnection(params)
+    cch = consumer.channel()
+    got = drain_no_cancel(cch, queue, 5)
+    assert [b for _, _, b in got] == [b"0", b"1", b"2", b"3", b"4"]
+    cch.basic_ack(got[1][0].delivery_tag)
+    consumer.close()  # returns after close-ok: the broker has requeued by then
+    bodies = []
+    for _ in range(4):
+        method, _, body = channel.basic_get(queue, auto_ack=True)
+        bodies.append((body, method.redelivered))
+    assert bodies == [(b"0", True), (b"2", True), (b"3", True), (b"4", True)]
+    assert channel.basic_get(queue) == (None, None, None)
+    channel.queue_delete(queue)
+
+
+def test_unacked_messages_requeued_when_tcp_connection_drops(broker, channel):
+    from pika import spec
+
+    queue = channel.queue_declare(name("dropped"), auto_delete=False).method.queue
+    for i in range(3):
+        channel.basic_publish("", queue, str(i).encode())
+    sock, read_frame, send = raw_handshake(broker.port)
+    send(1, spec.Channel.Open())
+    assert isinstance(read_frame().method, spec.Channel.OpenOk)
+    send(1, spec.Basic.Consume(queue=queue, consumer_tag="dropper"))
+    deliveries = 0
+    while deliveries < 3:
+        f = read_frame()
+        if type(f).__name__ == "Method" and isinstance(f.method, spec.Basic.Deliver):
+            deliveries += 1
+    assert channel.queue_declare(queue, passive=True).method.message_count == 0
+    sock.close()  # no connection.close: the broker notices the TCP close
+    deadline = 200
+    while channel.queue_declare(queue, passive=True).method.message_count < 3 and deadline > 0:
+        channel.connection.process_data_events(time_limit=0.05)
+        deadline -= 1
+    method, _, body = channel.basic_get(queue, auto_ack=True)
+    assert (body, method.redelivered) == (b"0", True)
+    channel.queue_delete(queue)
+
+
+def drain_no_cancel(channel, queue, count):
+    got = []
+    for method, properties, body in channel.consume(queue, inactivity_timeout=5):
+        assert method is not None
+        got.append((method, properties, body))
+        if len(got) == count:
+            return got
+
+
+def test_exclusive_queue_locked_and_deleted_with_its_connection(params):
+    owner = pika.BlockingConnection(params)
+    queue = owner.channel().queue_declare(name("excl"), exclusive=True).method.queue
+    other = pika.BlockingConnection(params)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+        other.channel().queue_declare(queue, passive=True)
+    assert error.value.reply_code == 405
+    owner.close()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+        other.channel().queue_declare(queue, passive=True)
+    assert error.value.reply_code == 404
+    other.close()
+
+
+def test_transactions_commit_and_rollback(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.tx_select()
+    channel.basic_publish("", queue, b"rolled back")
+    channel.tx_rollback()
+    channel.basic_publish("", queue, b"committed")
+    assert channel.queue_declare(queue, passive=True).method.message_count == 0
+    channel.tx_commit()
+    assert channel.queue_declare(queue, passive=True).method.message_count == 1
+
+
+def test_wrong_password_refused_with_403(broker):
+    params = pika.ConnectionParameters("127.0.0.1", broker.port, credentials=pika.PlainCredentials("guest", "wrong"))
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError) as error:
+        pika.BlockingConnection(params)
+    assert "403" in str(error.value) or "ACCESS_REFUSED" in str(error.value)
+
+
+def test_unknown_vhost_refused(broker):
+    params = pika.ConnectionParameters("127.0.0.1", broker.port, virtual_host="no-such-vhost")
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as error:
+        pika.BlockingConnection(params)
+    assert "530" in str(error.value) or "NOT_ALLOWED" in str(error.value)
+
+
+def test_thousand_queues_declared_and_deleted(channel):
+    names = [name("many") for _ in range(1000)]
+    for n in names:
+        channel.queue_declare(n)
+    for n in names:
+        assert channel.queue_delete(n).method.message_count == 0
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        channel.queue_declare(names[0], passive=True)
+
+
+def test_large_message_split_over_body_frames(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    body = bytes(range(256)) * 8192  # 2 MiB, many frames at frame_max 131072
+    channel.basic_publish("", queue, body)
+    assert channel.basic_get(queue, auto_ack=True)[2] == body
+
+
+def test_exchange_to_exchange_binding(channel):
+    source = name("src")
+    middle = name("mid")
+    channel.exchange_declare(source, "direct")
+    channel.exchange_declare(middle, "fanout")
+    channel.exchange_bind(middle, source, "k")
+    channel.exchange_bind(source, middle, "k")  # a cycle must not loop
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, middle, "")
+    channel.queue_bind(queue, source, "k")  # two paths, one copy
+    channel.basic_publish(source, "k", b"once")
+    assert channel.basic_get(queue, auto_ack=True)[2] == b"once"
+    assert channel.basic_get(queue, auto_ack=True) == (None, None, None)
+
+
+def test_redeclare_with_other_properties_is_406(channel):
+    queue = name("redeclare")
+    channel.queue_declare(queue, auto_delete=True)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+        channel.queue_declare(queue, durable=True, auto_delete=True)
+    assert error.value.reply_code == 406
+    assert "inequivalent arg 'durable'" in error.value.reply_text
+
+
+# ---- Raw sockets: what pika cannot send ----
+
+def raw_handshake(port, heartbeat=0):
+    from pika import frame, spec
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"AMQP\x00\x00\x09\x01")
+    buffer = b""
+
+    def read_frame():
+        nonlocal buffer
+        while True:
+            if len(buffer) >= 7:
+                size = struct.unpack(">I", buffer[3:7])[0]
+                if len(buffer) >= size + 8:
+                    consumed, decoded = frame.decode_frame(buffer)
+                    buffer = buffer[consumed:]
+                    return decoded
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buffer += chunk
+
+    def send(channel, method):
+        sock.sendall(frame.Method(channel, method).marshal())
+
+    assert isinstance(read_frame().method, spec.Connection.Start)
+    send(0, spec.Connection.StartOk(client_properties={}, mechanism="PLAIN", response=b"\0guest\0guest"))
+    tune = read_frame().method
+    assert isinstance(tune, spec.Connection.Tune)
+    send(0, spec.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max, heartbeat=heartbeat))
+    send(0, spec.Connection.Open(virtual_host="/"))
+    assert isinstance(read_frame().method, spec.Connection.OpenOk)
+    return sock, read_frame, send
+
+
+def test_heartbeat_timeout_closes_a_silent_client(broker):
+    sock, read_frame, _ = raw_handshake(broker.port, heartbeat=1)
+    sock.settimeout(15)
+    # The broker sends heartbeats, then gives up on us: the socket ends.
+    saw_heartbeat = False
+    while True:
+        f = read_frame()
+        if f is None:
+            break
+        saw_heartbeat = saw_heartbeat or type(f).__name__ == "Heartbeat"
+    assert saw_heartbeat
+
+
+def test_bad_protocol_header_answered_with_ours(broker):
+    sock = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+    sock.sendall(b"AMQP\x01\x01\x08\x00")
+    data = b""
+    while True:
+        chunk = sock.recv(100)
+        if not chunk:
+            break
+        data += chunk
+    assert data == b"AMQP\x00\x00\x09\x01"
+
+
+def test_bad_frame_end_is_501_and_other_connections_live_on(broker, channel):
+    from pika import spec
+
+    sock, read_frame, _ = raw_handshake(broker.port)
+    sock.sendall(b"\x08\x00\x00\x00\x00\x00\x00\x00")  # heartbeat with a wrong frame end
+    reply = read_frame()
+    assert isinstance(reply.method, spec.Connection.Close)
+    assert reply.method.reply_code == 501
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.basic_publish("", queue, b"fine")
+    assert channel.basic_get(queue, auto_ack=True)[2] == b"fine"
+
+
+def test_oversized_frame_is_501(broker):
+    from pika import spec
+
+    sock, read_frame, _ = raw_handshake(broker.port)
+    sock.sendall(b"\x01\x00\x01" + struct.pack(">I", 10_000_000))
+    reply = read_frame()
+    assert isinstance(reply.method, spec.Connection.Close)
+    assert reply.method.reply_code == 501
+
+
+def test_channel_max_exceeded_is_530(broker):
+    from pika import spec
+
+    sock, read_frame, send = raw_handshake(broker.port)
+    send(5000, spec.Channel.Open())
+    reply = read_frame()
+    assert isinstance(reply.method, spec.Connection.Close)
+    assert reply.method.reply_code == 530
+
+
+def test_content_without_publish_is_505(broker):
+    from pika import spec
+
+    sock, read_frame, send = raw_handshake(broker.port)
+    send(1, spec.Channel.Open())
+    assert isinstance(read_frame().method, spec.Channel.OpenOk)
+    sock.sendall(b"\x03\x00\x01\x00\x00\x00\x02hi\xce")  # a body frame with no publish before it
+    reply = read_frame()
+    assert isinstance(reply.method, spec.Connection.Close)
+    assert reply.method.reply_code == 505
+
+
+def test_dropped_connection_mid_handshake_is_cleaned_up(broker, channel):
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+        sock.sendall(b"AMQP\x00\x00\x09\x01")
+        sock.close()
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    assert channel.queue_declare(queue, passive=True).method.consumer_count == 0

@@ -46,7 +46,9 @@ public final class Broker {
   private var lastConnectionID: UInt64 = 0
 
   /// Creates a broker with the default vhost `/` and the default user `guest` (loopback only), as RabbitMQ does.
-  public init(registry: ExchangeRegistry = ExchangeRegistry(), limits: BrokerLimits = BrokerLimits(), version: String = "0.1.0") {
+  public init(
+    registry: ExchangeRegistry = ExchangeRegistry(), limits: BrokerLimits = BrokerLimits(), version: String = "0.1.0"
+  ) {
     self.registry = registry
     self.limits = limits
     self.version = version

@@ -199,7 +199,12 @@ public final class Queue: Destination {
   /// Puts settled deliveries back at their positions, marked redelivered.
   public func requeue(_ messages: [QueuedMessage]) {
     guard !self.isDeleted, !messages.isEmpty else { return }
-    self.storage.requeue(messages.map { var m = $0; m.redelivered = true; return m })
+    self.storage.requeue(
+      messages.map {
+        var m = $0
+        m.redelivered = true
+        return m
+      })
   }
 
   /// Removes every ready message; returns how many.

@@ -309,7 +309,8 @@ public final class VirtualHost {
     guard let destinationExchange = self.exchanges[destination], let sourceExchange = self.exchanges[source] else {
       return
     }
-    let binding = Binding(source: source, destination: destinationExchange, routingKey: routingKey, arguments: arguments)
+    let binding = Binding(
+      source: source, destination: destinationExchange, routingKey: routingKey, arguments: arguments)
     if sourceExchange.outgoingBindings.contains(binding) { self.removeBinding(binding, autoDeleteSource: true) }
   }
 

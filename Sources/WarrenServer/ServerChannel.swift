@@ -1,6 +1,6 @@
-import Logging
 import AMQPProtocol
 import DequeModule
+import Logging
 import NIOCore
 import WarrenCore
 
@@ -322,7 +322,8 @@ final class ServerChannel: DeliveryChannel {
   func deliver(_ message: QueuedMessage, from queue: Queue, to consumer: Consumer) {
     self.nextDeliveryTag += 1
     if !consumer.noAck {
-      self.unacked.append(UnackedDelivery(tag: self.nextDeliveryTag, queue: queue, message: message, consumer: consumer))
+      self.unacked.append(
+        UnackedDelivery(tag: self.nextDeliveryTag, queue: queue, message: message, consumer: consumer))
     }
     self.connection.writeContent(
       channel: self.number,

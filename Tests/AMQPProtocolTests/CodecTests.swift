@@ -85,7 +85,8 @@ struct CodecTests {
   @Test("frames fed one byte at a time come out whole")
   func byteByByte() throws {
     var all = ByteBuffer(bytes: amqpProtocolHeader)
-    all.writeAMQPFrame(.method(channel: 0, .connectionStartOk(ConnectionStartOk(clientProperties: [:], response: [0, 0]))))
+    all.writeAMQPFrame(
+      .method(channel: 0, .connectionStartOk(ConnectionStartOk(clientProperties: [:], response: [0, 0]))))
     all.writeAMQPFrame(.body(channel: 7, ByteBuffer(string: "xyz")))
     var decoder = AMQPFrameDecoder(expectsProtocolHeader: true)
     var accumulated = ByteBuffer()
@@ -164,9 +165,10 @@ struct CodecTests {
   func fuzz() {
     var generator = SystemRandomNumberGenerator()
     for _ in 0..<2000 {
-      var buffer = ByteBuffer(bytes: (0..<Int.random(in: 0..<64, using: &generator)).map { _ in
-        UInt8.random(in: 0...255, using: &generator)
-      })
+      var buffer = ByteBuffer(
+        bytes: (0..<Int.random(in: 0..<64, using: &generator)).map { _ in
+          UInt8.random(in: 0...255, using: &generator)
+        })
       var decoder = AMQPFrameDecoder(maxFrameSize: 4096)
       while true {
         guard let frame = try? decoder.decodeFrame(&buffer) else { break }
@@ -183,7 +185,10 @@ struct CodecTests {
     var decoder = AMQPFrameDecoder(maxFrameSize: 4096)
     var sizes: [Int] = []
     while let frame = try decoder.decodeFrame(&buffer) {
-      guard case .body(2, let part) = frame else { Issue.record("not a body frame"); return }
+      guard case .body(2, let part) = frame else {
+        Issue.record("not a body frame")
+        return
+      }
       sizes.append(part.readableBytes)
     }
     #expect(sizes == [4088, 4088, 1824])

@@ -1,0 +1,254 @@
+import AMQPProtocol
+import NIOCore
+import Testing
+
+@testable import WarrenCore
+
+/// A consumer's channel that records deliveries and can be told to refuse them.
+final class RecordingChannel: DeliveryChannel {
+  var delivered: [(consumer: String, body: String, redelivered: Bool)] = []
+  var cancelled: [String] = []
+  var accepting = true
+
+  func canDeliver(to consumer: Consumer) -> Bool { self.accepting }
+  func deliver(_ message: QueuedMessage, from queue: Queue, to consumer: Consumer) {
+    self.delivered.append((consumer.tag, String(buffer: message.message.body), message.redelivered))
+  }
+  func consumerCancelledByServer(_ consumer: Consumer) { self.cancelled.append(consumer.tag) }
+}
+
+func message(_ body: String, key: String = "", exchange: String = "") -> Message {
+  Message(exchange: exchange, routingKey: key, body: ByteBuffer(string: body))
+}
+
+@Suite("Routing")
+struct RoutingTests {
+  @Test("the default exchange routes by queue name")
+  func defaultExchange() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let queue = try vhost.declareQueue(name: "q", connection: 1)
+    #expect(vhost.publish(message("a", key: "q"), to: vhost.defaultExchange) == 1)
+    #expect(vhost.publish(message("b", key: "other"), to: vhost.defaultExchange) == 0)
+    #expect(queue.messageCount == 1)
+  }
+
+  @Test("direct routes on equal keys only; several bindings to one queue deliver one copy")
+  func direct() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let exchange = try vhost.declareExchange(name: "d", type: "direct")
+    let a = try vhost.declareQueue(name: "a", connection: 1)
+    let b = try vhost.declareQueue(name: "b", connection: 1)
+    try vhost.bindQueue("a", to: "d", routingKey: "red", connection: 1)
+    try vhost.bindQueue("a", to: "d", routingKey: "red", arguments: ["x": .int32(1)], connection: 1)
+    try vhost.bindQueue("b", to: "d", routingKey: "blue", connection: 1)
+    #expect(vhost.publish(message("1", key: "red"), to: exchange) == 1)
+    #expect(vhost.publish(message("2", key: "blue"), to: exchange) == 1)
+    #expect(vhost.publish(message("3", key: "green"), to: exchange) == 0)
+    #expect(a.messageCount == 1 && b.messageCount == 1)
+    try vhost.unbindQueue("a", from: "d", routingKey: "red", connection: 1)
+    #expect(vhost.publish(message("4", key: "red"), to: exchange) == 1)  // the binding with arguments remains
+    try vhost.unbindQueue("a", from: "d", routingKey: "red", arguments: ["x": .int32(1)], connection: 1)
+    #expect(vhost.publish(message("5", key: "red"), to: exchange) == 0)
+  }
+
+  @Test("fanout routes to every bound queue")
+  func fanout() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let exchange = try vhost.declareExchange(name: "f", type: "fanout")
+    for name in ["a", "b", "c"] {
+      try vhost.declareQueue(name: name, connection: 1)
+      try vhost.bindQueue(name, to: "f", routingKey: name, connection: 1)
+    }
+    #expect(vhost.publish(message("x", key: "anything"), to: exchange) == 3)
+  }
+
+  @Test("exchange-to-exchange bindings: one copy per queue, cycles end")
+  func exchangeToExchange() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let source = try vhost.declareExchange(name: "s", type: "direct")
+    try vhost.declareExchange(name: "m", type: "fanout")
+    try vhost.bindExchange(destination: "m", source: "s", routingKey: "k")
+    try vhost.bindExchange(destination: "s", source: "m", routingKey: "k")
+    let queue = try vhost.declareQueue(name: "q", connection: 1)
+    try vhost.bindQueue("q", to: "m", routingKey: "", connection: 1)
+    try vhost.bindQueue("q", to: "s", routingKey: "k", connection: 1)
+    #expect(vhost.publish(message("x", key: "k"), to: source) == 1)
+    #expect(queue.messageCount == 1)
+  }
+
+  @Test("an unroutable message goes to the alternate exchange")
+  func alternateExchange() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    try vhost.declareExchange(name: "ae", type: "fanout")
+    let main = try vhost.declareExchange(
+      name: "main", type: "direct", arguments: ["alternate-exchange": .longString("ae")])
+    let unrouted = try vhost.declareQueue(name: "unrouted", connection: 1)
+    try vhost.bindQueue("unrouted", to: "ae", routingKey: "", connection: 1)
+    #expect(vhost.publish(message("x", key: "nobody"), to: main) == 1)
+    #expect(unrouted.messageCount == 1)
+  }
+
+  @Test("an auto-delete exchange goes with its last binding")
+  func autoDeleteExchange() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    try vhost.declareExchange(name: "tmp", type: "direct", autoDelete: true)
+    try vhost.declareQueue(name: "q", connection: 1)
+    try vhost.bindQueue("q", to: "tmp", routingKey: "k", connection: 1)
+    #expect(vhost.exchanges["tmp"] != nil)
+    try vhost.unbindQueue("q", from: "tmp", routingKey: "k", connection: 1)
+    #expect(vhost.exchanges["tmp"] == nil)
+  }
+}
+
+@Suite("Declarations")
+struct DeclarationTests {
+  func code(_ body: () throws -> Void) -> UInt16? {
+    do {
+      try body()
+      return nil
+    } catch let error as BrokerError {
+      return error.replyCode
+    } catch {
+      return 0
+    }
+  }
+
+  @Test("RabbitMQ's reply codes for declare mistakes")
+  func declareErrors() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    #expect(code { try vhost.declareExchange(name: "x", type: "nonsense") } == 503)
+    #expect(code { try vhost.declareExchange(name: "amq.mine", type: "direct") } == 403)
+    #expect(code { try vhost.declareExchange(name: "amq.direct", type: "direct", durable: true) } == nil)
+    #expect(code { try vhost.declareExchange(name: "amq.direct", type: "fanout", durable: true) } == 406)
+    #expect(code { try vhost.declareExchange(name: "", type: "direct") } == 403)
+    #expect(code { try vhost.declareExchange(name: "missing", type: "direct", passive: true) } == 404)
+    #expect(code { try vhost.declareQueue(name: "amq.q", connection: 1) } == 403)
+    #expect(code { try vhost.declareQueue(name: "missing", passive: true, connection: 1) } == 404)
+    #expect(
+      code { try vhost.declareQueue(name: "ttl", arguments: ["x-message-ttl": .int32(-1)], connection: 1) } == 406)
+    #expect(code { try vhost.declareQueue(name: "q", durable: false, connection: 1) } == nil)
+    #expect(code { try vhost.declareQueue(name: "q", durable: true, connection: 1) } == 406)
+    #expect(code { try vhost.declareQueue(name: "mine", exclusive: true, connection: 1) } == nil)
+    #expect(code { try vhost.declareQueue(name: "mine", exclusive: true, connection: 2) } == 405)
+    #expect(code { try vhost.bindQueue("q", to: "", routingKey: "q", connection: 1) } == 403)
+    #expect(code { try vhost.bindQueue("q", to: "missing", routingKey: "q", connection: 1) } == 404)
+    #expect(code { try vhost.deleteExchange(name: "amq.fanout") } == 403)
+  }
+
+  @Test("server-named queues are amq.gen- and unique")
+  func serverNamed() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let names = try (0..<100).map { _ throws(BrokerError) in try vhost.declareQueue(name: "", connection: 1).name }
+    #expect(Set(names).count == 100)
+    #expect(names.allSatisfy { $0.hasPrefix("amq.gen-") && $0.count == 30 })
+  }
+
+  @Test("delete if-unused and if-empty")
+  func conditionalDelete() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let queue = try vhost.declareQueue(name: "q", connection: 1)
+    queue.enqueue(message("x"))
+    #expect(code { _ = try vhost.deleteQueue(name: "q", ifEmpty: true, connection: 1) } == 406)
+    let channel = RecordingChannel()
+    channel.accepting = false
+    try vhost.addConsumer(
+      Consumer(tag: "c", queue: queue, noAck: true, exclusive: false, prefetchCount: 0, channel: channel))
+    #expect(code { _ = try vhost.deleteQueue(name: "q", ifUnused: true, connection: 1) } == 406)
+    #expect(try vhost.deleteQueue(name: "q", connection: 1) == 1)
+    #expect(channel.cancelled == ["c"])
+    #expect(try vhost.deleteQueue(name: "q", connection: 1) == 0)  // idempotent
+  }
+}
+
+@Suite("Queues")
+struct QueueTests {
+  func setup() throws -> (VirtualHost, Queue) {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    return (vhost, try vhost.declareQueue(name: "q", connection: 1))
+  }
+
+  @Test("consumers get messages in turn")
+  func roundRobin() throws {
+    let (vhost, queue) = try setup()
+    let channel = RecordingChannel()
+    for tag in ["a", "b", "c"] {
+      try vhost.addConsumer(
+        Consumer(tag: tag, queue: queue, noAck: true, exclusive: false, prefetchCount: 0, channel: channel))
+    }
+    for i in 0..<6 { queue.enqueue(message("\(i)")) }
+    #expect(channel.delivered.map(\.consumer) == ["a", "b", "c", "a", "b", "c"])
+    #expect(channel.delivered.map(\.body) == ["0", "1", "2", "3", "4", "5"])
+  }
+
+  @Test("prefetch stops deliveries; a settlement lets the next one go")
+  func prefetch() throws {
+    let (vhost, queue) = try setup()
+    let channel = RecordingChannel()
+    let consumer = Consumer(tag: "c", queue: queue, noAck: false, exclusive: false, prefetchCount: 2, channel: channel)
+    try vhost.addConsumer(consumer)
+    for i in 0..<5 { queue.enqueue(message("\(i)")) }
+    #expect(channel.delivered.count == 2)
+    #expect(queue.messageCount == 3 && queue.unackedCount == 2)
+    queue.settle(consumer: consumer)
+    queue.dispatch()
+    #expect(channel.delivered.count == 3)
+    #expect(queue.unackedCount == 2)
+  }
+
+  @Test("requeued messages go back to their places, marked redelivered")
+  func requeueOrder() throws {
+    let (_, queue) = try setup()
+    for i in 0..<5 { queue.enqueue(message("\(i)")) }
+    let taken = (0..<4).map { _ in queue.get(noAck: false)! }
+    // Requeue 3 and 1 (out of order), then 0 later: each lands at its original position.
+    queue.requeue([taken[3], taken[1]])
+    queue.requeue([taken[0]])
+    var bodies: [String] = []
+    while let m = queue.get(noAck: true) { bodies.append(String(buffer: m.message.body) + (m.redelivered ? "r" : "")) }
+    #expect(bodies == ["0r", "1r", "3r", "4"])
+  }
+
+  @Test("an exclusive consumer keeps others out")
+  func exclusiveConsumer() throws {
+    let (vhost, queue) = try setup()
+    let channel = RecordingChannel()
+    try vhost.addConsumer(
+      Consumer(tag: "a", queue: queue, noAck: true, exclusive: true, prefetchCount: 0, channel: channel))
+    #expect(throws: BrokerError.self) {
+      try vhost.addConsumer(
+        Consumer(tag: "b", queue: queue, noAck: true, exclusive: false, prefetchCount: 0, channel: channel))
+    }
+  }
+
+  @Test("an auto-delete queue goes with its last consumer; exclusive queues with their connection")
+  func autoDelete() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let queue = try vhost.declareQueue(name: "auto", autoDelete: true, connection: 1)
+    let channel = RecordingChannel()
+    let a = Consumer(tag: "a", queue: queue, noAck: true, exclusive: false, prefetchCount: 0, channel: channel)
+    let b = Consumer(tag: "b", queue: queue, noAck: true, exclusive: false, prefetchCount: 0, channel: channel)
+    try vhost.addConsumer(a)
+    try vhost.addConsumer(b)
+    vhost.removeConsumer(a)
+    #expect(vhost.queues["auto"] != nil)
+    vhost.removeConsumer(b)
+    #expect(vhost.queues["auto"] == nil)
+    try vhost.declareQueue(name: "mine", exclusive: true, connection: 7)
+    vhost.removeExclusiveQueues(of: 7)
+    #expect(vhost.queues["mine"] == nil)
+  }
+
+  @Test("a message routed to many queues is stored once")
+  func sharedBody() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let exchange = try vhost.declareExchange(name: "f", type: "fanout")
+    var queues: [Queue] = []
+    for i in 0..<3 {
+      queues.append(try vhost.declareQueue(name: "q\(i)", connection: 1))
+      try vhost.bindQueue("q\(i)", to: "f", routingKey: "", connection: 1)
+    }
+    let m = message("shared")
+    vhost.publish(m, to: exchange)
+    for q in queues { #expect(q.get(noAck: true)!.message === m) }
+  }
+}

@@ -20,6 +20,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
   ],
   targets: [
     .target(
@@ -47,10 +48,21 @@ let package = Package(
       ],
       swiftSettings: upcoming
     ),
+    .target(
+      name: "WarrenPerf",
+      dependencies: [
+        "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Histogram", package: "hdrhistogram-swift"),
+      ],
+      swiftSettings: upcoming
+    ),
     .executableTarget(
       name: "warren",
       dependencies: [
         "WarrenServer",
+        "WarrenPerf",
         "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),

@@ -123,7 +123,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.perform(self.machine.protocolHeaderReceived(bytes))
     case .heartbeat(let channel):
       if channel != 0 {
-        self.connectionError(.frameError("heartbeat frame on channel \(channel)"))
+        self.connectionError(.unexpectedFrame("heartbeat frame on channel \(channel)"))
       }
     case .method(0, let method):
       self.perform(self.machine.methodReceived(method))
@@ -170,7 +170,9 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     case .channelCloseOk:
       return nil  // a late answer for a channel already gone
     default:
-      self.connectionError(.channelError("expected 'channel.open' on channel \(number)"))
+      self.connectionError(
+        .channelError("expected 'channel.open' on channel \(number)"), classID: method?.classID ?? 0,
+        methodID: method?.methodID ?? 0)
       return nil
     }
     if number > self.machine.tuning.channelMax {

@@ -12,8 +12,15 @@ struct Warren: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "warren",
     abstract: "An AMQP 0-9-1 message broker.",
-    version: "0.1.0"
+    version: "0.1.0",
+    subcommands: [Serve.self, Perf.self],
+    defaultSubcommand: Serve.self
   )
+}
+
+/// `warren` / `warren serve`: run the broker.
+struct Serve: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Run the broker (the default).")
 
   @Option(help: "The address the AMQP listener binds to.")
   var bind: String = "127.0.0.1"
@@ -38,6 +45,7 @@ struct Warren: AsyncParsableCommand {
       return handler
     }
     let logger = Logger(label: "warren")
+    raiseOpenFileLimit()
     if let config = self.config {
       logger.notice("configuration file \(config) accepted; topology from YAML is not applied yet")
     }
@@ -89,3 +97,17 @@ private final class OnceFlag: @unchecked Sendable {
     return true
   }
 }
+
+/// Raises the soft limit of open files to the hard limit: every connection is a file descriptor.
+func raiseOpenFileLimit() {
+  var limit = rlimit()
+  guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+  limit.rlim_cur = limit.rlim_max
+  _ = setrlimit(RLIMIT_NOFILE_VALUE, &limit)
+}
+
+#if canImport(Glibc)
+  let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+#else
+  let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
+#endif

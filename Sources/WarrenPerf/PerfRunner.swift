@@ -1,0 +1,322 @@
+import AMQPProtocol
+import Histogram
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// What to run: the knobs of RabbitMQ's PerfTest and lavinmqperf that the comparisons need.
+public struct PerfConfiguration: Sendable {
+  /// The broker, `amqp://user:pass@host:port/vhost`.
+  public var uri = "amqp://guest:guest@127.0.0.1:5672/"
+  /// Publishing connections.
+  public var publishers = 1
+  /// Consuming connections.
+  public var consumers = 1
+  /// Message body size in bytes (at least 16: send time, sequence, publisher, check).
+  public var size = 16
+  /// Publisher confirms with this many unconfirmed messages at most; 0 publishes without confirms.
+  public var confirmWindow = 0
+  /// Consumers acknowledge (once per socket read, with `multiple`); otherwise no-ack.
+  public var manualAck = false
+  /// basic.qos prefetch count for consumers; 0 sets none.
+  public var prefetch: UInt16 = 0
+  /// Delivery mode 2.
+  public var persistent = false
+  /// Queues bound to the exchange; every message reaches each of them.
+  public var queues = 1
+  /// The exchange type: `direct` or `fanout`.
+  public var exchangeType = "direct"
+  /// Messages per second per publisher; 0 is as fast as possible.
+  public var rate: Double = 0
+  /// Seconds measured (after the warm-up).
+  public var duration: Double = 10
+  /// Seconds before measuring starts.
+  public var warmup: Double = 1
+  /// Messages per publisher, then stop (0: publish until the duration ends).
+  public var count: UInt64 = 0
+  /// Open this many idle connections instead of publishing and consuming.
+  public var idleConnections = 0
+  /// The broker's process id, to report its resident memory before and after.
+  public var brokerPID: Int32?
+  /// Event loop threads of the load generator.
+  public var threads = 2
+
+  public init() {}
+}
+
+/// What a run measured.
+public struct PerfResult: Sendable {
+  public var published: UInt64 = 0
+  public var consumed: UInt64 = 0
+  public var publishRate: Double = 0
+  public var consumeRate: Double = 0
+  public var latencyMicros: [String: UInt64] = [:]
+  public var lost: Int64 = 0
+  public var duplicates: UInt64 = 0
+  public var corrupted: UInt64 = 0
+  public var nacked: UInt64 = 0
+  public var returned: UInt64 = 0
+  public var rssBeforeKB: Int?
+  public var rssAfterKB: Int?
+  public var connections = 0
+
+  /// One line of JSON, for scripts.
+  public var jsonLine: String {
+    var fields: [String] = [
+      "\"published\":\(published)", "\"consumed\":\(consumed)",
+      "\"publish_rate\":\(Int(publishRate))", "\"consume_rate\":\(Int(consumeRate))",
+      "\"lost\":\(lost)", "\"duplicates\":\(duplicates)", "\"corrupted\":\(corrupted)",
+      "\"nacked\":\(nacked)", "\"returned\":\(returned)", "\"connections\":\(connections)",
+    ]
+    for key in ["p50", "p75", "p95", "p99", "p999", "max"] {
+      if let v = latencyMicros[key] { fields.append("\"\(key)_us\":\(v)") }
+    }
+    if let rssBeforeKB { fields.append("\"rss_before_kb\":\(rssBeforeKB)") }
+    if let rssAfterKB { fields.append("\"rss_after_kb\":\(rssAfterKB)") }
+    return "{" + fields.joined(separator: ",") + "}"
+  }
+}
+
+/// Runs a load against any AMQP 0-9-1 broker and checks that nothing was lost, duplicated or corrupted.
+public enum PerfRunner {
+  public static func run(_ configuration: PerfConfiguration, log: @Sendable (String) -> Void) async throws
+    -> PerfResult
+  {
+    let endpoint = try BrokerEndpoint(uri: configuration.uri)
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+    do {
+      let result = try await self.run(configuration, endpoint: endpoint, group: group, log: log)
+      try await group.shutdownGracefully()
+      return result
+    } catch {
+      try? await group.shutdownGracefully()
+      throw error
+    }
+  }
+
+  static func run(
+    _ configuration: PerfConfiguration, endpoint: BrokerEndpoint, group: any EventLoopGroup,
+    log: @Sendable (String) -> Void
+  ) async throws -> PerfResult {
+    var result = PerfResult()
+    result.rssBeforeKB = configuration.brokerPID.flatMap { residentKB(pid: $0) }
+
+    if configuration.idleConnections > 0 {
+      let channels = try await openIdle(count: configuration.idleConnections, endpoint: endpoint, group: group)
+      result.connections = channels.count
+      log("\(channels.count) connections open")
+      try await Task.sleep(for: .seconds(configuration.warmup))
+      result.rssAfterKB = configuration.brokerPID.flatMap { residentKB(pid: $0) }
+      for channel in channels { try? await channel.close() }
+      return result
+    }
+
+    let runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    let exchange = "perf-\(runID)"
+    let queues = (0..<max(1, configuration.queues)).map { "perf-\(runID)-\($0)" }
+    var setupMethods: [AMQPMethod] = [
+      .exchangeDeclare(ExchangeDeclare(exchange: exchange, type: configuration.exchangeType, autoDelete: false))
+    ]
+    for queue in queues {
+      setupMethods.append(.queueDeclare(QueueDeclare(queue: queue, durable: configuration.persistent)))
+      setupMethods.append(.queueBind(QueueBind(queue: queue, exchange: exchange, routingKey: "perf")))
+    }
+    let setupDone = group.next().makePromise(of: Void.self)
+    let setup = try await connect(
+      endpoint: endpoint, role: SetupRole(methods: setupMethods, done: setupDone), group: group)
+    try await setupDone.futureResult.get()
+
+    // Consumers first, so that nothing is published before someone listens.
+    var consumers: [(any Channel, ConsumerRole)] = []
+    for i in 0..<configuration.consumers {
+      let loop = group.next()
+      let consuming = loop.makePromise(of: Void.self)
+      let role = ConsumerRole(
+        queue: queues[i % queues.count], manualAck: configuration.manualAck, prefetch: configuration.prefetch,
+        consuming: consuming)
+      let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
+      try await consuming.futureResult.get()
+      consumers.append((channel, role))
+    }
+    var publishers: [(any Channel, PublisherRole)] = []
+    for i in 0..<configuration.publishers {
+      let loop = group.next()
+      let role = PublisherRole(
+        id: UInt16(i), exchange: exchange, routingKey: "perf", size: configuration.size,
+        persistent: configuration.persistent, mandatory: false, confirmWindow: configuration.confirmWindow,
+        rate: configuration.rate, limit: configuration.count)
+      let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
+      publishers.append((channel, role))
+    }
+
+    func totals() async throws -> (published: UInt64, consumed: UInt64) {
+      var published: UInt64 = 0
+      var consumed: UInt64 = 0
+      for (channel, role) in publishers { published += try await channel.eventLoop.submit { role.published }.get() }
+      for (channel, role) in consumers { consumed += try await channel.eventLoop.submit { role.received }.get() }
+      return (published, consumed)
+    }
+
+    let measureCount = configuration.count > 0 && configuration.consumers == 0
+    if measureCount {
+      // Publish a fixed number of messages with nobody consuming (e.g. to measure queued memory).
+      let start = NIODeadline.now()
+      while true {
+        var finished = true
+        for (channel, role) in publishers {
+          let done = try await channel.eventLoop.submit { role.isFinished }.get()
+          finished = finished && done
+        }
+        if finished { break }
+        try await Task.sleep(for: .milliseconds(50))
+      }
+      let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+      let (published, _) = try await totals()
+      result.published = published
+      result.publishRate = Double(published) / seconds
+      result.rssAfterKB = configuration.brokerPID.flatMap { residentKB(pid: $0) }
+    } else {
+      try await Task.sleep(for: .seconds(configuration.warmup))
+      for (channel, role) in consumers {
+        try await channel.eventLoop.submit {
+          role.resetHistogram()
+          role.measuring = true
+        }.get()
+      }
+      let start = try await totals()
+      let startTime = NIODeadline.now()
+      try await Task.sleep(for: .seconds(configuration.duration))
+      let end = try await totals()
+      let seconds = Double((NIODeadline.now() - startTime).nanoseconds) / 1e9
+      result.publishRate = Double(end.published - start.published) / seconds
+      result.consumeRate = Double(end.consumed - start.consumed) / seconds
+      for (channel, role) in consumers {
+        try await channel.eventLoop.submit { role.measuring = false }.get()
+      }
+      for (channel, role) in publishers {
+        try await channel.eventLoop.submit { role.running = false }.get()
+      }
+      result.rssAfterKB = configuration.brokerPID.flatMap { residentKB(pid: $0) }
+    }
+
+    // Drain: wait until every published message reached every queue's consumers, or progress stops.
+    var published: UInt64 = 0
+    for (channel, role) in publishers {
+      let counts = try await channel.eventLoop.submit {
+        (role.published, role.nacked, role.returned)
+      }.get()
+      published += counts.0
+      result.nacked += counts.1
+      result.returned += counts.2
+    }
+    result.published = published
+    if !consumers.isEmpty {
+      let expected = published * UInt64(queues.count)
+      var last: UInt64 = 0
+      var idleSince = NIODeadline.now()
+      while true {
+        let (_, consumed) = try await totals()
+        if consumed >= expected { break }
+        if consumed != last {
+          last = consumed
+          idleSince = .now()
+        } else if NIODeadline.now() - idleSince > .seconds(10) {
+          break
+        }
+        try await Task.sleep(for: .milliseconds(20))
+      }
+      // Merge what each queue's consumers saw.
+      var unique: UInt64 = 0
+      var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+      for (queueIndex, _) in queues.enumerated() {
+        var seen: [UInt16: SequenceSet] = [:]
+        for (index, (channel, role)) in consumers.enumerated() where index % queues.count == queueIndex {
+          let snapshot = try await channel.eventLoop.submit {
+            (role.seen, role.duplicates, role.corrupted, role.received, role.histogram)
+          }.get()
+          result.duplicates += snapshot.1
+          result.corrupted += snapshot.2
+          result.consumed += snapshot.3
+          merged.add(snapshot.4)
+          for (publisher, set) in snapshot.0 {
+            result.duplicates += UInt64(seen[publisher, default: SequenceSet()].formUnion(set))
+          }
+        }
+        for set in seen.values { unique += UInt64(set.count) }
+      }
+      result.lost = Int64(expected) - Int64(unique)
+      if merged.totalCount > 0 {
+        result.latencyMicros = [
+          "p50": merged.valueAtPercentile(50), "p75": merged.valueAtPercentile(75),
+          "p95": merged.valueAtPercentile(95), "p99": merged.valueAtPercentile(99),
+          "p999": merged.valueAtPercentile(99.9), "max": merged.max,
+        ]
+      }
+    }
+
+    // Clean up.
+    for (channel, _) in publishers { try? await channel.close() }
+    for (channel, _) in consumers { try? await channel.close() }
+    let cleanupDone = group.next().makePromise(of: Void.self)
+    let cleanupMethods: [AMQPMethod] =
+      queues.map { .queueDelete(QueueDelete(queue: $0)) } + [.exchangeDelete(ExchangeDelete(exchange: exchange))]
+    let cleanup = try await connect(
+      endpoint: endpoint, role: SetupRole(methods: cleanupMethods, done: cleanupDone), group: group)
+    try await cleanupDone.futureResult.get()
+    try? await cleanup.close()
+    try? await setup.close()
+    result.connections = configuration.publishers + configuration.consumers
+    return result
+  }
+
+  static func connect(
+    endpoint: BrokerEndpoint, role: any PerfRole & Sendable, group: any EventLoopGroup, on loop: (any EventLoop)? = nil
+  ) async throws -> any Channel {
+    let eventLoop = loop ?? group.next()
+    let ready = eventLoop.makePromise(of: Void.self)
+    let channel = try await ClientBootstrap(group: eventLoop)
+      .channelOption(.socketOption(.tcp_nodelay), value: 1)
+      .channelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            PerfConnection(endpoint: endpoint, role: role, ready: ready))
+        }
+      }
+      .connect(host: endpoint.host, port: endpoint.port).get()
+    try await ready.futureResult.get()
+    return channel
+  }
+
+  static func openIdle(count: Int, endpoint: BrokerEndpoint, group: any EventLoopGroup) async throws -> [any Channel] {
+    var channels: [any Channel] = []
+    var index = 0
+    while index < count {
+      let batch = min(200, count - index)
+      try await withThrowingTaskGroup(of: (any Channel).self) { tasks in
+        for _ in 0..<batch {
+          tasks.addTask { try await connect(endpoint: endpoint, role: IdleRole(), group: group) }
+        }
+        for try await channel in tasks { channels.append(channel) }
+      }
+      index += batch
+    }
+    return channels
+  }
+
+  /// A process's resident memory in KiB, from `/proc/PID/status`.
+  public static func residentKB(pid: Int32) -> Int? {
+    guard let file = fopen("/proc/\(pid)/status", "r") else { return nil }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 512)
+    while fgets(&line, Int32(line.count), file) != nil {
+      let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+      if text.hasPrefix("VmRSS:") {
+        return Int(text.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+      }
+    }
+    return nil
+  }
+}

@@ -21,18 +21,24 @@ CONF
   export RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \
     ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
     RABBITMQ_CONFIG_FILE="$dir/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
-    RABBITMQ_DIST_PORT=$((port + 20000)) HOME="$dir/home" RABBITMQ_PID_FILE="$dir/pid"
+    RABBITMQ_DIST_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
+    HOME="$dir/home" RABBITMQ_PID_FILE="$dir/pid"
   echo "[]." > "$dir/enabled_plugins"; chown rabbitmq:rabbitmq "$dir/enabled_plugins" 2>/dev/null || true
   nohup /usr/sbin/rabbitmq-server > "$dir/stdout.log" 2>&1 &
   echo "$node" > "$dir/nodename"
   for _ in $(seq 1 120); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then exit 0; fi
+    if [ -s "$dir/pid" ] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then exit 0; fi
     sleep 0.5
   done
   echo "RabbitMQ did not start; see $dir/stdout.log" >&2
   exit 1
 elif [ "$cmd" = stop ]; then
   dir=${2:?dir}
-  node=$(cat "$dir/nodename")
-  HOME="$dir/home" RABBITMQ_NODENAME="$node" ERL_EPMD_ADDRESS=127.0.0.1 /usr/sbin/rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
+  # Stop the node we started, by its PID (RabbitMQ wrote it to the pid file).
+  if [ -s "$dir/pid" ]; then
+    pid=$(cat "$dir/pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
 fi

@@ -277,6 +277,23 @@ for i, p in enumerate(props):
     w(f"    if flags & {1 << bit} != 0 {{ self.{camel(p['name'])} = {READ[p['type']]} }}")
 w("  }")
 w("")
+SKIP = {
+    "octet": "try buffer.skipAMQPBytes(1, \"octet\")",
+    "timestamp": "try buffer.skipAMQPBytes(8, \"timestamp\")",
+    "shortstr": "try buffer.skipAMQPShortString()",
+    "table": "try buffer.skipAMQPFieldTable()",
+}
+w("  /// Checks that property bytes are well formed, without decoding them.")
+w("  public static func validate(_ bytes: ByteBuffer) throws(AMQPProtocolError) {")
+w("    var buffer = bytes")
+w("    var flags = try buffer.readAMQPShort()")
+w("    var extra = flags")
+w("    while extra & 1 != 0 { extra = try buffer.readAMQPShort() }")
+w("    flags &= ~1")
+for i, p in enumerate(props):
+    w(f"    if flags & {1 << (15 - i)} != 0 {{ {SKIP[p['type']]} }}")
+w("  }")
+w("")
 w("  /// Encodes the property flags and the properties that are set.")
 w("  public func encode(into buffer: inout ByteBuffer) {")
 w("    var flags: UInt16 = 0")

@@ -185,6 +185,53 @@ extension ByteBuffer {
     self.setInteger(UInt32(self.writerIndex - lengthIndex - 4), at: lengthIndex)
   }
 
+  /// Moves past a field table, checking its structure, without building it.
+  @usableFromInline
+  mutating func skipAMQPFieldTable() throws(AMQPProtocolError) {
+    guard let length = self.readInteger(as: UInt32.self) else { throw .truncated("field table") }
+    guard var slice = self.readSlice(length: Int(length)) else { throw .truncated("field table") }
+    while slice.readableBytes > 0 {
+      try slice.skipAMQPShortString()
+      try slice.skipAMQPFieldValue()
+    }
+  }
+
+  @usableFromInline
+  mutating func skipAMQPShortString() throws(AMQPProtocolError) {
+    guard let length = self.readInteger(as: UInt8.self), self.readableBytes >= Int(length) else {
+      throw .truncated("short string")
+    }
+    self.moveReaderIndex(forwardBy: Int(length))
+  }
+
+  @usableFromInline
+  mutating func skipAMQPBytes(_ count: Int, _ what: String) throws(AMQPProtocolError) {
+    guard self.readableBytes >= count else { throw .truncated(what) }
+    self.moveReaderIndex(forwardBy: count)
+  }
+
+  mutating func skipAMQPFieldValue() throws(AMQPProtocolError) {
+    let tag = try self.readAMQPOctet()
+    switch tag {
+    case UInt8(ascii: "t"), UInt8(ascii: "b"), UInt8(ascii: "B"): try self.skipAMQPBytes(1, "octet")
+    case UInt8(ascii: "s"), UInt8(ascii: "u"): try self.skipAMQPBytes(2, "short")
+    case UInt8(ascii: "I"), UInt8(ascii: "i"), UInt8(ascii: "f"): try self.skipAMQPBytes(4, "long")
+    case UInt8(ascii: "l"), UInt8(ascii: "d"), UInt8(ascii: "T"): try self.skipAMQPBytes(8, "longlong")
+    case UInt8(ascii: "D"): try self.skipAMQPBytes(5, "decimal")
+    case UInt8(ascii: "S"), UInt8(ascii: "x"):
+      let length = try self.readAMQPLong()
+      try self.skipAMQPBytes(Int(length), "long string")
+    case UInt8(ascii: "A"):
+      guard let length = self.readInteger(as: UInt32.self), var slice = self.readSlice(length: Int(length)) else {
+        throw .truncated("field array")
+      }
+      while slice.readableBytes > 0 { try slice.skipAMQPFieldValue() }
+    case UInt8(ascii: "F"): try self.skipAMQPFieldTable()
+    case UInt8(ascii: "V"): break
+    default: throw .unknownFieldType(tag)
+    }
+  }
+
   mutating func readAMQPFieldValue() throws(AMQPProtocolError) -> FieldValue {
     let tag = try self.readAMQPOctet()
     switch tag {

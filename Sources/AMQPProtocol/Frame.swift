@@ -7,36 +7,37 @@ public let amqpProtocolHeader: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1]
 public let amqpFrameEnd: UInt8 = 0xCE
 
 /// The content header of a message: its class, body size and properties.
+///
+/// The properties are kept as received (checked for well-formedness by the decoder) and decoded only when asked
+/// for: a broker forwards them without decoding them at all.
 public struct ContentHeader: Sendable, Equatable {
   /// The content class, 60 (`basic`) for every message.
   public var classID: UInt16
   /// The total size of the body frames that follow.
   public var bodySize: UInt64
-  /// The decoded properties.
-  public var properties: BasicProperties
-  /// The property flags and values exactly as received, so a broker forwards them without encoding them again.
+  /// The property flags and values exactly as received.
   public var rawProperties: ByteBuffer
 
   /// Creates a header from decoded properties, encoding them for ``rawProperties``.
   public init(classID: UInt16 = 60, bodySize: UInt64, properties: BasicProperties) {
     self.classID = classID
     self.bodySize = bodySize
-    self.properties = properties
     var raw = ByteBuffer()
     properties.encode(into: &raw)
     self.rawProperties = raw
   }
 
-  /// Creates a header from received bytes.
-  public init(classID: UInt16, bodySize: UInt64, properties: BasicProperties, rawProperties: ByteBuffer) {
+  /// Creates a header from received property bytes.
+  public init(classID: UInt16, bodySize: UInt64, rawProperties: ByteBuffer) {
     self.classID = classID
     self.bodySize = bodySize
-    self.properties = properties
     self.rawProperties = rawProperties
   }
 
-  public static func == (lhs: ContentHeader, rhs: ContentHeader) -> Bool {
-    lhs.classID == rhs.classID && lhs.bodySize == rhs.bodySize && lhs.properties == rhs.properties
+  /// The decoded properties (empty if the bytes are malformed; the frame decoder refuses those).
+  public var properties: BasicProperties {
+    var raw = self.rawProperties
+    return (try? BasicProperties(from: &raw)) ?? BasicProperties()
   }
 }
 
@@ -121,12 +122,8 @@ public struct AMQPFrameDecoder: NIOSingleStepByteToMessageDecoder {
       let classID = try payload.readAMQPShort()
       _ = try payload.readAMQPShort()  // weight, unused
       let bodySize = try payload.readAMQPLongLong()
-      let raw = payload
-      let properties = try BasicProperties(from: &payload)
-      return .header(
-        channel: channel,
-        ContentHeader(classID: classID, bodySize: bodySize, properties: properties, rawProperties: raw)
-      )
+      try BasicProperties.validate(payload)
+      return .header(channel: channel, ContentHeader(classID: classID, bodySize: bodySize, rawProperties: payload))
     case 3:
       return .body(channel: channel, payload)
     case 8:

@@ -7,8 +7,6 @@ public final class Message: Sendable {
   public let exchange: String
   /// The routing key it was published with.
   public let routingKey: String
-  /// The decoded properties.
-  public let properties: BasicProperties
   /// The property flags and values as received; deliveries forward these bytes unchanged.
   public let rawProperties: ByteBuffer
   /// The body.
@@ -18,13 +16,11 @@ public final class Message: Sendable {
   public init(
     exchange: String,
     routingKey: String,
-    properties: BasicProperties,
     rawProperties: ByteBuffer,
     body: ByteBuffer
   ) {
     self.exchange = exchange
     self.routingKey = routingKey
-    self.properties = properties
     self.rawProperties = rawProperties
     self.body = body
   }
@@ -34,7 +30,12 @@ public final class Message: Sendable {
   {
     var raw = ByteBuffer()
     properties.encode(into: &raw)
-    self.init(exchange: exchange, routingKey: routingKey, properties: properties, rawProperties: raw, body: body)
+    self.init(exchange: exchange, routingKey: routingKey, rawProperties: raw, body: body)
+  }
+
+  /// The decoded properties (decoded on each call: the delivery path never needs them).
+  public var properties: BasicProperties {
+    ContentHeader(classID: 60, bodySize: 0, rawProperties: self.rawProperties).properties
   }
 
   /// The body size in bytes.

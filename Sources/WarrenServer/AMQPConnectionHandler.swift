@@ -77,12 +77,42 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.runtime.readStarted()
     self.receivedSinceTick = true
     var buffer = self.unwrapInboundIn(data)
-    if var pending = self.inbound, pending.readableBytes > 0 {
-      self.inbound = nil
-      pending.writeBuffer(&buffer)
-      buffer = pending
-    }
     do {
+      // A frame cut by the previous read: complete it with just the bytes it lacks, so the rest of this read is
+      // decoded in place and never copied.
+      if var pending = self.inbound {
+        self.inbound = nil
+        if self.decoder.expectsProtocolHeader {
+          pending.writeBuffer(&buffer)
+          buffer = pending
+        } else {
+          while buffer.readableBytes > 0 {
+            let needed: Int
+            if pending.readableBytes < 7 {
+              needed = 7 - pending.readableBytes
+            } else {
+              let size = Int(pending.getInteger(at: pending.readerIndex + 3, as: UInt32.self)!)
+              if self.decoder.maxFrameSize > 0 && size + 8 > self.decoder.maxFrameSize {
+                needed = 0  // let the decoder report the oversized frame
+              } else {
+                needed = size + 8 - pending.readableBytes
+              }
+            }
+            if needed == 0 { break }
+            var part = buffer.readSlice(length: min(needed, buffer.readableBytes))!
+            pending.writeBuffer(&part)
+            if needed > part.readableBytes && buffer.readableBytes == 0 { break }
+          }
+          while !self.stopDecoding, let frame = try self.decoder.decodeFrame(&pending) {
+            self.handleFrame(frame)
+          }
+          if pending.readableBytes > 0 {
+            // Still incomplete: this read held less than the frame's remainder.
+            self.inbound = pending
+            return
+          }
+        }
+      }
       while !self.stopDecoding, let frame = try self.decoder.decodeFrame(&buffer) {
         self.handleFrame(frame)
       }
@@ -92,8 +122,11 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.closeWithError(BrokerError(replyCode: error.replyCode, replyText: error.description))
     }
     if buffer.readableBytes > 0 && !self.stopDecoding {
-      if buffer.readerIndex > 65_536 { buffer.discardReadBytes() }
-      self.inbound = buffer
+      // Keep only the partial frame, in a buffer of its own (not a slice that pins this whole read).
+      var rest = ByteBuffer()
+      rest.reserveCapacity(max(buffer.readableBytes, 4096))
+      rest.writeBuffer(&buffer)
+      self.inbound = rest
     }
   }
 

@@ -259,8 +259,8 @@ final class ServerChannel: DeliveryChannel {
   private func route(_ publish: BasicPublish, _ header: ContentHeader, _ body: ByteBuffer) throws(BrokerError) {
     let exchange = try self.vhost.exchangeForPublish(publish.exchange)
     let message = Message(
-      exchange: publish.exchange, routingKey: publish.routingKey, properties: header.properties,
-      rawProperties: header.rawProperties, body: body)
+      exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: header.rawProperties,
+      body: body)
     let routed = self.vhost.publish(message, to: exchange)
     if routed == 0 && publish.mandatory {
       self.connection.writeContent(

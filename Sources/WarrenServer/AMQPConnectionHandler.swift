@@ -47,11 +47,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
     self.outbound = context.channel.allocator.buffer(capacity: 4096)
-    if let remote = context.channel.remoteAddress {
-      self.logger[metadataKey: "peer"] = "\(remote)"
-      let ip = remote.ipAddress ?? ""
-      self.remoteIsLoopback = ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
-    }
+    self.notePeer(context)
     self.runtime.connections[self.id] = self
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     self.handshakeTimeout = context.eventLoop.scheduleTask(in: .seconds(10)) {
@@ -60,6 +56,18 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       handler.logger.warning("closing connection: handshake not completed within 10 s")
       handler.context?.close(promise: nil)
     }
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    self.notePeer(context)
+    context.fireChannelActive()
+  }
+
+  private func notePeer(_ context: ChannelHandlerContext) {
+    guard let remote = context.channel.remoteAddress else { return }
+    self.logger[metadataKey: "peer"] = "\(remote)"
+    let ip = remote.ipAddress ?? ""
+    self.remoteIsLoopback = ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {

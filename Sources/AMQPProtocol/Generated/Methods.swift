@@ -16,7 +16,10 @@ public struct ConnectionStart: Sendable, Equatable {
   public var locales: [UInt8]
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(versionMajor: UInt8 = 0, versionMinor: UInt8 = 9, serverProperties: FieldTable, mechanisms: [UInt8] = Array("PLAIN".utf8), locales: [UInt8] = Array("en_US".utf8)) {
+  public init(
+    versionMajor: UInt8 = 0, versionMinor: UInt8 = 9, serverProperties: FieldTable,
+    mechanisms: [UInt8] = Array("PLAIN".utf8), locales: [UInt8] = Array("en_US".utf8)
+  ) {
     self.versionMajor = versionMajor
     self.versionMinor = versionMinor
     self.serverProperties = serverProperties
@@ -538,7 +541,10 @@ public struct AccessRequest: Sendable, Equatable {
   public var read: Bool
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(realm: String = "/data", exclusive: Bool = false, passive: Bool = true, active: Bool = true, write: Bool = true, read: Bool = true) {
+  public init(
+    realm: String = "/data", exclusive: Bool = false, passive: Bool = true, active: Bool = true, write: Bool = true,
+    read: Bool = true
+  ) {
     self.realm = realm
     self.exclusive = exclusive
     self.passive = passive
@@ -561,7 +567,10 @@ public struct AccessRequest: Sendable, Equatable {
 
   func encodeArguments(into buffer: inout ByteBuffer) {
     buffer.writeAMQPShortString(self.realm)
-    buffer.writeInteger(UInt8((self.exclusive ? 1 : 0) | (self.passive ? 2 : 0) | (self.active ? 4 : 0) | (self.write ? 8 : 0) | (self.read ? 16 : 0)))
+    buffer.writeInteger(
+      UInt8(
+        (self.exclusive ? 1 : 0) | (self.passive ? 2 : 0) | (self.active ? 4 : 0) | (self.write ? 8 : 0)
+          | (self.read ? 16 : 0)))
   }
 }
 
@@ -604,7 +613,10 @@ public struct ExchangeDeclare: Sendable, Equatable {
   public var arguments: FieldTable
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, exchange: String, type: String = "direct", passive: Bool = false, durable: Bool = false, autoDelete: Bool = false, isInternal: Bool = false, noWait: Bool = false, arguments: FieldTable = [:]) {
+  public init(
+    ticket: UInt16 = 0, exchange: String, type: String = "direct", passive: Bool = false, durable: Bool = false,
+    autoDelete: Bool = false, isInternal: Bool = false, noWait: Bool = false, arguments: FieldTable = [:]
+  ) {
     self.ticket = ticket
     self.exchange = exchange
     self.type = type
@@ -635,7 +647,10 @@ public struct ExchangeDeclare: Sendable, Equatable {
     buffer.writeInteger(self.ticket as UInt16)
     buffer.writeAMQPShortString(self.exchange)
     buffer.writeAMQPShortString(self.type)
-    buffer.writeInteger(UInt8((self.passive ? 1 : 0) | (self.durable ? 2 : 0) | (self.autoDelete ? 4 : 0) | (self.isInternal ? 8 : 0) | (self.noWait ? 16 : 0)))
+    buffer.writeInteger(
+      UInt8(
+        (self.passive ? 1 : 0) | (self.durable ? 2 : 0) | (self.autoDelete ? 4 : 0) | (self.isInternal ? 8 : 0)
+          | (self.noWait ? 16 : 0)))
     buffer.writeAMQPFieldTable(self.arguments)
   }
 }
@@ -730,7 +745,10 @@ public struct ExchangeBind: Sendable, Equatable {
   public var arguments: FieldTable
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, destination: String, source: String, routingKey: String = "", noWait: Bool = false, arguments: FieldTable = [:]) {
+  public init(
+    ticket: UInt16 = 0, destination: String, source: String, routingKey: String = "", noWait: Bool = false,
+    arguments: FieldTable = [:]
+  ) {
     self.ticket = ticket
     self.destination = destination
     self.source = source
@@ -795,7 +813,10 @@ public struct ExchangeUnbind: Sendable, Equatable {
   public var arguments: FieldTable
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, destination: String, source: String, routingKey: String = "", noWait: Bool = false, arguments: FieldTable = [:]) {
+  public init(
+    ticket: UInt16 = 0, destination: String, source: String, routingKey: String = "", noWait: Bool = false,
+    arguments: FieldTable = [:]
+  ) {
     self.ticket = ticket
     self.destination = destination
     self.source = source
@@ -862,7 +883,10 @@ public struct QueueDeclare: Sendable, Equatable {
   public var arguments: FieldTable
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, queue: String = "", passive: Bool = false, durable: Bool = false, exclusive: Bool = false, autoDelete: Bool = false, noWait: Bool = false, arguments: FieldTable = [:]) {
+  public init(
+    ticket: UInt16 = 0, queue: String = "", passive: Bool = false, durable: Bool = false, exclusive: Bool = false,
+    autoDelete: Bool = false, noWait: Bool = false, arguments: FieldTable = [:]
+  ) {
     self.ticket = ticket
     self.queue = queue
     self.passive = passive
@@ -890,7 +914,10 @@ public struct QueueDeclare: Sendable, Equatable {
   func encodeArguments(into buffer: inout ByteBuffer) {
     buffer.writeInteger(self.ticket as UInt16)
     buffer.writeAMQPShortString(self.queue)
-    buffer.writeInteger(UInt8((self.passive ? 1 : 0) | (self.durable ? 2 : 0) | (self.exclusive ? 4 : 0) | (self.autoDelete ? 8 : 0) | (self.noWait ? 16 : 0)))
+    buffer.writeInteger(
+      UInt8(
+        (self.passive ? 1 : 0) | (self.durable ? 2 : 0) | (self.exclusive ? 4 : 0) | (self.autoDelete ? 8 : 0)
+          | (self.noWait ? 16 : 0)))
     buffer.writeAMQPFieldTable(self.arguments)
   }
 }
@@ -939,7 +966,10 @@ public struct QueueBind: Sendable, Equatable {
   public var arguments: FieldTable
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, queue: String = "", exchange: String, routingKey: String = "", noWait: Bool = false, arguments: FieldTable = [:]) {
+  public init(
+    ticket: UInt16 = 0, queue: String = "", exchange: String, routingKey: String = "", noWait: Bool = false,
+    arguments: FieldTable = [:]
+  ) {
     self.ticket = ticket
     self.queue = queue
     self.exchange = exchange
@@ -1058,7 +1088,9 @@ public struct QueueDelete: Sendable, Equatable {
   public var noWait: Bool
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, queue: String = "", ifUnused: Bool = false, ifEmpty: Bool = false, noWait: Bool = false) {
+  public init(
+    ticket: UInt16 = 0, queue: String = "", ifUnused: Bool = false, ifEmpty: Bool = false, noWait: Bool = false
+  ) {
     self.ticket = ticket
     self.queue = queue
     self.ifUnused = ifUnused
@@ -1119,7 +1151,9 @@ public struct QueueUnbind: Sendable, Equatable {
   public var arguments: FieldTable
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, queue: String = "", exchange: String, routingKey: String = "", arguments: FieldTable = [:]) {
+  public init(
+    ticket: UInt16 = 0, queue: String = "", exchange: String, routingKey: String = "", arguments: FieldTable = [:]
+  ) {
     self.ticket = ticket
     self.queue = queue
     self.exchange = exchange
@@ -1233,7 +1267,10 @@ public struct BasicConsume: Sendable, Equatable {
   public var arguments: FieldTable
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, queue: String = "", consumerTag: String = "", noLocal: Bool = false, noAck: Bool = false, exclusive: Bool = false, noWait: Bool = false, arguments: FieldTable = [:]) {
+  public init(
+    ticket: UInt16 = 0, queue: String = "", consumerTag: String = "", noLocal: Bool = false, noAck: Bool = false,
+    exclusive: Bool = false, noWait: Bool = false, arguments: FieldTable = [:]
+  ) {
     self.ticket = ticket
     self.queue = queue
     self.consumerTag = consumerTag
@@ -1262,7 +1299,8 @@ public struct BasicConsume: Sendable, Equatable {
     buffer.writeInteger(self.ticket as UInt16)
     buffer.writeAMQPShortString(self.queue)
     buffer.writeAMQPShortString(self.consumerTag)
-    buffer.writeInteger(UInt8((self.noLocal ? 1 : 0) | (self.noAck ? 2 : 0) | (self.exclusive ? 4 : 0) | (self.noWait ? 8 : 0)))
+    buffer.writeInteger(
+      UInt8((self.noLocal ? 1 : 0) | (self.noAck ? 2 : 0) | (self.exclusive ? 4 : 0) | (self.noWait ? 8 : 0)))
     buffer.writeAMQPFieldTable(self.arguments)
   }
 }
@@ -1353,7 +1391,9 @@ public struct BasicPublish: Sendable, Equatable {
   public var immediate: Bool
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(ticket: UInt16 = 0, exchange: String = "", routingKey: String = "", mandatory: Bool = false, immediate: Bool = false) {
+  public init(
+    ticket: UInt16 = 0, exchange: String = "", routingKey: String = "", mandatory: Bool = false, immediate: Bool = false
+  ) {
     self.ticket = ticket
     self.exchange = exchange
     self.routingKey = routingKey
@@ -1427,7 +1467,8 @@ public struct BasicDeliver: Sendable, Equatable {
   public var routingKey: String
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(consumerTag: String, deliveryTag: UInt64, redelivered: Bool = false, exchange: String, routingKey: String) {
+  public init(consumerTag: String, deliveryTag: UInt64, redelivered: Bool = false, exchange: String, routingKey: String)
+  {
     self.consumerTag = consumerTag
     self.deliveryTag = deliveryTag
     self.redelivered = redelivered
@@ -1501,7 +1542,9 @@ public struct BasicGetOk: Sendable, Equatable {
   public var messageCount: UInt32
 
   /// Creates the method with the spec's defaults where it has them.
-  public init(deliveryTag: UInt64, redelivered: Bool = false, exchange: String, routingKey: String, messageCount: UInt32) {
+  public init(
+    deliveryTag: UInt64, redelivered: Bool = false, exchange: String, routingKey: String, messageCount: UInt32
+  ) {
     self.deliveryTag = deliveryTag
     self.redelivered = redelivered
     self.exchange = exchange
@@ -2103,7 +2146,12 @@ public enum AMQPMethod: Sendable, Equatable {
   /// Whether the peer must answer this method (a synchronous request).
   public var isSynchronousRequest: Bool {
     switch self {
-    case .connectionStart, .connectionSecure, .connectionTune, .connectionOpen, .connectionClose, .connectionUpdateSecret, .channelOpen, .channelFlow, .channelClose, .accessRequest, .exchangeDeclare, .exchangeDelete, .exchangeBind, .exchangeUnbind, .queueDeclare, .queueBind, .queuePurge, .queueDelete, .queueUnbind, .basicQos, .basicConsume, .basicCancel, .basicGet, .basicRecover, .confirmSelect, .txSelect, .txCommit, .txRollback: return true
+    case .connectionStart, .connectionSecure, .connectionTune, .connectionOpen, .connectionClose,
+      .connectionUpdateSecret, .channelOpen, .channelFlow, .channelClose, .accessRequest, .exchangeDeclare,
+      .exchangeDelete, .exchangeBind, .exchangeUnbind, .queueDeclare, .queueBind, .queuePurge, .queueDelete,
+      .queueUnbind, .basicQos, .basicConsume, .basicCancel, .basicGet, .basicRecover, .confirmSelect, .txSelect,
+      .txCommit, .txRollback:
+      return true
     default: return false
     }
   }
@@ -2349,7 +2397,12 @@ public struct BasicProperties: Sendable, Equatable {
   public var clusterId: String?
 
   /// Creates properties; every one is optional and absent by default.
-  public init(contentType: String? = nil, contentEncoding: String? = nil, headers: FieldTable? = nil, deliveryMode: UInt8? = nil, priority: UInt8? = nil, correlationId: String? = nil, replyTo: String? = nil, expiration: String? = nil, messageId: String? = nil, timestamp: UInt64? = nil, type: String? = nil, userId: String? = nil, appId: String? = nil, clusterId: String? = nil) {
+  public init(
+    contentType: String? = nil, contentEncoding: String? = nil, headers: FieldTable? = nil, deliveryMode: UInt8? = nil,
+    priority: UInt8? = nil, correlationId: String? = nil, replyTo: String? = nil, expiration: String? = nil,
+    messageId: String? = nil, timestamp: UInt64? = nil, type: String? = nil, userId: String? = nil,
+    appId: String? = nil, clusterId: String? = nil
+  ) {
     self.contentType = contentType
     self.contentEncoding = contentEncoding
     self.headers = headers

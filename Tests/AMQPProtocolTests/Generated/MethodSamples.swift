@@ -4,8 +4,19 @@ import AMQPProtocol
 
 /// One instance of every method with non-default values.
 let allMethodSamples: [AMQPMethod] = [
-  .connectionStart(ConnectionStart(versionMajor: 7, versionMinor: 8, serverProperties: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])], mechanisms: [0, 1, 2, 255, 3], locales: [0, 1, 2, 255, 4])),
-  .connectionStartOk(ConnectionStartOk(clientProperties: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])], mechanism: "value-1-é", response: [0, 1, 2, 255, 2], locale: "value-3-é")),
+  .connectionStart(
+    ConnectionStart(
+      versionMajor: 7, versionMinor: 8,
+      serverProperties: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ], mechanisms: [0, 1, 2, 255, 3], locales: [0, 1, 2, 255, 4])),
+  .connectionStartOk(
+    ConnectionStartOk(
+      clientProperties: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ], mechanism: "value-1-é", response: [0, 1, 2, 255, 2], locale: "value-3-é")),
   .connectionSecure(ConnectionSecure(challenge: [0, 1, 2, 255, 0])),
   .connectionSecureOk(ConnectionSecureOk(response: [0, 1, 2, 255, 0])),
   .connectionTune(ConnectionTune(channelMax: 513, frameMax: 70001, heartbeat: 515)),
@@ -24,44 +35,96 @@ let allMethodSamples: [AMQPMethod] = [
   .channelFlowOk(ChannelFlowOk(active: true)),
   .channelClose(ChannelClose(replyCode: 513, replyText: "value-1-é", classID: 515, methodID: 516)),
   .channelCloseOk(ChannelCloseOk()),
-  .accessRequest(AccessRequest(realm: "value-0-é", exclusive: false, passive: true, active: false, write: true, read: false)),
+  .accessRequest(
+    AccessRequest(realm: "value-0-é", exclusive: false, passive: true, active: false, write: true, read: false)),
   .accessRequestOk(AccessRequestOk(ticket: 513)),
-  .exchangeDeclare(ExchangeDeclare(ticket: 513, exchange: "value-1-é", type: "value-2-é", passive: false, durable: true, autoDelete: false, isInternal: true, noWait: false, arguments: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])])),
+  .exchangeDeclare(
+    ExchangeDeclare(
+      ticket: 513, exchange: "value-1-é", type: "value-2-é", passive: false, durable: true, autoDelete: false,
+      isInternal: true, noWait: false,
+      arguments: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ])),
   .exchangeDeclareOk(ExchangeDeclareOk()),
   .exchangeDelete(ExchangeDelete(ticket: 513, exchange: "value-1-é", ifUnused: true, noWait: false)),
   .exchangeDeleteOk(ExchangeDeleteOk()),
-  .exchangeBind(ExchangeBind(ticket: 513, destination: "value-1-é", source: "value-2-é", routingKey: "value-3-é", noWait: true, arguments: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])])),
+  .exchangeBind(
+    ExchangeBind(
+      ticket: 513, destination: "value-1-é", source: "value-2-é", routingKey: "value-3-é", noWait: true,
+      arguments: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ])),
   .exchangeBindOk(ExchangeBindOk()),
-  .exchangeUnbind(ExchangeUnbind(ticket: 513, destination: "value-1-é", source: "value-2-é", routingKey: "value-3-é", noWait: true, arguments: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])])),
+  .exchangeUnbind(
+    ExchangeUnbind(
+      ticket: 513, destination: "value-1-é", source: "value-2-é", routingKey: "value-3-é", noWait: true,
+      arguments: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ])),
   .exchangeUnbindOk(ExchangeUnbindOk()),
-  .queueDeclare(QueueDeclare(ticket: 513, queue: "value-1-é", passive: true, durable: false, exclusive: true, autoDelete: false, noWait: true, arguments: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])])),
+  .queueDeclare(
+    QueueDeclare(
+      ticket: 513, queue: "value-1-é", passive: true, durable: false, exclusive: true, autoDelete: false, noWait: true,
+      arguments: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ])),
   .queueDeclareOk(QueueDeclareOk(queue: "value-0-é", messageCount: 70001, consumerCount: 70002)),
-  .queueBind(QueueBind(ticket: 513, queue: "value-1-é", exchange: "value-2-é", routingKey: "value-3-é", noWait: true, arguments: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])])),
+  .queueBind(
+    QueueBind(
+      ticket: 513, queue: "value-1-é", exchange: "value-2-é", routingKey: "value-3-é", noWait: true,
+      arguments: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ])),
   .queueBindOk(QueueBindOk()),
   .queuePurge(QueuePurge(ticket: 513, queue: "value-1-é", noWait: true)),
   .queuePurgeOk(QueuePurgeOk(messageCount: 70000)),
   .queueDelete(QueueDelete(ticket: 513, queue: "value-1-é", ifUnused: true, ifEmpty: false, noWait: true)),
   .queueDeleteOk(QueueDeleteOk(messageCount: 70000)),
-  .queueUnbind(QueueUnbind(ticket: 513, queue: "value-1-é", exchange: "value-2-é", routingKey: "value-3-é", arguments: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])])),
+  .queueUnbind(
+    QueueUnbind(
+      ticket: 513, queue: "value-1-é", exchange: "value-2-é", routingKey: "value-3-é",
+      arguments: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ])),
   .queueUnbindOk(QueueUnbindOk()),
   .basicQos(BasicQos(prefetchSize: 70000, prefetchCount: 514, global: true)),
   .basicQosOk(BasicQosOk()),
-  .basicConsume(BasicConsume(ticket: 513, queue: "value-1-é", consumerTag: "value-2-é", noLocal: false, noAck: true, exclusive: false, noWait: true, arguments: ["key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]), "list": .array([.int64(1), .void])])),
+  .basicConsume(
+    BasicConsume(
+      ticket: 513, queue: "value-1-é", consumerTag: "value-2-é", noLocal: false, noAck: true, exclusive: false,
+      noWait: true,
+      arguments: [
+        "key": .longString("v"), "n": .int32(-5), "nested": .table(["deep": .bool(true)]),
+        "list": .array([.int64(1), .void]),
+      ])),
   .basicConsumeOk(BasicConsumeOk(consumerTag: "value-0-é")),
   .basicCancel(BasicCancel(consumerTag: "value-0-é", noWait: false)),
   .basicCancelOk(BasicCancelOk(consumerTag: "value-0-é")),
-  .basicPublish(BasicPublish(ticket: 513, exchange: "value-1-é", routingKey: "value-2-é", mandatory: false, immediate: true)),
+  .basicPublish(
+    BasicPublish(ticket: 513, exchange: "value-1-é", routingKey: "value-2-é", mandatory: false, immediate: true)),
   .basicReturn(BasicReturn(replyCode: 513, replyText: "value-1-é", exchange: "value-2-é", routingKey: "value-3-é")),
-  .basicDeliver(BasicDeliver(consumerTag: "value-0-é", deliveryTag: 1099511627777, redelivered: true, exchange: "value-3-é", routingKey: "value-4-é")),
+  .basicDeliver(
+    BasicDeliver(
+      consumerTag: "value-0-é", deliveryTag: 1_099_511_627_777, redelivered: true, exchange: "value-3-é",
+      routingKey: "value-4-é")),
   .basicGet(BasicGet(ticket: 513, queue: "value-1-é", noAck: true)),
-  .basicGetOk(BasicGetOk(deliveryTag: 1099511627776, redelivered: false, exchange: "value-2-é", routingKey: "value-3-é", messageCount: 70004)),
+  .basicGetOk(
+    BasicGetOk(
+      deliveryTag: 1_099_511_627_776, redelivered: false, exchange: "value-2-é", routingKey: "value-3-é",
+      messageCount: 70004)),
   .basicGetEmpty(BasicGetEmpty(clusterId: "value-0-é")),
-  .basicAck(BasicAck(deliveryTag: 1099511627776, multiple: false)),
-  .basicReject(BasicReject(deliveryTag: 1099511627776, requeue: false)),
+  .basicAck(BasicAck(deliveryTag: 1_099_511_627_776, multiple: false)),
+  .basicReject(BasicReject(deliveryTag: 1_099_511_627_776, requeue: false)),
   .basicRecoverAsync(BasicRecoverAsync(requeue: true)),
   .basicRecover(BasicRecover(requeue: true)),
   .basicRecoverOk(BasicRecoverOk()),
-  .basicNack(BasicNack(deliveryTag: 1099511627776, multiple: false, requeue: true)),
+  .basicNack(BasicNack(deliveryTag: 1_099_511_627_776, multiple: false, requeue: true)),
   .confirmSelect(ConfirmSelect(noWait: true)),
   .confirmSelectOk(ConfirmSelectOk()),
   .txSelect(TxSelect()),

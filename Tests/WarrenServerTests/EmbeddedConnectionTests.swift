@@ -1,0 +1,120 @@
+import AMQPProtocol
+import Logging
+import NIOCore
+import NIOEmbedded
+import Testing
+import WarrenCore
+
+@testable import WarrenServer
+
+/// Drives one connection handler on an EmbeddedChannel: bytes in, frames out, no sockets.
+struct EmbeddedConnection {
+  let channel: EmbeddedChannel
+  var decoder = AMQPFrameDecoder(maxFrameSize: 0)
+  var received = ByteBuffer()
+
+  init() throws {
+    self.channel = EmbeddedChannel()
+    let runtime = BrokerRuntime(broker: Broker(), eventLoop: self.channel.embeddedEventLoop, logger: Logger(label: "t"))
+    try self.channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: runtime))
+    try self.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5672)).wait()
+  }
+
+  /// Sends bytes in pieces of `chunk` bytes, each as its own read.
+  func send(_ bytes: ByteBuffer, chunk: Int) throws {
+    var bytes = bytes
+    while bytes.readableBytes > 0 {
+      let piece = bytes.readSlice(length: min(chunk, bytes.readableBytes))!
+      try self.channel.writeInbound(piece)
+      self.channel.pipeline.fireChannelReadComplete()
+    }
+  }
+
+  /// Every frame the broker wrote so far.
+  mutating func frames() throws -> [Frame] {
+    while var out = try self.channel.readOutbound(as: ByteBuffer.self) { self.received.writeBuffer(&out) }
+    var frames: [Frame] = []
+    while let frame = try self.decoder.decodeFrame(&self.received) { frames.append(frame) }
+    return frames
+  }
+}
+
+@Suite("Connection handler, bytes in and frames out")
+struct EmbeddedConnectionTests {
+  static func script() -> ByteBuffer {
+    var bytes = ByteBuffer(bytes: amqpProtocolHeader)
+    let frames: [Frame] = [
+      .method(
+        channel: 0,
+        .connectionStartOk(
+          ConnectionStartOk(clientProperties: [:], response: [0] + Array("guest".utf8) + [0] + Array("guest".utf8)))),
+      .method(channel: 0, .connectionTuneOk(ConnectionTuneOk(channelMax: 10, frameMax: 4096, heartbeat: 0))),
+      .method(channel: 0, .connectionOpen(ConnectionOpen(virtualHost: "/"))),
+      .method(channel: 1, .channelOpen(ChannelOpen())),
+      .method(channel: 1, .queueDeclare(QueueDeclare(queue: "q"))),
+      .method(channel: 1, .basicPublish(BasicPublish(routingKey: "q"))),
+      .header(channel: 1, ContentHeader(bodySize: 10_000, properties: BasicProperties(messageId: "m1"))),
+    ]
+    for frame in frames { bytes.writeAMQPFrame(frame) }
+    bytes.writeAMQPBodyFrames(channel: 1, body: ByteBuffer(repeating: 7, count: 10_000), maxFrameSize: 4096)
+    bytes.writeAMQPFrame(.method(channel: 1, .basicGet(BasicGet(queue: "q", noAck: true))))
+    return bytes
+  }
+
+  @Test("the same conversation whole, in pieces and byte by byte gives the same frames", arguments: [100_000, 7, 1])
+  func chunked(chunk: Int) throws {
+    var connection = try EmbeddedConnection()
+    try connection.send(Self.script(), chunk: chunk)
+    let frames = try connection.frames()
+    #expect(frames.count == 10)
+    guard frames.count == 10 else { return }
+    guard case .method(0, .connectionStart) = frames[0] else {
+      Issue.record("no start")
+      return
+    }
+    #expect(frames[3] == .method(channel: 1, .channelOpenOk(ChannelOpenOk())))
+    #expect(
+      frames[4] == .method(channel: 1, .queueDeclareOk(QueueDeclareOk(queue: "q", messageCount: 0, consumerCount: 0))))
+    #expect(
+      frames[5]
+        == .method(
+          channel: 1,
+          .basicGetOk(BasicGetOk(deliveryTag: 1, redelivered: false, exchange: "", routingKey: "q", messageCount: 0))))
+    guard case .header(1, let header) = frames[6] else {
+      Issue.record("no header")
+      return
+    }
+    #expect(header.bodySize == 10_000 && header.properties.messageId == "m1")
+    var body = ByteBuffer()
+    for case .body(1, var part) in frames[7...] {
+      #expect(part.readableBytes <= 4096 - 8)  // the negotiated frame_max
+      body.writeBuffer(&part)
+    }
+    #expect(body == ByteBuffer(repeating: 7, count: 10_000))
+  }
+
+  @Test("malformed properties in a content header are a frame error")
+  func malformedProperties() throws {
+    var connection = try EmbeddedConnection()
+    var bytes = ByteBuffer(bytes: amqpProtocolHeader)
+    bytes.writeAMQPFrame(
+      .method(
+        channel: 0,
+        .connectionStartOk(
+          ConnectionStartOk(clientProperties: [:], response: [0] + Array("guest".utf8) + [0] + Array("guest".utf8)))))
+    bytes.writeAMQPFrame(
+      .method(channel: 0, .connectionTuneOk(ConnectionTuneOk(channelMax: 10, frameMax: 4096, heartbeat: 0))))
+    bytes.writeAMQPFrame(.method(channel: 0, .connectionOpen(ConnectionOpen(virtualHost: "/"))))
+    bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
+    bytes.writeAMQPFrame(.method(channel: 1, .basicPublish(BasicPublish(routingKey: "q"))))
+    // Flags announce a content type (a short string) of 200 bytes; only 3 follow.
+    bytes.writeBytes([2, 0, 1, 0, 0, 0, 0, 21, 0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0x80, 0, 200, 1, 2, 0xCE])
+    try connection.send(bytes, chunk: 1000)
+    let frames = try connection.frames()
+    guard case .method(0, .connectionClose(let close)) = frames.last else {
+      Issue.record("no connection.close")
+      return
+    }
+    #expect(close.replyCode == 501)
+  }
+}

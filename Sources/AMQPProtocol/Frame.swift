@@ -146,6 +146,26 @@ extension ByteBuffer {
     self.writeInteger(amqpFrameEnd)
   }
 
+  /// Writes a basic.deliver method frame directly (the hottest frame a broker writes).
+  @inlinable
+  public mutating func writeAMQPBasicDeliverFrame(
+    channel: UInt16, consumerTag: String, deliveryTag: UInt64, redelivered: Bool, exchange: String,
+    routingKey: String
+  ) {
+    self.writeInteger(UInt8(1))
+    self.writeInteger(channel)
+    let sizeIndex = self.writerIndex
+    self.writeInteger(UInt32(0))
+    self.writeInteger(UInt32(0x003C_003C))  // class 60, method 60
+    self.writeAMQPShortString(consumerTag)
+    self.writeInteger(deliveryTag)
+    self.writeInteger(UInt8(redelivered ? 1 : 0))
+    self.writeAMQPShortString(exchange)
+    self.writeAMQPShortString(routingKey)
+    self.setInteger(UInt32(self.writerIndex - sizeIndex - 4), at: sizeIndex)
+    self.writeInteger(amqpFrameEnd)
+  }
+
   /// Writes a content header frame with already encoded property flags and values.
   public mutating func writeAMQPContentHeaderFrame(
     channel: UInt16,

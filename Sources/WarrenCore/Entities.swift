@@ -36,6 +36,8 @@ public final class Exchange: Destination {
   public let router: any ExchangeRouter
   /// The bindings from this exchange.
   public internal(set) var outgoingBindings: [Binding] = []
+  /// Whether it was deleted (a channel's cached reference must look it up again).
+  public internal(set) var isDeleted = false
 
   init(name: String, type: any ExchangeType, durable: Bool, autoDelete: Bool, isInternal: Bool, arguments: FieldTable) {
     self.type = type
@@ -56,6 +58,14 @@ public protocol DeliveryChannel: AnyObject {
   func deliver(_ message: QueuedMessage, from queue: Queue, to consumer: Consumer)
   /// The queue went away under the consumer (deleted); the channel tells the client if it can.
   func consumerCancelledByServer(_ consumer: Consumer)
+}
+
+/// A publisher that a queue can slow down: it stops reading from its socket until resumed.
+public protocol FlowControlledPublisher: AnyObject {
+  /// A queue it published to is behind its consumers: stop reading after the current read.
+  func holdBackPublishing()
+  /// The queues that held it back have caught up: read again.
+  func resumePublishing()
 }
 
 /// A subscription of a channel to a queue.
@@ -180,6 +190,34 @@ public final class Queue: Destination {
       }
       consumer.channel.deliver(message, from: self, to: consumer)
     }
+    if !self.throttledPublishers.isEmpty && self.storage.count <= Queue.flowLowWatermark {
+      self.resumePublishers()
+    }
+  }
+
+  // MARK: Flow control
+
+  /// Ready messages above which a queue that has consumers holds its publishers back.
+  public static let flowHighWatermark = 8192
+  /// Ready messages at or below which held-back publishers read again.
+  public static let flowLowWatermark = 2048
+  private var throttledPublishers: [any FlowControlledPublisher] = []
+
+  /// Whether consumers are falling behind: publishers to this queue should wait.
+  @inlinable public var isCongested: Bool {
+    self.storage.count > Queue.flowHighWatermark && !self.consumers.isEmpty
+  }
+
+  /// Holds a publisher back until this queue has caught up.
+  public func throttle(_ publisher: any FlowControlledPublisher) {
+    if !self.throttledPublishers.contains(where: { $0 === publisher }) { self.throttledPublishers.append(publisher) }
+    publisher.holdBackPublishing()
+  }
+
+  func resumePublishers() {
+    let publishers = self.throttledPublishers
+    self.throttledPublishers.removeAll()
+    for publisher in publishers { publisher.resumePublishing() }
   }
 
   /// Takes the head for basic.get; tracked as unacknowledged unless `noAck`.
@@ -220,11 +258,13 @@ public final class Queue: Destination {
     guard let index = self.consumers.firstIndex(where: { $0 === consumer }) else { return false }
     self.consumers.remove(at: index)
     if index < self.nextConsumer { self.nextConsumer -= 1 }
+    if self.consumers.isEmpty { self.resumePublishers() }  // no consumers: nothing to wait for
     // Its unacked deliveries still count for the queue until the channel settles them.
     return self.autoDelete && self.consumers.isEmpty && self.hadConsumer
   }
 
   func removeAllConsumers() -> [Consumer] {
+    self.resumePublishers()
     let all = self.consumers
     self.consumers.removeAll()
     return all

@@ -114,6 +114,7 @@ public final class VirtualHost {
     for binding in exchange.outgoingBindings { self.removeBinding(binding, autoDeleteSource: false) }
     for binding in exchange.incomingBindings { self.removeBinding(binding, autoDeleteSource: true) }
     exchange.router.exchangeDeleted()
+    exchange.isDeleted = true
     self.exchanges[exchange.name] = nil
   }
 
@@ -347,12 +348,16 @@ public final class VirtualHost {
   // MARK: Routing
 
   /// Routes a message from an exchange to its queues (through exchange-to-exchange bindings and alternate
-  /// exchanges) and enqueues it on each; returns how many queues took it.
+  /// exchanges) and enqueues it on each; returns how many queues took it. A queue whose consumers fall behind
+  /// holds `publisher` back (see ``Queue/isCongested``).
   @discardableResult
-  public func publish(_ message: Message, to exchange: Exchange) -> Int {
+  public func publish(
+    _ message: Message, to exchange: Exchange, publisher: (any FlowControlledPublisher)? = nil
+  ) -> Int {
     if exchange === self.defaultExchange {
       guard let queue = self.queues[message.routingKey] else { return 0 }
       queue.enqueue(message)
+      if let publisher, queue.isCongested { queue.throttle(publisher) }
       return 1
     }
     self.routeEpoch &+= 1
@@ -386,7 +391,9 @@ public final class VirtualHost {
     }
     if queueCount > 0 {
       for destination in routes.destinations where destination.kind == .queue {
-        unsafeDowncast(destination, to: Queue.self).enqueue(message)
+        let queue = unsafeDowncast(destination, to: Queue.self)
+        queue.enqueue(message)
+        if let publisher, queue.isCongested { queue.throttle(publisher) }
       }
     }
     self.routes = routes

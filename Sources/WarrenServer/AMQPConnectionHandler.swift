@@ -16,6 +16,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   var decoder = AMQPFrameDecoder(maxFrameSize: 131_072, expectsProtocolHeader: true)
   var inbound: ByteBuffer?
   var channels: [UInt16: ServerChannel] = [:]
+  private var lastChannelNumber: UInt16 = 0
+  private var lastChannel: ServerChannel?
   var vhost: VirtualHost?
   var outbound = ByteBuffer()
   var isDirty = false
@@ -31,6 +33,9 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   private var closeTimeout: Scheduled<Void>?
   private var remoteIsLoopback = false
   private var tornDown = false
+  /// A queue asked this publisher to wait (flow control).
+  private var throttled = false
+  private var readingPaused = false
 
   init(runtime: BrokerRuntime) {
     self.runtime = runtime
@@ -140,6 +145,11 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   func channelReadComplete(context: ChannelHandlerContext) {
     for channel in self.channels.values { channel.flushConfirms() }
+    if self.throttled && !self.readingPaused {
+      // A queue this connection published to is behind its consumers: stop reading until it catches up.
+      self.readingPaused = true
+      context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+    }
     self.runtime.readCompleted()
   }
 
@@ -188,6 +198,10 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   /// The open channel a frame belongs to; opens one on channel.open; raises the connection errors RabbitMQ does.
   private func channelForFrame(_ number: UInt16, method: AMQPMethod?) -> ServerChannel? {
+    // Content frames follow their method on the same channel: skip the lookup.
+    if method == nil, number == self.lastChannelNumber, let channel = self.lastChannel, self.machine.isOpen {
+      return channel
+    }
     switch self.machine.state {
     case .open:
       break
@@ -198,6 +212,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       return nil
     }
     if let channel = self.channels[number] {
+      self.lastChannelNumber = number
+      self.lastChannel = channel
       if case .channelOpen = method {
         if channel.machine.isClosing { return nil }
         self.connectionError(.channelError("second 'channel.open' seen"), classID: 20, methodID: 10)
@@ -360,6 +376,25 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.runtime.markDirty(self)
   }
 
+  /// Writes a basic.deliver with its content into the outbound buffer: the delivery hot path.
+  @inline(__always)
+  func writeDelivery(
+    channel: UInt16, consumerTag: String, deliveryTag: UInt64, redelivered: Bool, message: Message
+  ) {
+    self.outbound.writeAMQPBasicDeliverFrame(
+      channel: channel, consumerTag: consumerTag, deliveryTag: deliveryTag, redelivered: redelivered,
+      exchange: message.exchange, routingKey: message.routingKey)
+    self.writeContentFrames(channel: channel, message: message)
+  }
+
+  @inline(__always)
+  private func writeContentFrames(channel: UInt16, message: Message) {
+    self.outbound.writeAMQPContentHeaderFrame(
+      channel: channel, bodySize: UInt64(message.bodySize), rawProperties: message.rawProperties)
+    self.outbound.writeAMQPBodyFrames(channel: channel, body: message.body, maxFrameSize: self.frameMax)
+    self.runtime.markDirty(self)
+  }
+
   /// Writes a method with content (deliver, get-ok, return) into the outbound buffer.
   @inline(__always)
   func writeContent(channel: UInt16, _ method: AMQPMethod, message: Message) {
@@ -374,7 +409,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     guard let context, self.outbound.readableBytes > 0 else { return }
     self.sentSinceTick = true
     let buffer = self.outbound
-    self.outbound = context.channel.allocator.buffer(capacity: max(4096, min(buffer.readableBytes, 1 << 20)))
+    self.outbound = context.channel.allocator.buffer(capacity: max(4096, min(buffer.readableBytes, 1 << 18)))
     context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
   }
 
@@ -391,6 +426,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   private func closeChannelsForConnectionClose() {
     for channel in self.channels.values { channel.release() }
     self.channels.removeAll()
+    self.lastChannel = nil
   }
 
   /// Releases everything the connection held: consumers, unacked deliveries (requeued), exclusive queues.
@@ -411,5 +447,21 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   func channelClosed(_ number: UInt16) {
     self.channels[number] = nil
+    if number == self.lastChannelNumber {
+      self.lastChannel = nil
+    }
+  }
+}
+
+extension AMQPConnectionHandler: FlowControlledPublisher {
+  func holdBackPublishing() {
+    self.throttled = true
+  }
+
+  func resumePublishing() {
+    self.throttled = false
+    guard self.readingPaused, let context else { return }
+    self.readingPaused = false
+    context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
   }
 }

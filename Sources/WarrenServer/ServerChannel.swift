@@ -31,6 +31,7 @@ final class ServerChannel: DeliveryChannel {
   private var txSettlements: [AMQPMethod] = []
   private var touchedQueues: [Queue] = []
   private var released = false
+  private var lastExchange: Exchange?
 
   init(number: UInt16, connection: AMQPConnectionHandler) {
     self.number = number
@@ -257,11 +258,17 @@ final class ServerChannel: DeliveryChannel {
   }
 
   private func route(_ publish: BasicPublish, _ header: ContentHeader, _ body: ByteBuffer) throws(BrokerError) {
-    let exchange = try self.vhost.exchangeForPublish(publish.exchange)
+    let exchange: Exchange
+    if let cached = self.lastExchange, !cached.isDeleted, cached.name == publish.exchange {
+      exchange = cached
+    } else {
+      exchange = try self.vhost.exchangeForPublish(publish.exchange)
+      self.lastExchange = exchange
+    }
     let message = Message(
       exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: header.rawProperties,
       body: body)
-    let routed = self.vhost.publish(message, to: exchange)
+    let routed = self.vhost.publish(message, to: exchange, publisher: self.connection)
     if routed == 0 && publish.mandatory {
       self.connection.writeContent(
         channel: self.number,
@@ -325,13 +332,9 @@ final class ServerChannel: DeliveryChannel {
       self.unacked.append(
         UnackedDelivery(tag: self.nextDeliveryTag, queue: queue, message: message, consumer: consumer))
     }
-    self.connection.writeContent(
-      channel: self.number,
-      .basicDeliver(
-        BasicDeliver(
-          consumerTag: consumer.tag, deliveryTag: self.nextDeliveryTag, redelivered: message.redelivered,
-          exchange: message.message.exchange, routingKey: message.message.routingKey)),
-      message: message.message)
+    self.connection.writeDelivery(
+      channel: self.number, consumerTag: consumer.tag, deliveryTag: self.nextDeliveryTag,
+      redelivered: message.redelivered, message: message.message)
   }
 
   func consumerCancelledByServer(_ consumer: Consumer) {

@@ -15,6 +15,19 @@ struct CodecTests {
     #expect(buffer.readableBytes == 0)
   }
 
+  @Test("the direct basic.deliver writer matches the generic encoding")
+  func deliverFastPath() {
+    var generic = ByteBuffer()
+    generic.writeAMQPMethodFrame(
+      channel: 9,
+      .basicDeliver(
+        BasicDeliver(consumerTag: "ctag", deliveryTag: 1 << 40, redelivered: true, exchange: "ex", routingKey: "rk")))
+    var direct = ByteBuffer()
+    direct.writeAMQPBasicDeliverFrame(
+      channel: 9, consumerTag: "ctag", deliveryTag: 1 << 40, redelivered: true, exchange: "ex", routingKey: "rk")
+    #expect(direct == generic)
+  }
+
   @Test("the samples cover all 66 methods")
   func samplesCoverEveryMethod() {
     let names = Set(allMethodSamples.map(\.name))

@@ -36,6 +36,14 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   /// A queue asked this publisher to wait (flow control).
   private var throttled = false
   private var readingPaused = false
+  private var resumeTimer: Scheduled<Void>?
+  /// Messages published during the current read.
+  var publishesThisRead = 0
+  /// Only publishers that send at least this many messages per read are held back: one waiting for each
+  /// confirm is never flooding anything.
+  static let bulkPublishesPerRead = 64
+  /// The longest a held-back publisher waits before it reads again.
+  static let longestPause = TimeAmount.milliseconds(50)
 
   init(runtime: BrokerRuntime) {
     self.runtime = runtime
@@ -145,11 +153,16 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   func channelReadComplete(context: ChannelHandlerContext) {
     for channel in self.channels.values { channel.flushConfirms() }
-    if self.throttled && !self.readingPaused {
-      // A queue this connection published to is behind its consumers: stop reading until it catches up.
+    if self.throttled && !self.readingPaused && self.publishesThisRead >= Self.bulkPublishesPerRead {
+      // A queue this connection floods is behind its consumers: stop reading until it catches up, or for
+      // a bounded time (a consumer that stopped reading must not stop the publisher for good).
       self.readingPaused = true
       context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+      self.resumeTimer = context.eventLoop.scheduleTask(in: Self.longestPause) { bound.value.resumePublishing() }
     }
+    self.throttled = false
+    self.publishesThisRead = 0
     self.runtime.readCompleted()
   }
 
@@ -434,6 +447,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     guard !self.tornDown else { return }
     self.tornDown = true
     self.heartbeatTask?.cancel()
+    self.resumeTimer?.cancel()
     self.handshakeTimeout?.cancel()
     self.closeTimeout?.cancel()
     self.closeChannelsForConnectionClose()
@@ -459,9 +473,10 @@ extension AMQPConnectionHandler: FlowControlledPublisher {
   }
 
   func resumePublishing() {
-    self.throttled = false
     guard self.readingPaused, let context else { return }
     self.readingPaused = false
+    self.resumeTimer?.cancel()
+    self.resumeTimer = nil
     context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
   }
 }

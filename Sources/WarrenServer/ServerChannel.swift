@@ -268,6 +268,7 @@ final class ServerChannel: DeliveryChannel {
     let message = Message(
       exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: header.rawProperties,
       body: body)
+    self.connection.publishesThisRead += 1
     let routed = self.vhost.publish(message, to: exchange, publisher: self.connection)
     if routed == 0 && publish.mandatory {
       self.connection.writeContent(

@@ -447,3 +447,29 @@ def test_dropped_connection_mid_handshake_is_cleaned_up(broker, channel):
         sock.close()
     queue = channel.queue_declare("", exclusive=True).method.queue
     assert channel.queue_declare(queue, passive=True).method.consumer_count == 0
+
+
+@pytest.mark.parametrize("confirms", [True, False])
+def test_stuck_consumer_never_stops_a_publisher_and_nothing_is_lost(params, confirms):
+    """A consumer that stops reading fills its socket. A flooding publisher is held back (briefly) but not
+    stopped; one that waits for each confirm is not held back at all. Then everything arrives, in order."""
+    consumer = pika.BlockingConnection(params)
+    cch = consumer.channel()
+    queue = cch.queue_declare(name("slow"), auto_delete=True).method.queue
+    got = []
+    cch.basic_consume(queue, lambda c, m, p, b: got.append(b), auto_ack=True)
+    publisher = pika.BlockingConnection(params)
+    pch = publisher.channel()
+    if confirms:
+        pch.confirm_delivery()
+    total = 30000
+    body = b"x" * 200
+    for i in range(total):
+        pch.basic_publish("", queue, str(i).encode() + body)  # the consumer reads nothing meanwhile
+    # A round trip on the publisher's channel: the broker has read every publish before it answers.
+    pch.queue_declare(queue, passive=True)
+    while len(got) < total:
+        consumer.process_data_events(time_limit=1)
+    assert [g[: -len(body)] for g in got] == [str(i).encode() for i in range(total)]
+    publisher.close()
+    consumer.close()

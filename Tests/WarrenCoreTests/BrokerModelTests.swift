@@ -252,3 +252,44 @@ struct QueueTests {
     for q in queues { #expect(q.get(noAck: true)!.message === m) }
   }
 }
+
+final class RecordingPublisher: FlowControlledPublisher {
+  var heldBack = 0
+  var resumed = 0
+  func holdBackPublishing() { self.heldBack += 1 }
+  func resumePublishing() { self.resumed += 1 }
+}
+
+@Suite("Flow control")
+struct FlowControlTests {
+  @Test("a queue whose consumers fall behind holds its publishers back until it catches up")
+  func holdBackAndResume() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let queue = try vhost.declareQueue(name: "q", connection: 1)
+    let channel = RecordingChannel()
+    channel.accepting = false  // a consumer whose socket is full
+    try vhost.addConsumer(
+      Consumer(tag: "c", queue: queue, noAck: true, exclusive: false, prefetchCount: 0, channel: channel))
+    let publisher = RecordingPublisher()
+    for i in 0...Queue.flowHighWatermark {
+      vhost.publish(message("\(i)", key: "q"), to: vhost.defaultExchange, publisher: publisher)
+    }
+    #expect(publisher.heldBack == 1)
+    #expect(publisher.resumed == 0)
+    channel.accepting = true
+    queue.dispatch()
+    #expect(publisher.resumed == 1)
+    #expect(channel.delivered.count == Queue.flowHighWatermark + 1)
+  }
+
+  @Test("a queue without consumers never holds publishers back")
+  func noConsumers() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    try vhost.declareQueue(name: "q", connection: 1)
+    let publisher = RecordingPublisher()
+    for i in 0..<(2 * Queue.flowHighWatermark) {
+      vhost.publish(message("\(i)", key: "q"), to: vhost.defaultExchange, publisher: publisher)
+    }
+    #expect(publisher.heldBack == 0)
+  }
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Warren vs RabbitMQ, side by side, same machine, same load generator (`warren perf`), in alternation.
 # Usage: Benchmarks/compare.sh [scenario ...]   (default: all; names below)
-# Env: DURATION (seconds per throughput run, default 10), KEEP_RABBIT=1 to leave the RabbitMQ node running.
+# Env: DURATION (seconds per throughput run, default 10).
 # Installs Debian's rabbitmq-server if missing; starts both brokers on 127.0.0.1 and stops them (by PID) at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,21 +17,25 @@ chmod 755 "$WORK"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-WARREN_PORT=$(free_port)
-"$BIN" --port "$WARREN_PORT" --log-level warning > "$WORK/warren.log" 2>&1 &
-WARREN_PID=$!
-RABBIT_PORT=$(free_port)
-trap 'kill "$WARREN_PID" 2>/dev/null || true' EXIT
-Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$WORK/rabbit"
-RABBIT_PID=$(cat "$WORK/rabbit/pid")
-
-cleanup() {
-  kill "$WARREN_PID" 2>/dev/null || true
-  [ "${KEEP_RABBIT:-0}" = 1 ] || Benchmarks/rabbitmq.sh stop "$WORK/rabbit"
+WARREN_PID=""
+RABBIT_DIR=""
+start_brokers() {
+  WARREN_PORT=$(free_port)
+  "$BIN" --port "$WARREN_PORT" --log-level warning >> "$WORK/warren.log" 2>&1 &
+  WARREN_PID=$!
+  RABBIT_PORT=$(free_port)
+  RABBIT_DIR="$WORK/rabbit-$RABBIT_PORT"
+  Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$RABBIT_DIR"
+  RABBIT_PID=$(cat "$RABBIT_DIR/pid")
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$WARREN_PORT") 2>/dev/null && break; sleep 0.1; done
 }
-trap cleanup EXIT
-
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$WARREN_PORT") 2>/dev/null && break; sleep 0.1; done
+stop_brokers() {
+  [ -z "$WARREN_PID" ] || { kill "$WARREN_PID" 2>/dev/null || true; wait "$WARREN_PID" 2>/dev/null || true; }
+  [ -z "$RABBIT_DIR" ] || Benchmarks/rabbitmq.sh stop "$RABBIT_DIR"
+  WARREN_PID=""; RABBIT_DIR=""
+}
+trap stop_brokers EXIT
+start_brokers
 
 # run BROKER ARGS... -> prints the RESULT json
 run() {
@@ -39,7 +43,7 @@ run() {
   local port pid
   if [ "$broker" = warren ]; then port=$WARREN_PORT; pid=$WARREN_PID; else port=$RABBIT_PORT; pid=$RABBIT_PID; fi
   "$BIN" perf --uri "amqp://guest:guest@127.0.0.1:$port/" --broker-pid "$pid" "$@" 2>&1 | tee -a "$WORK/perf.log" \
-    | grep '^RESULT ' | sed 's/^RESULT //'
+    | grep '^RESULT ' | sed 's/^RESULT //' || echo '{}'
 }
 field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d.get(sys.argv[2], 0))' "$1" "$2"; }
 
@@ -72,12 +76,14 @@ for scenario in "${SCENARIOS[@]}"; do
       wv=$(field "$w" p99_us); rv=$(field "$r" p99_us)
       row "latency p99 at 1,000 msg/s, 1 KiB (lower is better)" "$wv us" "$rv us" "$(ratio "$wv" "$rv")" "<= 0.33x" ;;
     queued)
+      stop_brokers; start_brokers  # memory is measured on fresh brokers
       args=(--consumers 0 --count 1000000 --confirm 1000 --size 16)
       w=$(run warren "${args[@]}"); r=$(run rabbitmq "${args[@]}")
       per() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(round((d["rss_after_kb"]-d["rss_before_kb"])*1024/d["published"]))' "$1"; }
       wv=$(per "$w"); rv=$(per "$r")
       row "memory per queued 16 B message (1,000,000 queued)" "$wv B" "$rv B" "$(ratio "$wv" "$rv")" "<= 0.1x" ;;
     idle)
+      stop_brokers; start_brokers
       args=(--idle-connections 10000 --warmup 3)
       w=$(run warren "${args[@]}"); r=$(run rabbitmq "${args[@]}")
       per() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(round((d["rss_after_kb"]-d["rss_before_kb"])*1024/max(1,d["connections"])))' "$1"; }

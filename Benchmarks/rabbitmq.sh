@@ -27,7 +27,11 @@ CONF
   nohup /usr/sbin/rabbitmq-server > "$dir/stdout.log" 2>&1 &
   echo "$node" > "$dir/nodename"
   for _ in $(seq 1 120); do
-    if [ -s "$dir/pid" ] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then exit 0; fi
+    if [ -s "$dir/pid" ] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+      # The start script's su resets the open-file limit to 1024: give the node as many as we have.
+      prlimit --pid "$(cat "$dir/pid")" --nofile="$(ulimit -Hn):$(ulimit -Hn)" 2>/dev/null || true
+      exit 0
+    fi
     sleep 0.5
   done
   echo "RabbitMQ did not start; see $dir/stdout.log" >&2

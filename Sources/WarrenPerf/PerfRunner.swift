@@ -285,8 +285,19 @@ public enum PerfRunner {
             PerfConnection(endpoint: endpoint, role: role, ready: ready))
         }
       }
+      .connectTimeout(.seconds(30))
       .connect(host: endpoint.host, port: endpoint.port).get()
-    try await ready.futureResult.get()
+    // A broker that accepts but never answers (out of file descriptors, say) must not hang the run.
+    let timeout = eventLoop.scheduleTask(in: .seconds(30)) {
+      ready.fail(PerfError.unexpected("no handshake within 30 s"))
+    }
+    defer { timeout.cancel() }
+    do {
+      try await ready.futureResult.get()
+    } catch {
+      try? await channel.close()
+      throw error
+    }
     return channel
   }
 
@@ -294,7 +305,7 @@ public enum PerfRunner {
     var channels: [any Channel] = []
     var index = 0
     while index < count {
-      let batch = min(200, count - index)
+      let batch = min(50, count - index)
       try await withThrowingTaskGroup(of: (any Channel).self) { tasks in
         for _ in 0..<batch {
           tasks.addTask { try await connect(endpoint: endpoint, role: IdleRole(), group: group) }

@@ -59,7 +59,6 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
-    self.outbound = context.channel.allocator.buffer(capacity: 4096)
     self.notePeer(context)
     self.runtime.connections[self.id] = self
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -422,7 +421,10 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     guard let context, self.outbound.readableBytes > 0 else { return }
     self.sentSinceTick = true
     let buffer = self.outbound
-    self.outbound = context.channel.allocator.buffer(capacity: max(4096, min(buffer.readableBytes, 1 << 18)))
+    // A busy connection gets a buffer as large as its last batch; a quiet one holds no memory until it writes.
+    self.outbound =
+      buffer.readableBytes > 16384
+      ? context.channel.allocator.buffer(capacity: min(buffer.readableBytes, 1 << 18)) : ByteBuffer()
     context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
   }
 

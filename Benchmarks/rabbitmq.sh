@@ -24,7 +24,9 @@ CONF
     RABBITMQ_DIST_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
     HOME="$dir/home" RABBITMQ_PID_FILE="$dir/pid"
   echo "[]." > "$dir/enabled_plugins"; chown rabbitmq:rabbitmq "$dir/enabled_plugins" 2>/dev/null || true
-  nohup /usr/sbin/rabbitmq-server > "$dir/stdout.log" 2>&1 &
+  # setpriv rather than the package wrapper's su: su resets the open-file limit to 1024.
+  nohup setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups /usr/lib/rabbitmq/bin/rabbitmq-server \
+    > "$dir/stdout.log" 2>&1 &
   echo "$node" > "$dir/nodename"
   for _ in $(seq 1 120); do
     if [ -s "$dir/pid" ] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then

@@ -34,6 +34,18 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Write the bound AMQP port to this file once listening (for test harnesses).")
   var portFile: String?
 
+  @Option(help: "The largest message body accepted, in bytes (RabbitMQ 3.x's default: 128 MiB).")
+  var maxMessageSize: Int = 128 * 1024 * 1024
+
+  @Option(help: "The frame_max offered to clients.")
+  var frameMax: UInt32 = 131_072
+
+  @Option(help: "The channel_max offered to clients.")
+  var channelMax: UInt16 = 2047
+
+  @Option(help: "The heartbeat interval offered to clients, in seconds (0 disables).")
+  var heartbeat: UInt16 = 60
+
   @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
   var logLevel: String = "info"
 
@@ -49,10 +61,15 @@ struct Serve: AsyncParsableCommand {
     if let config = self.config {
       logger.notice("configuration file \(config) accepted; topology from YAML is not applied yet")
     }
+    var limits = BrokerLimits()
+    limits.maxMessageSize = self.maxMessageSize
+    limits.frameMax = self.frameMax
+    limits.channelMax = self.channelMax
+    limits.heartbeat = self.heartbeat
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let server = try await AMQPServer.start(
       host: self.bind, port: self.port, eventLoop: group.next(), logger: logger,
-      makeBroker: { Broker(registry: ExchangeRegistry()) })
+      makeBroker: { [limits] in Broker(registry: ExchangeRegistry(), limits: limits) })
     if let portFile = self.portFile, let port = server.localAddress.port {
       try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
     }

@@ -473,3 +473,75 @@ def test_stuck_consumer_never_stops_a_publisher_and_nothing_is_lost(params, conf
     assert [g[: -len(body)] for g in got] == [str(i).encode() for i in range(total)]
     publisher.close()
     consumer.close()
+
+
+def test_message_over_the_configured_maximum_is_406():
+    from conftest import Broker
+
+    small = Broker("--max-message-size", "1000")
+    try:
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", small.port))
+        ch = conn.channel()
+        queue = ch.queue_declare("", exclusive=True).method.queue
+        ch.basic_publish("", queue, b"x" * 1000)  # at the limit: fine
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+            ch.basic_publish("", queue, b"x" * 1001)
+            ch.queue_declare(queue, passive=True)
+        assert error.value.reply_code == 406
+        assert "larger than configured max size 1000" in error.value.reply_text
+        assert conn.channel().queue_declare(queue, passive=True).method.message_count == 1
+        conn.close()
+    finally:
+        small.stop()
+    assert small.process.returncode == 0
+
+
+def test_global_prefetch_limits_the_whole_channel(channel):
+    q1 = channel.queue_declare("", exclusive=True).method.queue
+    q2 = channel.queue_declare("", exclusive=True).method.queue
+    for i in range(5):
+        channel.basic_publish("", q1, b"a")
+        channel.basic_publish("", q2, b"b")
+    channel.basic_qos(prefetch_count=3, global_qos=True)
+    received = []
+    channel.basic_consume(q1, lambda c, m, p, b: received.append(m))
+    channel.basic_consume(q2, lambda c, m, p, b: received.append(m))
+    while len(received) < 3:
+        channel.connection.process_data_events(time_limit=1)
+    ready = (channel.queue_declare(q1, passive=True).method.message_count
+             + channel.queue_declare(q2, passive=True).method.message_count)
+    channel.connection.process_data_events(time_limit=0)
+    assert len(received) == 3 and ready == 7
+
+
+def test_recover_requeues_unacked_as_redelivered(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.basic_publish("", queue, b"again")
+    method, _, _ = channel.basic_get(queue)
+    assert not method.redelivered
+    channel.basic_recover(requeue=True)
+    method, _, body = channel.basic_get(queue, auto_ack=True)
+    assert body == b"again" and method.redelivered
+
+
+def test_channel_flow_pauses_and_resumes_deliveries(channel):
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    received = []
+    channel.flow(False)
+    channel.basic_consume(queue, lambda c, m, p, b: received.append(b), auto_ack=True)
+    channel.basic_publish("", queue, b"held")
+    assert channel.queue_declare(queue, passive=True).method.message_count == 1
+    channel.connection.process_data_events(time_limit=0)
+    assert received == []
+    channel.flow(True)
+    while not received:
+        channel.connection.process_data_events(time_limit=1)
+    assert received == [b"held"]
+
+
+def test_update_secret_is_answered(broker):
+    from pika import spec
+
+    sock, read_frame, send = raw_handshake(broker.port)
+    send(0, spec.Connection.UpdateSecret(new_secret=b"token", reason="refresh"))
+    assert isinstance(read_frame().method, spec.Connection.UpdateSecretOk)

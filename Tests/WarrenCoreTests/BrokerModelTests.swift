@@ -293,3 +293,17 @@ struct FlowControlTests {
     #expect(publisher.heldBack == 0)
   }
 }
+
+@Suite("Users")
+struct UserTests {
+  @Test("guest logs in from loopback only; wrong passwords and unknown users are refused")
+  func guestLoopbackOnly() {
+    let broker = Broker()
+    #expect(broker.authenticate(user: "guest", password: "guest", fromLoopback: true)?.name == "guest")
+    #expect(broker.authenticate(user: "guest", password: "guest", fromLoopback: false) == nil)
+    #expect(broker.authenticate(user: "guest", password: "nope", fromLoopback: true) == nil)
+    #expect(broker.authenticate(user: "nobody", password: "guest", fromLoopback: true) == nil)
+    broker.users["app"] = User(name: "app", password: "s3cret")
+    #expect(broker.authenticate(user: "app", password: "s3cret", fromLoopback: false)?.name == "app")
+  }
+}

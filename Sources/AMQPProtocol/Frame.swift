@@ -166,6 +166,59 @@ extension ByteBuffer {
     self.writeInteger(amqpFrameEnd)
   }
 
+  /// Writes a basic.deliver method frame with the exchange and routing key as raw bytes.
+  @inlinable
+  public mutating func writeAMQPBasicDeliverFrame(
+    channel: UInt16, consumerTag: String, deliveryTag: UInt64, redelivered: Bool, exchange: UnsafeRawBufferPointer,
+    routingKey: UnsafeRawBufferPointer
+  ) {
+    self.writeInteger(UInt8(1))
+    self.writeInteger(channel)
+    let sizeIndex = self.writerIndex
+    self.writeInteger(UInt32(0))
+    self.writeInteger(UInt32(0x003C_003C))  // class 60, method 60
+    self.writeAMQPShortString(consumerTag)
+    self.writeInteger(deliveryTag)
+    self.writeInteger(UInt8(redelivered ? 1 : 0))
+    self.writeInteger(UInt8(truncatingIfNeeded: exchange.count))
+    self.writeBytes(exchange)
+    self.writeInteger(UInt8(truncatingIfNeeded: routingKey.count))
+    self.writeBytes(routingKey)
+    self.setInteger(UInt32(self.writerIndex - sizeIndex - 4), at: sizeIndex)
+    self.writeInteger(amqpFrameEnd)
+  }
+
+  /// Writes a content header frame from raw property bytes.
+  @inlinable
+  public mutating func writeAMQPContentHeaderFrame(
+    channel: UInt16, classID: UInt16 = 60, bodySize: UInt64, rawProperties: UnsafeRawBufferPointer
+  ) {
+    self.writeInteger(UInt8(2))
+    self.writeInteger(channel)
+    self.writeInteger(UInt32(12 + rawProperties.count))
+    self.writeInteger(classID)
+    self.writeInteger(UInt16(0))
+    self.writeInteger(bodySize)
+    self.writeBytes(rawProperties)
+    self.writeInteger(amqpFrameEnd)
+  }
+
+  /// Writes a body from raw bytes as as many body frames as `maxFrameSize` requires.
+  @inlinable
+  public mutating func writeAMQPBodyFrames(channel: UInt16, body: UnsafeRawBufferPointer, maxFrameSize: Int) {
+    let maxPayload = maxFrameSize > 8 ? maxFrameSize - 8 : Int(UInt32.max)
+    var offset = 0
+    while offset < body.count {
+      let length = min(maxPayload, body.count - offset)
+      self.writeInteger(UInt8(3))
+      self.writeInteger(channel)
+      self.writeInteger(UInt32(length))
+      self.writeBytes(UnsafeRawBufferPointer(rebasing: body[offset..<(offset + length)]))
+      self.writeInteger(amqpFrameEnd)
+      offset += length
+    }
+  }
+
   /// Writes a content header frame with already encoded property flags and values.
   public mutating func writeAMQPContentHeaderFrame(
     channel: UInt16,

@@ -130,7 +130,7 @@ public final class Queue: Destination {
   public internal(set) var isDeleted = false
 
   private var nextConsumer = 0
-  private var nextSequence: UInt64 = 0
+  @usableFromInline var nextSequence: UInt32 = 0
   var hadConsumer = false
 
   init(
@@ -164,7 +164,7 @@ public final class Queue: Destination {
     if !self.consumers.isEmpty { self.dispatch() }
   }
 
-  @usableFromInline func takeSequence() -> UInt64 {
+  @usableFromInline func takeSequence() -> UInt32 {
     self.nextSequence &+= 1
     return self.nextSequence
   }

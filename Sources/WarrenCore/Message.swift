@@ -1,37 +1,100 @@
 import AMQPProtocol
 import NIOCore
 
-/// A published message: stored once, shared by every queue it is routed to.
-public final class Message: Sendable {
-  /// The exchange it was published to.
-  public let exchange: String
-  /// The routing key it was published with.
-  public let routingKey: String
-  /// The property flags and values as received; deliveries forward these bytes unchanged.
-  public let rawProperties: ByteBuffer
-  /// The body.
-  public let body: ByteBuffer
+/// The fixed-size part of a ``Message``: the lengths of the byte runs stored after it.
+public struct MessageLayout: Sendable {
+  @usableFromInline var exchangeLength: UInt8
+  @usableFromInline var routingKeyLength: UInt8
+  @usableFromInline var propertiesLength: UInt32
+  @usableFromInline var bodyLength: UInt32
+}
 
-  /// Creates a message.
-  public init(
+/// A published message: stored once, in one allocation, and shared by every queue it is routed to.
+///
+/// The exchange name, routing key, property bytes (as received) and body are copied into the object's own
+/// tail storage, so a queued message pins no network buffer and costs one allocation; deliveries write the bytes
+/// straight from it. Immutable once created.
+public final class Message: ManagedBuffer<MessageLayout, UInt8> {
+  /// Creates a message from received pieces (copied).
+  public static func make(
     exchange: String,
     routingKey: String,
     rawProperties: ByteBuffer,
     body: ByteBuffer
-  ) {
-    self.exchange = exchange
-    self.routingKey = routingKey
-    self.rawProperties = rawProperties
-    self.body = body
+  ) -> Message {
+    let exchangeLength = min(exchange.utf8.count, 255)
+    let routingKeyLength = min(routingKey.utf8.count, 255)
+    let propertiesLength = rawProperties.readableBytes
+    let bodyLength = body.readableBytes
+    let total = exchangeLength + routingKeyLength + propertiesLength + bodyLength
+    let buffer = Message.create(minimumCapacity: total) { _ in
+      MessageLayout(
+        exchangeLength: UInt8(exchangeLength), routingKeyLength: UInt8(routingKeyLength),
+        propertiesLength: UInt32(propertiesLength), bodyLength: UInt32(bodyLength))
+    }
+    let message = unsafeDowncast(buffer, to: Message.self)
+    message.withUnsafeMutablePointerToElements { start in
+      var cursor = UnsafeMutableRawPointer(start)
+      for byte in exchange.utf8.prefix(exchangeLength) {
+        cursor.storeBytes(of: byte, as: UInt8.self)
+        cursor += 1
+      }
+      for byte in routingKey.utf8.prefix(routingKeyLength) {
+        cursor.storeBytes(of: byte, as: UInt8.self)
+        cursor += 1
+      }
+      rawProperties.withUnsafeReadableBytes { bytes in
+        if let base = bytes.baseAddress { cursor.copyMemory(from: base, byteCount: bytes.count) }
+      }
+      cursor += propertiesLength
+      body.withUnsafeReadableBytes { bytes in
+        if let base = bytes.baseAddress { cursor.copyMemory(from: base, byteCount: bytes.count) }
+      }
+    }
+    return message
   }
 
   /// Creates a message, encoding the properties.
-  public convenience init(exchange: String, routingKey: String, properties: BasicProperties = .init(), body: ByteBuffer)
-  {
+  public static func make(
+    exchange: String, routingKey: String, properties: BasicProperties = .init(), body: ByteBuffer
+  ) -> Message {
     var raw = ByteBuffer()
     properties.encode(into: &raw)
-    self.init(exchange: exchange, routingKey: routingKey, rawProperties: raw, body: body)
+    return Message.make(exchange: exchange, routingKey: routingKey, rawProperties: raw, body: body)
   }
+
+  /// Calls `body` with the four byte runs: exchange, routing key, property bytes, body.
+  @inlinable
+  public func withBytes<T>(
+    _ body: (
+      _ exchange: UnsafeRawBufferPointer, _ routingKey: UnsafeRawBufferPointer,
+      _ properties: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer
+    ) throws -> T
+  ) rethrows -> T {
+    try self.withUnsafeMutablePointers { layout, start in
+      let l = layout.pointee
+      let base = UnsafeRawPointer(start)
+      let exchange = UnsafeRawBufferPointer(start: base, count: Int(l.exchangeLength))
+      let routingKey = UnsafeRawBufferPointer(start: base + Int(l.exchangeLength), count: Int(l.routingKeyLength))
+      let propertiesStart = Int(l.exchangeLength) + Int(l.routingKeyLength)
+      let properties = UnsafeRawBufferPointer(start: base + propertiesStart, count: Int(l.propertiesLength))
+      let payload = UnsafeRawBufferPointer(
+        start: base + propertiesStart + Int(l.propertiesLength), count: Int(l.bodyLength))
+      return try body(exchange, routingKey, properties, payload)
+    }
+  }
+
+  /// The exchange it was published to.
+  public var exchange: String { self.withBytes { e, _, _, _ in String(decoding: e, as: UTF8.self) } }
+
+  /// The routing key it was published with.
+  public var routingKey: String { self.withBytes { _, r, _, _ in String(decoding: r, as: UTF8.self) } }
+
+  /// The property flags and values as received (a copy).
+  public var rawProperties: ByteBuffer { self.withBytes { _, _, p, _ in ByteBuffer(bytes: p) } }
+
+  /// The body (a copy).
+  public var body: ByteBuffer { self.withBytes { _, _, _, b in ByteBuffer(bytes: b) } }
 
   /// The decoded properties (decoded on each call: the delivery path never needs them).
   public var properties: BasicProperties {
@@ -39,24 +102,30 @@ public final class Message: Sendable {
   }
 
   /// The body size in bytes.
-  @inlinable public var bodySize: Int { self.body.readableBytes }
+  @inlinable public var bodySize: Int { self.withUnsafeMutablePointerToHeader { Int($0.pointee.bodyLength) } }
 
   /// Whether the publisher asked for the message to be persisted (delivery mode 2).
   public var isPersistent: Bool { self.properties.deliveryMode == 2 }
 }
 
-/// A message in a queue: the shared message plus what is particular to this queue.
-public struct QueuedMessage: Sendable {
+/// A message in a queue: the shared message plus what is particular to this queue (16 bytes).
+public struct QueuedMessage {
   /// The message.
   public var message: Message
-  /// The position in the queue, increasing with each enqueue; requeued messages go back to their position.
-  public var sequence: UInt64
+  /// The position in the queue, increasing with each enqueue (wrapping); requeued messages go back to it.
+  public var sequence: UInt32
   /// Whether it was delivered before and requeued.
   public var redelivered: Bool
 
-  public init(message: Message, sequence: UInt64, redelivered: Bool = false) {
+  public init(message: Message, sequence: UInt32, redelivered: Bool = false) {
     self.message = message
     self.sequence = sequence
     self.redelivered = redelivered
+  }
+
+  /// Whether this message was enqueued before `other` (serial number arithmetic: sequences wrap).
+  @inlinable
+  public func precedes(_ other: QueuedMessage) -> Bool {
+    Int32(bitPattern: self.sequence &- other.sequence) < 0
   }
 }

@@ -38,15 +38,15 @@ public final class InMemoryQueueStorage: QueueStorage {
 
   public func requeue(_ requeued: [QueuedMessage]) {
     guard !requeued.isEmpty else { return }
-    let sorted = requeued.sorted { $0.sequence < $1.sequence }
+    let sorted = requeued.sorted { $0.precedes($1) }
     for message in sorted { self.bytes += message.message.bodySize }
     // The common case: every requeued message is older than the current head.
-    if let head = self.messages.first, sorted.last!.sequence > head.sequence {
+    if let head = self.messages.first, head.precedes(sorted.last!) {
       var merged = Deque<QueuedMessage>()
       merged.reserveCapacity(self.messages.count + sorted.count)
       var i = sorted.startIndex
       for m in self.messages {
-        while i < sorted.endIndex && sorted[i].sequence < m.sequence {
+        while i < sorted.endIndex && sorted[i].precedes(m) {
           merged.append(sorted[i])
           i += 1
         }

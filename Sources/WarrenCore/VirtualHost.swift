@@ -347,15 +347,23 @@ public final class VirtualHost {
 
   // MARK: Routing
 
+  /// Routes a message with the routing key it carries; see ``publish(_:routingKey:to:publisher:)``.
+  @discardableResult
+  public func publish(
+    _ message: Message, to exchange: Exchange, publisher: (any FlowControlledPublisher)? = nil
+  ) -> Int {
+    self.publish(message, routingKey: message.routingKey, to: exchange, publisher: publisher)
+  }
+
   /// Routes a message from an exchange to its queues (through exchange-to-exchange bindings and alternate
   /// exchanges) and enqueues it on each; returns how many queues took it. A queue whose consumers fall behind
   /// holds `publisher` back (see ``Queue/isCongested``).
   @discardableResult
   public func publish(
-    _ message: Message, to exchange: Exchange, publisher: (any FlowControlledPublisher)? = nil
+    _ message: Message, routingKey: String, to exchange: Exchange, publisher: (any FlowControlledPublisher)? = nil
   ) -> Int {
     if exchange === self.defaultExchange {
-      guard let queue = self.queues[message.routingKey] else { return 0 }
+      guard let queue = self.queues[routingKey] else { return 0 }
       queue.enqueue(message)
       if let publisher, queue.isCongested { queue.throttle(publisher) }
       return 1
@@ -365,7 +373,7 @@ public final class VirtualHost {
     self.routes = RouteSet()
     routes.reset(epoch: self.routeEpoch)
     exchange.routeEpoch = self.routeEpoch
-    let input = RoutingInput(routingKey: message.routingKey, message: message)
+    let input = RoutingInput(routingKey: routingKey, message: message)
     exchange.router.route(input, into: &routes)
     var queueCount = 0
     var index = 0

@@ -388,32 +388,33 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.runtime.markDirty(self)
   }
 
-  /// Writes a basic.deliver with its content into the outbound buffer: the delivery hot path.
+  /// Writes a basic.deliver with its content into the outbound buffer: the delivery hot path, straight from the
+  /// message's bytes.
   @inline(__always)
   func writeDelivery(
     channel: UInt16, consumerTag: String, deliveryTag: UInt64, redelivered: Bool, message: Message
   ) {
-    self.outbound.writeAMQPBasicDeliverFrame(
-      channel: channel, consumerTag: consumerTag, deliveryTag: deliveryTag, redelivered: redelivered,
-      exchange: message.exchange, routingKey: message.routingKey)
-    self.writeContentFrames(channel: channel, message: message)
-  }
-
-  @inline(__always)
-  private func writeContentFrames(channel: UInt16, message: Message) {
-    self.outbound.writeAMQPContentHeaderFrame(
-      channel: channel, bodySize: UInt64(message.bodySize), rawProperties: message.rawProperties)
-    self.outbound.writeAMQPBodyFrames(channel: channel, body: message.body, maxFrameSize: self.frameMax)
+    let frameMax = self.frameMax
+    message.withBytes { exchange, routingKey, properties, body in
+      self.outbound.writeAMQPBasicDeliverFrame(
+        channel: channel, consumerTag: consumerTag, deliveryTag: deliveryTag, redelivered: redelivered,
+        exchange: exchange, routingKey: routingKey)
+      self.outbound.writeAMQPContentHeaderFrame(
+        channel: channel, bodySize: UInt64(body.count), rawProperties: properties)
+      self.outbound.writeAMQPBodyFrames(channel: channel, body: body, maxFrameSize: frameMax)
+    }
     self.runtime.markDirty(self)
   }
 
-  /// Writes a method with content (deliver, get-ok, return) into the outbound buffer.
-  @inline(__always)
+  /// Writes a method with content (get-ok, return) into the outbound buffer.
   func writeContent(channel: UInt16, _ method: AMQPMethod, message: Message) {
     self.outbound.writeAMQPMethodFrame(channel: channel, method)
-    self.outbound.writeAMQPContentHeaderFrame(
-      channel: channel, bodySize: UInt64(message.bodySize), rawProperties: message.rawProperties)
-    self.outbound.writeAMQPBodyFrames(channel: channel, body: message.body, maxFrameSize: self.frameMax)
+    let frameMax = self.frameMax
+    message.withBytes { _, _, properties, body in
+      self.outbound.writeAMQPContentHeaderFrame(
+        channel: channel, bodySize: UInt64(body.count), rawProperties: properties)
+      self.outbound.writeAMQPBodyFrames(channel: channel, body: body, maxFrameSize: frameMax)
+    }
     self.runtime.markDirty(self)
   }
 

@@ -265,11 +265,11 @@ final class ServerChannel: DeliveryChannel {
       exchange = try self.vhost.exchangeForPublish(publish.exchange)
       self.lastExchange = exchange
     }
-    let message = Message(
-      exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: header.rawProperties,
-      body: body)
+    let message = Message.make(
+      exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: header.rawProperties, body: body)
     self.connection.publishesThisRead += 1
-    let routed = self.vhost.publish(message, to: exchange, publisher: self.connection)
+    let routed = self.vhost.publish(
+      message, routingKey: publish.routingKey, to: exchange, publisher: self.connection)
     if routed == 0 && publish.mandatory {
       self.connection.writeContent(
         channel: self.number,

@@ -18,7 +18,7 @@ final class RecordingChannel: DeliveryChannel {
 }
 
 func message(_ body: String, key: String = "", exchange: String = "") -> Message {
-  Message(exchange: exchange, routingKey: key, body: ByteBuffer(string: body))
+  Message.make(exchange: exchange, routingKey: key, body: ByteBuffer(string: body))
 }
 
 @Suite("Routing")

@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 SWIFT ?= swift
 
-.PHONY: build release test test-swift test-interop venv run format clean
+.PHONY: build release test test-swift test-interop venv run format clean microbench compare
 
 build:
 	$(SWIFT) build
@@ -31,6 +31,14 @@ venv: $(VENV)/.installed
 
 test-interop: venv build
 	WARREN_BIN=$$($(SWIFT) build --show-bin-path)/warren $(VENV)/bin/python -m pytest -c Tests/Interop/pytest.ini Tests/Interop -q
+
+## Microbenchmarks of the hot pieces (a few seconds).
+microbench:
+	$(SWIFT) run -c release warren-microbench
+
+## Warren vs RabbitMQ, side by side (installs rabbitmq-server if missing).
+compare:
+	Benchmarks/compare.sh
 
 format:
 	$(SWIFT) format --in-place --recursive --parallel Sources Tests Package.swift

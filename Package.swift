@@ -74,6 +74,12 @@ let package = Package(
       ],
       swiftSettings: upcoming
     ),
+    .executableTarget(
+      name: "warren-microbench",
+      dependencies: ["AMQPProtocol", "WarrenCore", .product(name: "NIOCore", package: "swift-nio")],
+      path: "Benchmarks/Micro",
+      swiftSettings: upcoming
+    ),
     .testTarget(
       name: "AMQPProtocolTests",
       dependencies: [

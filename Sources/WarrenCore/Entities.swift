@@ -72,6 +72,8 @@ public protocol FlowControlledPublisher: AnyObject {
 public final class Consumer {
   /// The consumer tag, unique on its channel.
   public let tag: String
+  /// The consumer tag's bytes, for writing deliveries.
+  public let tagBytes: [UInt8]
   /// The queue consumed from.
   public let queue: Queue
   /// Whether deliveries count as acknowledged when sent.
@@ -97,6 +99,7 @@ public final class Consumer {
     arguments: FieldTable = [:]
   ) {
     self.tag = tag
+    self.tagBytes = Array(tag.utf8.prefix(255))
     self.queue = queue
     self.noAck = noAck
     self.exclusive = exclusive

@@ -392,16 +392,15 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   /// message's bytes.
   @inline(__always)
   func writeDelivery(
-    channel: UInt16, consumerTag: String, deliveryTag: UInt64, redelivered: Bool, message: Message
+    channel: UInt16, consumerTag: [UInt8], deliveryTag: UInt64, redelivered: Bool, message: Message
   ) {
     let frameMax = self.frameMax
-    message.withBytes { exchange, routingKey, properties, body in
-      self.outbound.writeAMQPBasicDeliverFrame(
-        channel: channel, consumerTag: consumerTag, deliveryTag: deliveryTag, redelivered: redelivered,
-        exchange: exchange, routingKey: routingKey)
-      self.outbound.writeAMQPContentHeaderFrame(
-        channel: channel, bodySize: UInt64(body.count), rawProperties: properties)
-      self.outbound.writeAMQPBodyFrames(channel: channel, body: body, maxFrameSize: frameMax)
+    consumerTag.withUnsafeBytes { tag in
+      message.withBytes { exchange, routingKey, properties, body in
+        self.outbound.writeAMQPDelivery(
+          channel: channel, consumerTag: tag, deliveryTag: deliveryTag, redelivered: redelivered,
+          exchange: exchange, routingKey: routingKey, properties: properties, body: body, maxFrameSize: frameMax)
+      }
     }
     self.runtime.markDirty(self)
   }

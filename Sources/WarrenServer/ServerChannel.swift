@@ -334,7 +334,7 @@ final class ServerChannel: DeliveryChannel {
         UnackedDelivery(tag: self.nextDeliveryTag, queue: queue, message: message, consumer: consumer))
     }
     self.connection.writeDelivery(
-      channel: self.number, consumerTag: consumer.tag, deliveryTag: self.nextDeliveryTag,
+      channel: self.number, consumerTag: consumer.tagBytes, deliveryTag: self.nextDeliveryTag,
       redelivered: message.redelivered, message: message.message)
   }
 

@@ -28,6 +28,33 @@ struct CodecTests {
     #expect(direct == generic)
   }
 
+  @Test("the one-pass delivery writer matches frame by frame encoding", arguments: [0, 5, 4088, 4089, 10_000])
+  func deliveryFastPath(bodySize: Int) {
+    let body = ByteBuffer(bytes: (0..<bodySize).map { UInt8(truncatingIfNeeded: $0) })
+    let header = ContentHeader(bodySize: UInt64(bodySize), properties: BasicProperties(contentType: "a/b", priority: 3))
+    var expected = ByteBuffer()
+    expected.writeAMQPMethodFrame(
+      channel: 4,
+      .basicDeliver(BasicDeliver(consumerTag: "tag", deliveryTag: 77, redelivered: true, exchange: "x", routingKey: ""))
+    )
+    expected.writeAMQPContentHeaderFrame(channel: 4, bodySize: UInt64(bodySize), rawProperties: header.rawProperties)
+    expected.writeAMQPBodyFrames(channel: 4, body: body, maxFrameSize: 4096)
+    var direct = ByteBuffer()
+    Array("tag".utf8).withUnsafeBytes { tag in
+      Array("x".utf8).withUnsafeBytes { exchange in
+        header.rawProperties.withUnsafeReadableBytes { properties in
+          body.withUnsafeReadableBytes { bytes in
+            direct.writeAMQPDelivery(
+              channel: 4, consumerTag: tag, deliveryTag: 77, redelivered: true, exchange: exchange,
+              routingKey: UnsafeRawBufferPointer(start: nil, count: 0), properties: properties, body: bytes,
+              maxFrameSize: 4096)
+          }
+        }
+      }
+    }
+    #expect(direct == expected)
+  }
+
   @Test("the samples cover all 66 methods")
   func samplesCoverEveryMethod() {
     let names = Set(allMethodSamples.map(\.name))

@@ -1,0 +1,114 @@
+import AMQPProtocol
+import NIOCore
+import WarrenCore
+
+/// Microbenchmarks of the hot pieces: frame decode and encode, routing per exchange type, queue enqueue and
+/// dequeue. A few seconds in all; run with `make microbench` (release build). They report, they assert nothing.
+@main
+struct Microbenchmarks {
+  static func measure(_ name: String, operations: Int, _ body: () -> Void) {
+    body()  // warm up
+    let clock = ContinuousClock()
+    var best = Duration.seconds(1000)
+    for _ in 0..<5 {
+      let elapsed = clock.measure(body)
+      best = min(best, elapsed)
+    }
+    let nanos = Double(best.components.seconds) * 1e9 + Double(best.components.attoseconds) / 1e9
+    let perOp = nanos / Double(operations)
+    let padded = name + String(repeating: " ", count: max(1, 56 - name.count))
+    let rounded = (perOp * 10).rounded() / 10
+    print("\(padded)\(rounded) ns/op  \(Int(1e9 / perOp)) ops/s")
+  }
+
+  static func main() throws {
+    let count = 200_000
+    // Frames: publish + header + 16-byte body, as a client sends them.
+    var wire = ByteBuffer()
+    for _ in 0..<count {
+      wire.writeAMQPMethodFrame(channel: 1, .basicPublish(BasicPublish(exchange: "amq.direct", routingKey: "key")))
+      wire.writeAMQPFrame(
+        .header(channel: 1, ContentHeader(bodySize: 16, properties: BasicProperties(deliveryMode: 1))))
+      wire.writeAMQPFrame(.body(channel: 1, ByteBuffer(repeating: 1, count: 16)))
+    }
+    measure("decode publish+header+body (16 B)", operations: count) {
+      var buffer = wire
+      var decoder = AMQPFrameDecoder()
+      var frames = 0
+      while (try? decoder.decodeFrame(&buffer)) != nil { frames += 1 }
+      precondition(frames == 3 * count)
+    }
+
+    let message = Message.make(exchange: "amq.direct", routingKey: "key", body: ByteBuffer(repeating: 1, count: 16))
+    var out = ByteBuffer()
+    out.reserveCapacity(count * 80)
+    measure("encode deliver+header+body (16 B)", operations: count) {
+      out.clear()
+      for tag in 0..<count {
+        message.withBytes { exchange, routingKey, properties, body in
+          out.writeAMQPBasicDeliverFrame(
+            channel: 1, consumerTag: "ctag", deliveryTag: UInt64(tag), redelivered: false, exchange: exchange,
+            routingKey: routingKey)
+          out.writeAMQPContentHeaderFrame(channel: 1, bodySize: UInt64(body.count), rawProperties: properties)
+          out.writeAMQPBodyFrames(channel: 1, body: body, maxFrameSize: 131_072)
+        }
+      }
+    }
+
+    let tag: [UInt8] = Array("ctag".utf8)
+    measure("encode delivery in one pass (16 B)", operations: count) {
+      out.clear()
+      tag.withUnsafeBytes { tag in
+        for deliveryTag in 0..<count {
+          message.withBytes { exchange, routingKey, properties, body in
+            out.writeAMQPDelivery(
+              channel: 1, consumerTag: tag, deliveryTag: UInt64(deliveryTag), redelivered: false, exchange: exchange,
+              routingKey: routingKey, properties: properties, body: body, maxFrameSize: 131_072)
+          }
+        }
+      }
+    }
+
+    measure("Message.make (16 B body)", operations: count) {
+      let properties = ByteBuffer(bytes: [0x10, 0, 1])
+      let body = ByteBuffer(repeating: 1, count: 16)
+      for _ in 0..<count {
+        _ = Message.make(exchange: "amq.direct", routingKey: "key", rawProperties: properties, body: body)
+      }
+    }
+
+    for bindings in [10, 1_000, 100_000] {
+      let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+      let exchange = try vhost.declareExchange(name: "d", type: "direct")
+      let target = try vhost.declareQueue(name: "target", connection: 1)
+      for i in 0..<bindings {
+        let queue = "q\(i % 100)"
+        if vhost.queues[queue] == nil { try vhost.declareQueue(name: queue, connection: 1) }
+        try vhost.bindQueue(queue, to: "d", routingKey: "key-\(i)", connection: 1)
+      }
+      try vhost.bindQueue("target", to: "d", routingKey: "hit", connection: 1)
+      measure("route direct, \(bindings) bindings, enqueue", operations: count) {
+        for _ in 0..<count { vhost.publish(message, routingKey: "hit", to: exchange) }
+        _ = target.purge()
+      }
+    }
+
+    let fanoutHost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let fanout = try fanoutHost.declareExchange(name: "f", type: "fanout")
+    var fanoutQueues: [Queue] = []
+    for i in 0..<10 {
+      fanoutQueues.append(try fanoutHost.declareQueue(name: "f\(i)", connection: 1))
+      try fanoutHost.bindQueue("f\(i)", to: "f", routingKey: "", connection: 1)
+    }
+    measure("route fanout to 10 queues, enqueue (per message)", operations: count / 10) {
+      for _ in 0..<(count / 10) { fanoutHost.publish(message, routingKey: "", to: fanout) }
+      for queue in fanoutQueues { _ = queue.purge() }
+    }
+
+    let storage = InMemoryQueueStorage()
+    measure("queue storage append + removeFirst", operations: count) {
+      for i in 0..<count { storage.append(QueuedMessage(message: message, sequence: UInt32(truncatingIfNeeded: i))) }
+      while storage.removeFirst() != nil {}
+    }
+  }
+}

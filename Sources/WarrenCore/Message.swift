@@ -35,14 +35,16 @@ public final class Message: ManagedBuffer<MessageLayout, UInt8> {
     let message = unsafeDowncast(buffer, to: Message.self)
     message.withUnsafeMutablePointerToElements { start in
       var cursor = UnsafeMutableRawPointer(start)
-      for byte in exchange.utf8.prefix(exchangeLength) {
-        cursor.storeBytes(of: byte, as: UInt8.self)
-        cursor += 1
+      var exchange = exchange
+      exchange.withUTF8 { bytes in
+        if exchangeLength > 0 { cursor.copyMemory(from: bytes.baseAddress!, byteCount: exchangeLength) }
       }
-      for byte in routingKey.utf8.prefix(routingKeyLength) {
-        cursor.storeBytes(of: byte, as: UInt8.self)
-        cursor += 1
+      cursor += exchangeLength
+      var routingKey = routingKey
+      routingKey.withUTF8 { bytes in
+        if routingKeyLength > 0 { cursor.copyMemory(from: bytes.baseAddress!, byteCount: routingKeyLength) }
       }
+      cursor += routingKeyLength
       rawProperties.withUnsafeReadableBytes { bytes in
         if let base = bytes.baseAddress { cursor.copyMemory(from: base, byteCount: bytes.count) }
       }

@@ -15,7 +15,9 @@ struct UnackedDelivery {
 /// One AMQP channel of a connection: carries out its methods against the broker and delivers to its consumers.
 final class ServerChannel: DeliveryChannel {
   let number: UInt16
-  unowned let connection: AMQPConnectionHandler
+  /// The connection outlives its channels (it releases them before it goes), so no reference counting here.
+  unowned(unsafe) let connection: AMQPConnectionHandler
+  unowned(unsafe) let vhost: VirtualHost
   var machine: ChannelStateMachine
   private var consumers: [String: Consumer] = [:]
   private var consumerPrefetch = 0
@@ -36,10 +38,10 @@ final class ServerChannel: DeliveryChannel {
   init(number: UInt16, connection: AMQPConnectionHandler) {
     self.number = number
     self.connection = connection
+    self.vhost = connection.vhost!
     self.machine = ChannelStateMachine(maxMessageSize: connection.broker.limits.maxMessageSize)
   }
 
-  private var vhost: VirtualHost { self.connection.vhost! }
   private var connectionID: UInt64 { self.connection.id }
 
   // MARK: Frames

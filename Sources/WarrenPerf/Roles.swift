@@ -80,7 +80,9 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
     self.headerFrame.writeAMQPContentHeaderFrame(channel: 1, bodySize: UInt64(self.size), rawProperties: properties)
   }
 
-  var isFinished: Bool { self.limit > 0 && self.published >= self.limit && self.confirmed >= self.published }
+  var isFinished: Bool {
+    self.limit > 0 && self.published >= self.limit && (self.confirmWindow == 0 || self.confirmed >= self.published)
+  }
 
   func started(_ connection: PerfConnection, context: ChannelHandlerContext) {
     self.bound = NIOLoopBound(self, eventLoop: context.eventLoop)

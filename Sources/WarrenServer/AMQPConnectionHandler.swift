@@ -210,9 +210,12 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   /// The open channel a frame belongs to; opens one on channel.open; raises the connection errors RabbitMQ does.
   private func channelForFrame(_ number: UInt16, method: AMQPMethod?) -> ServerChannel? {
-    // Content frames follow their method on the same channel: skip the lookup.
-    if method == nil, number == self.lastChannelNumber, let channel = self.lastChannel, self.machine.isOpen {
-      return channel
+    // Frames mostly come on the channel of the frame before: skip the lookup.
+    if number == self.lastChannelNumber, let channel = self.lastChannel, self.machine.isOpen {
+      if case .channelOpen = method {
+      } else {
+        return channel
+      }
     }
     switch self.machine.state {
     case .open:

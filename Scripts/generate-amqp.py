@@ -126,7 +126,9 @@ for cls, m in methods:
     w("  }")
     w("")
     # decode
-    w("  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {")
+    w("  /// Decodes the arguments (what follows the class and method ids in a method frame).")
+    w("  @inlinable")
+    w("  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {")
     i = 0
     while i < len(args):
         k = kind_of(args[i])

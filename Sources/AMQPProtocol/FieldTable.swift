@@ -101,32 +101,32 @@ public struct FieldTable: Sendable, Equatable, ExpressibleByDictionaryLiteral, S
 
 extension ByteBuffer {
   @inlinable
-  mutating func readAMQPOctet() throws(AMQPProtocolError) -> UInt8 {
+  public mutating func readAMQPOctet() throws(AMQPProtocolError) -> UInt8 {
     guard let v = self.readInteger(as: UInt8.self) else { throw .truncated("octet") }
     return v
   }
 
   @inlinable
-  mutating func readAMQPShort() throws(AMQPProtocolError) -> UInt16 {
+  public mutating func readAMQPShort() throws(AMQPProtocolError) -> UInt16 {
     guard let v = self.readInteger(as: UInt16.self) else { throw .truncated("short") }
     return v
   }
 
   @inlinable
-  mutating func readAMQPLong() throws(AMQPProtocolError) -> UInt32 {
+  public mutating func readAMQPLong() throws(AMQPProtocolError) -> UInt32 {
     guard let v = self.readInteger(as: UInt32.self) else { throw .truncated("long") }
     return v
   }
 
   @inlinable
-  mutating func readAMQPLongLong() throws(AMQPProtocolError) -> UInt64 {
+  public mutating func readAMQPLongLong() throws(AMQPProtocolError) -> UInt64 {
     guard let v = self.readInteger(as: UInt64.self) else { throw .truncated("longlong") }
     return v
   }
 
   /// Reads a short string (u8 length + bytes) as UTF-8, repairing invalid sequences.
   @inlinable
-  mutating func readAMQPShortString() throws(AMQPProtocolError) -> String {
+  public mutating func readAMQPShortString() throws(AMQPProtocolError) -> String {
     guard let length = self.readInteger(as: UInt8.self),
       let s = self.readString(length: Int(length))
     else { throw .truncated("short string") }
@@ -135,7 +135,7 @@ extension ByteBuffer {
 
   /// Reads a long string (u32 length + bytes).
   @inlinable
-  mutating func readAMQPLongString() throws(AMQPProtocolError) -> [UInt8] {
+  public mutating func readAMQPLongString() throws(AMQPProtocolError) -> [UInt8] {
     guard let length = self.readInteger(as: UInt32.self),
       let bytes = self.readBytes(length: Int(length))
     else { throw .truncated("long string") }
@@ -162,6 +162,7 @@ extension ByteBuffer {
   }
 
   /// Reads a field table (u32 byte length + entries).
+  @inlinable
   public mutating func readAMQPFieldTable() throws(AMQPProtocolError) -> FieldTable {
     guard let length = self.readInteger(as: UInt32.self) else { throw .truncated("field table") }
     guard var slice = self.readSlice(length: Int(length)) else { throw .truncated("field table") }
@@ -232,6 +233,7 @@ extension ByteBuffer {
     }
   }
 
+  @usableFromInline
   mutating func readAMQPFieldValue() throws(AMQPProtocolError) -> FieldValue {
     let tag = try self.readAMQPOctet()
     switch tag {

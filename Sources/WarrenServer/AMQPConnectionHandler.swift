@@ -133,7 +133,9 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
           }
         }
       }
-      while !self.stopDecoding, let frame = try self.decoder.decodeFrame(&buffer) {
+      while !self.stopDecoding {
+        if try self.decodePublishFrame(&buffer) { continue }
+        guard let frame = try self.decoder.decodeFrame(&buffer) else { break }
         self.handleFrame(frame)
       }
     } catch {
@@ -205,6 +207,48 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       }
       guard let channel = self.channelForFrame(number, method: nil) else { return }
       channel.bodyReceived(body)
+    }
+  }
+
+  /// The fast path for the three frames of a publish (basic.publish, content header, body) on the channel of the
+  /// frame before: decoded and handed to the channel without building a ``Frame``. Anything else, anything
+  /// incomplete or malformed, is left to the general decoder (which reports errors).
+  @inline(__always)
+  private func decodePublishFrame(_ buffer: inout ByteBuffer) throws(AMQPProtocolError) -> Bool {
+    guard let channel = self.lastChannel, buffer.readableBytes >= 8, self.machine.isOpen else { return false }
+    let start = buffer.readerIndex
+    guard let type = buffer.getInteger(at: start, as: UInt8.self),
+      let number = buffer.getInteger(at: start + 1, as: UInt16.self),
+      let size32 = buffer.getInteger(at: start + 3, as: UInt32.self)
+    else { return false }
+    let size = Int(size32)
+    guard number == self.lastChannelNumber, size + 8 <= self.decoder.maxFrameSize || self.decoder.maxFrameSize == 0,
+      buffer.readableBytes >= size + 8, buffer.getInteger(at: start + 7 + size, as: UInt8.self) == amqpFrameEnd
+    else { return false }
+    switch type {
+    case 3:
+      let body = buffer.getSlice(at: start + 7, length: size)!
+      buffer.moveReaderIndex(forwardBy: size + 8)
+      channel.bodyReceived(body)
+      return true
+    case 2:
+      guard size >= 14, let classID = buffer.getInteger(at: start + 7, as: UInt16.self),
+        let bodySize = buffer.getInteger(at: start + 11, as: UInt64.self)
+      else { return false }
+      let properties = buffer.getSlice(at: start + 19, length: size - 12)!
+      try BasicProperties.validate(properties)
+      buffer.moveReaderIndex(forwardBy: size + 8)
+      channel.headerReceived(ContentHeader(classID: classID, bodySize: bodySize, rawProperties: properties))
+      return true
+    case 1:
+      guard size >= 4, buffer.getInteger(at: start + 7, as: UInt32.self) == 0x003C_0028 else { return false }
+      var arguments = buffer.getSlice(at: start + 11, length: size - 4)!
+      let publish = try BasicPublish(from: &arguments)
+      buffer.moveReaderIndex(forwardBy: size + 8)
+      channel.publishReceived(publish)
+      return true
+    default:
+      return false
     }
   }
 

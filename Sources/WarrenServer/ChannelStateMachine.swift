@@ -76,6 +76,18 @@ public struct ChannelStateMachine: Sendable {
     }
   }
 
+  /// A basic.publish arrived (the fast path's entry, the same as ``methodReceived(_:)`` with it).
+  @inline(__always)
+  public mutating func publishReceived(_ publish: BasicPublish) -> Action {
+    switch self.state {
+    case .open:
+      self.state = .awaitingHeader(publish)
+      return .none
+    default:
+      return self.methodReceived(.basicPublish(publish))
+    }
+  }
+
   /// A content header frame arrived.
   public mutating func headerReceived(_ header: ContentHeader) -> Action {
     switch self.state {

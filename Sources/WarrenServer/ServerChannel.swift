@@ -50,6 +50,10 @@ final class ServerChannel: DeliveryChannel {
     self.perform(self.machine.methodReceived(method))
   }
 
+  func publishReceived(_ publish: BasicPublish) {
+    self.perform(self.machine.publishReceived(publish))
+  }
+
   func headerReceived(_ header: ContentHeader) {
     self.perform(self.machine.headerReceived(header))
   }

@@ -27,7 +27,9 @@ public struct ConnectionStart: Sendable, Equatable {
     self.locales = locales
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.versionMajor = try buffer.readAMQPOctet()
     self.versionMinor = try buffer.readAMQPOctet()
     self.serverProperties = try buffer.readAMQPFieldTable()
@@ -63,7 +65,9 @@ public struct ConnectionStartOk: Sendable, Equatable {
     self.locale = locale
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.clientProperties = try buffer.readAMQPFieldTable()
     self.mechanism = try buffer.readAMQPShortString()
     self.response = try buffer.readAMQPLongString()
@@ -91,7 +95,9 @@ public struct ConnectionSecure: Sendable, Equatable {
     self.challenge = challenge
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.challenge = try buffer.readAMQPLongString()
   }
 
@@ -113,7 +119,9 @@ public struct ConnectionSecureOk: Sendable, Equatable {
     self.response = response
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.response = try buffer.readAMQPLongString()
   }
 
@@ -139,7 +147,9 @@ public struct ConnectionTune: Sendable, Equatable {
     self.heartbeat = heartbeat
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.channelMax = try buffer.readAMQPShort()
     self.frameMax = try buffer.readAMQPLong()
     self.heartbeat = try buffer.readAMQPShort()
@@ -169,7 +179,9 @@ public struct ConnectionTuneOk: Sendable, Equatable {
     self.heartbeat = heartbeat
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.channelMax = try buffer.readAMQPShort()
     self.frameMax = try buffer.readAMQPLong()
     self.heartbeat = try buffer.readAMQPShort()
@@ -199,7 +211,9 @@ public struct ConnectionOpen: Sendable, Equatable {
     self.insist = insist
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.virtualHost = try buffer.readAMQPShortString()
     self.capabilities = try buffer.readAMQPShortString()
     do {
@@ -228,7 +242,9 @@ public struct ConnectionOpenOk: Sendable, Equatable {
     self.knownHosts = knownHosts
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.knownHosts = try buffer.readAMQPShortString()
   }
 
@@ -256,7 +272,9 @@ public struct ConnectionClose: Sendable, Equatable {
     self.methodID = methodID
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.replyCode = try buffer.readAMQPShort()
     self.replyText = try buffer.readAMQPShortString()
     self.classID = try buffer.readAMQPShort()
@@ -282,7 +300,9 @@ public struct ConnectionCloseOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -304,7 +324,9 @@ public struct ConnectionBlocked: Sendable, Equatable {
     self.reason = reason
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.reason = try buffer.readAMQPShortString()
   }
 
@@ -324,7 +346,9 @@ public struct ConnectionUnblocked: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -348,7 +372,9 @@ public struct ConnectionUpdateSecret: Sendable, Equatable {
     self.reason = reason
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.newSecret = try buffer.readAMQPLongString()
     self.reason = try buffer.readAMQPShortString()
   }
@@ -370,7 +396,9 @@ public struct ConnectionUpdateSecretOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -392,7 +420,9 @@ public struct ChannelOpen: Sendable, Equatable {
     self.outOfBand = outOfBand
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.outOfBand = try buffer.readAMQPShortString()
   }
 
@@ -414,7 +444,9 @@ public struct ChannelOpenOk: Sendable, Equatable {
     self.channelId = channelId
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.channelId = try buffer.readAMQPLongString()
   }
 
@@ -436,7 +468,9 @@ public struct ChannelFlow: Sendable, Equatable {
     self.active = active
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     do {
       let bits = try buffer.readAMQPOctet()
       self.active = bits & 1 != 0
@@ -461,7 +495,9 @@ public struct ChannelFlowOk: Sendable, Equatable {
     self.active = active
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     do {
       let bits = try buffer.readAMQPOctet()
       self.active = bits & 1 != 0
@@ -492,7 +528,9 @@ public struct ChannelClose: Sendable, Equatable {
     self.methodID = methodID
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.replyCode = try buffer.readAMQPShort()
     self.replyText = try buffer.readAMQPShortString()
     self.classID = try buffer.readAMQPShort()
@@ -518,7 +556,9 @@ public struct ChannelCloseOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -553,7 +593,9 @@ public struct AccessRequest: Sendable, Equatable {
     self.read = read
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.realm = try buffer.readAMQPShortString()
     do {
       let bits = try buffer.readAMQPOctet()
@@ -587,7 +629,9 @@ public struct AccessRequestOk: Sendable, Equatable {
     self.ticket = ticket
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
   }
 
@@ -628,7 +672,9 @@ public struct ExchangeDeclare: Sendable, Equatable {
     self.arguments = arguments
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.exchange = try buffer.readAMQPShortString()
     self.type = try buffer.readAMQPShortString()
@@ -666,7 +712,9 @@ public struct ExchangeDeclareOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -694,7 +742,9 @@ public struct ExchangeDelete: Sendable, Equatable {
     self.noWait = noWait
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.exchange = try buffer.readAMQPShortString()
     do {
@@ -722,7 +772,9 @@ public struct ExchangeDeleteOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -757,7 +809,9 @@ public struct ExchangeBind: Sendable, Equatable {
     self.arguments = arguments
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.destination = try buffer.readAMQPShortString()
     self.source = try buffer.readAMQPShortString()
@@ -790,7 +844,9 @@ public struct ExchangeBindOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -825,7 +881,9 @@ public struct ExchangeUnbind: Sendable, Equatable {
     self.arguments = arguments
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.destination = try buffer.readAMQPShortString()
     self.source = try buffer.readAMQPShortString()
@@ -858,7 +916,9 @@ public struct ExchangeUnbindOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -897,7 +957,9 @@ public struct QueueDeclare: Sendable, Equatable {
     self.arguments = arguments
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.queue = try buffer.readAMQPShortString()
     do {
@@ -939,7 +1001,9 @@ public struct QueueDeclareOk: Sendable, Equatable {
     self.consumerCount = consumerCount
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.queue = try buffer.readAMQPShortString()
     self.messageCount = try buffer.readAMQPLong()
     self.consumerCount = try buffer.readAMQPLong()
@@ -978,7 +1042,9 @@ public struct QueueBind: Sendable, Equatable {
     self.arguments = arguments
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.queue = try buffer.readAMQPShortString()
     self.exchange = try buffer.readAMQPShortString()
@@ -1011,7 +1077,9 @@ public struct QueueBindOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1037,7 +1105,9 @@ public struct QueuePurge: Sendable, Equatable {
     self.noWait = noWait
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.queue = try buffer.readAMQPShortString()
     do {
@@ -1066,7 +1136,9 @@ public struct QueuePurgeOk: Sendable, Equatable {
     self.messageCount = messageCount
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.messageCount = try buffer.readAMQPLong()
   }
 
@@ -1098,7 +1170,9 @@ public struct QueueDelete: Sendable, Equatable {
     self.noWait = noWait
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.queue = try buffer.readAMQPShortString()
     do {
@@ -1129,7 +1203,9 @@ public struct QueueDeleteOk: Sendable, Equatable {
     self.messageCount = messageCount
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.messageCount = try buffer.readAMQPLong()
   }
 
@@ -1161,7 +1237,9 @@ public struct QueueUnbind: Sendable, Equatable {
     self.arguments = arguments
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.queue = try buffer.readAMQPShortString()
     self.exchange = try buffer.readAMQPShortString()
@@ -1189,7 +1267,9 @@ public struct QueueUnbindOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1215,7 +1295,9 @@ public struct BasicQos: Sendable, Equatable {
     self.global = global
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.prefetchSize = try buffer.readAMQPLong()
     self.prefetchCount = try buffer.readAMQPShort()
     do {
@@ -1242,7 +1324,9 @@ public struct BasicQosOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1281,7 +1365,9 @@ public struct BasicConsume: Sendable, Equatable {
     self.arguments = arguments
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.queue = try buffer.readAMQPShortString()
     self.consumerTag = try buffer.readAMQPShortString()
@@ -1318,7 +1404,9 @@ public struct BasicConsumeOk: Sendable, Equatable {
     self.consumerTag = consumerTag
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.consumerTag = try buffer.readAMQPShortString()
   }
 
@@ -1342,7 +1430,9 @@ public struct BasicCancel: Sendable, Equatable {
     self.noWait = noWait
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.consumerTag = try buffer.readAMQPShortString()
     do {
       let bits = try buffer.readAMQPOctet()
@@ -1369,7 +1459,9 @@ public struct BasicCancelOk: Sendable, Equatable {
     self.consumerTag = consumerTag
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.consumerTag = try buffer.readAMQPShortString()
   }
 
@@ -1401,7 +1493,9 @@ public struct BasicPublish: Sendable, Equatable {
     self.immediate = immediate
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.exchange = try buffer.readAMQPShortString()
     self.routingKey = try buffer.readAMQPShortString()
@@ -1439,7 +1533,9 @@ public struct BasicReturn: Sendable, Equatable {
     self.routingKey = routingKey
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.replyCode = try buffer.readAMQPShort()
     self.replyText = try buffer.readAMQPShortString()
     self.exchange = try buffer.readAMQPShortString()
@@ -1476,7 +1572,9 @@ public struct BasicDeliver: Sendable, Equatable {
     self.routingKey = routingKey
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.consumerTag = try buffer.readAMQPShortString()
     self.deliveryTag = try buffer.readAMQPLongLong()
     do {
@@ -1513,7 +1611,9 @@ public struct BasicGet: Sendable, Equatable {
     self.noAck = noAck
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.ticket = try buffer.readAMQPShort()
     self.queue = try buffer.readAMQPShortString()
     do {
@@ -1552,7 +1652,9 @@ public struct BasicGetOk: Sendable, Equatable {
     self.messageCount = messageCount
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.deliveryTag = try buffer.readAMQPLongLong()
     do {
       let bits = try buffer.readAMQPOctet()
@@ -1585,7 +1687,9 @@ public struct BasicGetEmpty: Sendable, Equatable {
     self.clusterId = clusterId
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.clusterId = try buffer.readAMQPShortString()
   }
 
@@ -1609,7 +1713,9 @@ public struct BasicAck: Sendable, Equatable {
     self.multiple = multiple
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.deliveryTag = try buffer.readAMQPLongLong()
     do {
       let bits = try buffer.readAMQPOctet()
@@ -1638,7 +1744,9 @@ public struct BasicReject: Sendable, Equatable {
     self.requeue = requeue
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.deliveryTag = try buffer.readAMQPLongLong()
     do {
       let bits = try buffer.readAMQPOctet()
@@ -1665,7 +1773,9 @@ public struct BasicRecoverAsync: Sendable, Equatable {
     self.requeue = requeue
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     do {
       let bits = try buffer.readAMQPOctet()
       self.requeue = bits & 1 != 0
@@ -1690,7 +1800,9 @@ public struct BasicRecover: Sendable, Equatable {
     self.requeue = requeue
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     do {
       let bits = try buffer.readAMQPOctet()
       self.requeue = bits & 1 != 0
@@ -1713,7 +1825,9 @@ public struct BasicRecoverOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1739,7 +1853,9 @@ public struct BasicNack: Sendable, Equatable {
     self.requeue = requeue
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     self.deliveryTag = try buffer.readAMQPLongLong()
     do {
       let bits = try buffer.readAMQPOctet()
@@ -1767,7 +1883,9 @@ public struct ConfirmSelect: Sendable, Equatable {
     self.noWait = noWait
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     do {
       let bits = try buffer.readAMQPOctet()
       self.noWait = bits & 1 != 0
@@ -1790,7 +1908,9 @@ public struct ConfirmSelectOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1810,7 +1930,9 @@ public struct TxSelect: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1830,7 +1952,9 @@ public struct TxSelectOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1850,7 +1974,9 @@ public struct TxCommit: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1870,7 +1996,9 @@ public struct TxCommitOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1890,7 +2018,9 @@ public struct TxRollback: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 
@@ -1910,7 +2040,9 @@ public struct TxRollbackOk: Sendable, Equatable {
   public init() {
   }
 
-  init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
+  /// Decodes the arguments (what follows the class and method ids in a method frame).
+  @inlinable
+  public init(from buffer: inout ByteBuffer) throws(AMQPProtocolError) {
     _ = buffer
   }
 

@@ -34,6 +34,8 @@ public final class Exchange: Destination {
   public let arguments: FieldTable
   /// Its routing index.
   public let router: any ExchangeRouter
+  /// The router, when it is the core's direct router (publishing takes a shortcut through it).
+  let directRouter: DirectRouter?
   /// The bindings from this exchange.
   public internal(set) var outgoingBindings: [Binding] = []
   /// Whether it was deleted (a channel's cached reference must look it up again).
@@ -46,6 +48,7 @@ public final class Exchange: Destination {
     self.isInternal = isInternal
     self.arguments = arguments
     self.router = type.makeRouter(exchangeName: name, arguments: arguments)
+    self.directRouter = self.router as? DirectRouter
     super.init(name: name, kind: .exchange)
   }
 }
@@ -84,8 +87,9 @@ public final class Consumer {
   public let prefetchCount: Int
   /// Its deliveries not yet acknowledged.
   public internal(set) var unacked: Int = 0
-  /// The channel it belongs to.
-  public let channel: any DeliveryChannel
+  /// The channel it belongs to. Not reference counted: a channel removes its consumers from their queues before
+  /// it goes away.
+  public unowned(unsafe) let channel: any DeliveryChannel
   /// The consume arguments.
   public let arguments: FieldTable
 

@@ -134,7 +134,14 @@ public struct DirectExchangeType: ExchangeType {
 }
 
 final class DirectRouter: ExchangeRouter {
-  private var byKey: [String: [Destination]] = [:]
+  /// The destinations of one key; `singleQueue` when that is exactly one queue (the common case, routed without
+  /// building a route set).
+  struct Route {
+    var destinations: [Destination]
+    var singleQueue: Queue?
+  }
+
+  private var byKey: [String: Route] = [:]
   private var bindings: [String: [Binding]] = [:]
 
   func bindingAdded(_ binding: Binding) {
@@ -155,12 +162,19 @@ final class DirectRouter: ExchangeRouter {
     }
     var unique: [Destination] = []
     for b in list where !unique.contains(where: { $0 === b.destination }) { unique.append(b.destination) }
-    self.byKey[key] = unique
+    let single = unique.count == 1 && unique[0].kind == .queue ? unsafeDowncast(unique[0], to: Queue.self) : nil
+    self.byKey[key] = Route(destinations: unique, singleQueue: single)
+  }
+
+  /// The one queue a key routes to, if it routes to exactly one queue and nothing else.
+  @inline(__always)
+  func singleQueue(for key: String) -> Queue? {
+    self.byKey[key]?.singleQueue
   }
 
   func route(_ input: RoutingInput, into routes: inout RouteSet) {
-    guard let list = self.byKey[input.routingKey] else { return }
-    for d in list { routes.insert(d) }
+    guard let route = self.byKey[input.routingKey] else { return }
+    for d in route.destinations { routes.insert(d) }
   }
 }
 

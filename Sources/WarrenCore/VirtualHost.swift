@@ -368,6 +368,11 @@ public final class VirtualHost {
       if let publisher, queue.isCongested { queue.throttle(publisher) }
       return 1
     }
+    if let direct = exchange.directRouter, let queue = direct.singleQueue(for: routingKey) {
+      queue.enqueue(message)
+      if let publisher, queue.isCongested { queue.throttle(publisher) }
+      return 1
+    }
     self.routeEpoch &+= 1
     var routes = self.routes
     self.routes = RouteSet()

@@ -12,6 +12,8 @@ public final class VirtualHost {
   public let defaultExchange: Exchange
 
   let registry: ExchangeRegistry
+  /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
+  public private(set) var topologyVersion: UInt64 = 0
   private var routes = RouteSet()
   private var routeEpoch: UInt64 = 0
   private var serverNamedCounter: UInt64 = 0
@@ -115,6 +117,7 @@ public final class VirtualHost {
     for binding in exchange.incomingBindings { self.removeBinding(binding, autoDeleteSource: true) }
     exchange.router.exchangeDeleted()
     exchange.isDeleted = true
+    self.topologyVersion &+= 1
     self.exchanges[exchange.name] = nil
   }
 
@@ -178,6 +181,7 @@ public final class VirtualHost {
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
       autoDelete: autoDelete, arguments: arguments)
     self.queues[name] = queue
+    self.topologyVersion &+= 1
     // Every queue is bound to the default exchange by its name (implicitly: the default exchange routes by name).
     return queue
   }
@@ -222,6 +226,7 @@ public final class VirtualHost {
     let count = queue.messageCount
     self.queues[queue.name] = nil
     queue.isDeleted = true
+    self.topologyVersion &+= 1
     for binding in queue.incomingBindings { self.removeBinding(binding, autoDeleteSource: true) }
     for consumer in queue.removeAllConsumers() { consumer.channel.consumerCancelledByServer(consumer) }
     _ = queue.purge()
@@ -328,6 +333,7 @@ public final class VirtualHost {
     source.outgoingBindings.append(binding)
     binding.destination.incomingBindings.append(binding)
     source.router.bindingAdded(binding)
+    self.topologyVersion &+= 1
   }
 
   private func removeBinding(_ binding: Binding, autoDeleteSource: Bool) {
@@ -335,6 +341,7 @@ public final class VirtualHost {
     source.outgoingBindings.removeAll { $0 == binding }
     binding.destination.incomingBindings.removeAll { $0 == binding }
     source.router.bindingRemoved(binding)
+    self.topologyVersion &+= 1
     if autoDeleteSource && source.autoDelete && source.outgoingBindings.isEmpty {
       self.removeExchange(source)
     }
@@ -346,6 +353,36 @@ public final class VirtualHost {
   }
 
   // MARK: Routing
+
+  /// Publishes through a publisher's ``RouteCache``: a message with the same exchange and routing key as the one
+  /// before, while the topology is unchanged, goes straight to the queue found last time (when that was exactly
+  /// one queue), without hashing its key.
+  @inlinable
+  @discardableResult
+  public func publish(
+    _ message: Message, routingKey: String, to exchange: Exchange, publisher: (any FlowControlledPublisher)?,
+    cache: inout RouteCache
+  ) -> Int {
+    if cache.version == self.topologyVersion, cache.exchange === exchange, cache.routingKey == routingKey,
+      let queue = cache.queue
+    {
+      queue.enqueue(message)
+      if let publisher, queue.isCongested { queue.throttle(publisher) }
+      return 1
+    }
+    cache.queue = self.singleQueue(for: routingKey, exchange: exchange)
+    cache.exchange = exchange
+    cache.routingKey = routingKey
+    cache.version = self.topologyVersion
+    return self.publish(message, routingKey: routingKey, to: exchange, publisher: publisher)
+  }
+
+  /// The only queue a routing key reaches from an exchange, when it reaches exactly one queue and nothing else.
+  @usableFromInline
+  func singleQueue(for routingKey: String, exchange: Exchange) -> Queue? {
+    if exchange === self.defaultExchange { return self.queues[routingKey] }
+    return exchange.directRouter?.singleQueue(for: routingKey)
+  }
 
   /// Routes a message with the routing key it carries; see ``publish(_:routingKey:to:publisher:)``.
   @discardableResult
@@ -419,4 +456,14 @@ func validateName(_ name: String, kind: String) throws(BrokerError) {
   if name.utf8.count > 255 {
     throw .preconditionFailed("\(kind) name too long")
   }
+}
+
+/// A publisher's memory of where its last message went (see ``VirtualHost/publish(_:routingKey:to:publisher:cache:)``).
+public struct RouteCache {
+  @usableFromInline var version: UInt64 = .max
+  @usableFromInline var exchange: Exchange?
+  @usableFromInline var routingKey: String = ""
+  @usableFromInline var queue: Queue?
+
+  public init() {}
 }

@@ -34,6 +34,7 @@ final class ServerChannel: DeliveryChannel {
   private var touchedQueues: [Queue] = []
   private var released = false
   private var lastExchange: Exchange?
+  private var routeCache = RouteCache()
 
   init(number: UInt16, connection: AMQPConnectionHandler) {
     self.number = number
@@ -275,7 +276,7 @@ final class ServerChannel: DeliveryChannel {
       exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: header.rawProperties, body: body)
     self.connection.publishesThisRead += 1
     let routed = self.vhost.publish(
-      message, routingKey: publish.routingKey, to: exchange, publisher: self.connection)
+      message, routingKey: publish.routingKey, to: exchange, publisher: self.connection, cache: &self.routeCache)
     if routed == 0 && publish.mandatory {
       self.connection.writeContent(
         channel: self.number,

@@ -307,3 +307,40 @@ struct UserTests {
     #expect(broker.authenticate(user: "app", password: "s3cret", fromLoopback: false)?.name == "app")
   }
 }
+
+@Suite("Route cache")
+struct RouteCacheTests {
+  @Test("a cached route follows every topology change")
+  func followsChanges() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let exchange = try vhost.declareExchange(name: "d", type: "direct")
+    let a = try vhost.declareQueue(name: "a", connection: 1)
+    let b = try vhost.declareQueue(name: "b", connection: 1)
+    try vhost.bindQueue("a", to: "d", routingKey: "k", connection: 1)
+    var cache = RouteCache()
+    func send() -> Int {
+      vhost.publish(message("m", key: "k"), routingKey: "k", to: exchange, publisher: nil, cache: &cache)
+    }
+    #expect(send() == 1)
+    #expect(send() == 1)  // from the cache
+    #expect(a.messageCount == 2)
+    try vhost.bindQueue("b", to: "d", routingKey: "k", connection: 1)
+    #expect(send() == 2)  // two queues now: not cached, both get it
+    try vhost.unbindQueue("a", from: "d", routingKey: "k", connection: 1)
+    #expect(send() == 1)
+    #expect(send() == 1)
+    #expect(a.messageCount == 3 && b.messageCount == 3)
+    _ = try vhost.deleteQueue(name: "b", connection: 1)
+    #expect(send() == 0)
+    // The default exchange: a queue declared later is found.
+    var defaultCache = RouteCache()
+    #expect(
+      vhost.publish(message("x"), routingKey: "late", to: vhost.defaultExchange, publisher: nil, cache: &defaultCache)
+        == 0)
+    let late = try vhost.declareQueue(name: "late", connection: 1)
+    #expect(
+      vhost.publish(message("x"), routingKey: "late", to: vhost.defaultExchange, publisher: nil, cache: &defaultCache)
+        == 1)
+    #expect(late.messageCount == 1)
+  }
+}

@@ -29,7 +29,7 @@ final class ServerChannel: DeliveryChannel {
   private var publishSequence: UInt64 = 0
   private var confirmedUpTo: UInt64 = 0
   private var transactional = false
-  private var txPublishes: [(BasicPublish, ContentHeader, ByteBuffer)] = []
+  private var txPublishes: [(BasicPublish, ByteBuffer, ByteBuffer)] = []
   private var txSettlements: [AMQPMethod] = []
   private var touchedQueues: [Queue] = []
   private var released = false
@@ -73,9 +73,10 @@ final class ServerChannel: DeliveryChannel {
       } catch {
         self.fail(error, classID: method.classID, methodID: method.methodID)
       }
-    case .publish(let publish, let header, let body):
+    case .publishReady:
+      let content = self.machine.takeContent()
       do {
-        try self.publish(publish, header, body)
+        try self.publish(content.publish, content.properties, content.body)
       } catch {
         self.fail(error, classID: 60, methodID: 40)
       }
@@ -236,7 +237,7 @@ final class ServerChannel: DeliveryChannel {
       let settlements = self.txSettlements
       self.txPublishes.removeAll()
       self.txSettlements.removeAll()
-      for (publish, header, body) in publishes { try self.route(publish, header, body) }
+      for (publish, properties, body) in publishes { try self.route(publish, properties, body) }
       for settlement in settlements { try self.settle(settlement) }
       self.reply(.txCommitOk(TxCommitOk()))
     case .txRollback:
@@ -254,17 +255,17 @@ final class ServerChannel: DeliveryChannel {
 
   // MARK: Publishing
 
-  private func publish(_ publish: BasicPublish, _ header: ContentHeader, _ body: ByteBuffer) throws(BrokerError) {
+  private func publish(_ publish: BasicPublish, _ properties: ByteBuffer, _ body: ByteBuffer) throws(BrokerError) {
     if publish.immediate { throw .notImplemented("immediate=true") }
     if self.transactional {
       _ = try self.vhost.exchangeForPublish(publish.exchange)
-      self.txPublishes.append((publish, header, body))
+      self.txPublishes.append((publish, properties, body))
       return
     }
-    try self.route(publish, header, body)
+    try self.route(publish, properties, body)
   }
 
-  private func route(_ publish: BasicPublish, _ header: ContentHeader, _ body: ByteBuffer) throws(BrokerError) {
+  private func route(_ publish: BasicPublish, _ properties: ByteBuffer, _ body: ByteBuffer) throws(BrokerError) {
     let exchange: Exchange
     if let cached = self.lastExchange, !cached.isDeleted, cached.name == publish.exchange {
       exchange = cached
@@ -273,7 +274,7 @@ final class ServerChannel: DeliveryChannel {
       self.lastExchange = exchange
     }
     let message = Message.make(
-      exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: header.rawProperties, body: body)
+      exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: properties, body: body)
     self.connection.publishesThisRead += 1
     let routed = self.vhost.publish(
       message, routingKey: publish.routingKey, to: exchange, publisher: self.connection, cache: &self.routeCache)

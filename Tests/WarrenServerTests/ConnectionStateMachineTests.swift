@@ -177,11 +177,12 @@ struct ChannelStateMachineTests {
       Issue.record("expected none")
       return
     }
-    guard case .publish(let p, let header, let body) = machine.bodyReceived(ByteBuffer(string: "hello")) else {
+    guard case .publishReady = machine.bodyReceived(ByteBuffer(string: "hello")) else {
       Issue.record("expected publish")
       return
     }
-    #expect(p == publish && header.bodySize == 5 && body == ByteBuffer(string: "hello"))
+    let content = machine.takeContent()
+    #expect(content.publish == publish && content.body == ByteBuffer(string: "hello"))
     guard case .method(.basicQos) = machine.methodReceived(.basicQos(BasicQos())) else {
       Issue.record("channel not open again")
       return
@@ -201,18 +202,17 @@ struct ChannelStateMachineTests {
       Issue.record("too early")
       return
     }
-    guard case .publish(_, _, let body) = machine.bodyReceived(ByteBuffer(string: "ef")) else {
+    guard case .publishReady = machine.bodyReceived(ByteBuffer(string: "ef")) else {
       Issue.record("expected publish")
       return
     }
-    #expect(body == ByteBuffer(string: "abcdef"))
+    #expect(machine.takeContent().body == ByteBuffer(string: "abcdef"))
     _ = machine.methodReceived(.basicPublish(publish))
-    guard case .publish(_, _, let empty) = machine.headerReceived(ContentHeader(bodySize: 0, properties: .init()))
-    else {
+    guard case .publishReady = machine.headerReceived(ContentHeader(bodySize: 0, properties: .init())) else {
       Issue.record("expected publish")
       return
     }
-    #expect(empty.readableBytes == 0)
+    #expect(machine.takeContent().body.readableBytes == 0)
   }
 
   @Test("content out of place is 505 UNEXPECTED_FRAME")

@@ -17,6 +17,7 @@ let package = Package(
     .library(name: "AMQPProtocol", targets: ["AMQPProtocol"]),
     .library(name: "WarrenCore", targets: ["WarrenCore"]),
     .library(name: "WarrenServer", targets: ["WarrenServer"]),
+    .library(name: "TopicExchange", targets: ["TopicExchange"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -52,6 +53,12 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "TopicExchange",
+      dependencies: ["WarrenCore", "AMQPProtocol"],
+      path: "Plugins/TopicExchange",
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "WarrenPerf",
       dependencies: [
         "AMQPProtocol",
@@ -65,6 +72,7 @@ let package = Package(
       name: "warren",
       dependencies: [
         "WarrenServer",
+        "TopicExchange",
         "WarrenPerf",
         "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),
@@ -76,7 +84,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "warren-microbench",
-      dependencies: ["AMQPProtocol", "WarrenCore", .product(name: "NIOCore", package: "swift-nio")],
+      dependencies: ["AMQPProtocol", "WarrenCore", "TopicExchange", .product(name: "NIOCore", package: "swift-nio")],
       path: "Benchmarks/Micro",
       swiftSettings: upcoming
     ),
@@ -87,6 +95,11 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOTestUtils", package: "swift-nio"),
       ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "TopicExchangeTests",
+      dependencies: ["TopicExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio")],
       swiftSettings: upcoming
     ),
     .testTarget(

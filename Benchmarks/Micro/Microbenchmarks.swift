@@ -1,5 +1,6 @@
 import AMQPProtocol
 import NIOCore
+import TopicExchange
 import WarrenCore
 
 /// Microbenchmarks of the hot pieces: frame decode and encode, routing per exchange type, queue enqueue and
@@ -89,6 +90,25 @@ struct Microbenchmarks {
       try vhost.bindQueue("target", to: "d", routingKey: "hit", connection: 1)
       measure("route direct, \(bindings) bindings, enqueue", operations: count) {
         for _ in 0..<count { vhost.publish(message, routingKey: "hit", to: exchange) }
+        _ = target.purge()
+      }
+    }
+
+    var topicRegistry = ExchangeRegistry()
+    topicRegistry.register(TopicExchangeType())
+    for bindings in [10, 1_000, 100_000] {
+      let vhost = VirtualHost(name: "/", registry: topicRegistry)
+      let exchange = try vhost.declareExchange(name: "t", type: "topic")
+      let target = try vhost.declareQueue(name: "target", connection: 1)
+      for i in 0..<bindings {
+        let queue = "q\(i % 100)"
+        if vhost.queues[queue] == nil { try vhost.declareQueue(name: queue, connection: 1) }
+        // Keys that share the first word but do not match: routing cost must not grow with them.
+        try vhost.bindQueue(queue, to: "t", routingKey: "stock.\(i).*", connection: 1)
+      }
+      try vhost.bindQueue("target", to: "t", routingKey: "stock.usd.#", connection: 1)
+      measure("route topic, \(bindings) bindings, enqueue", operations: count) {
+        for _ in 0..<count { vhost.publish(message, routingKey: "stock.usd.nyse", to: exchange) }
         _ = target.purge()
       }
     }

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import TopicExchange
 import WarrenCore
 import WarrenServer
 
@@ -69,7 +70,7 @@ struct Serve: AsyncParsableCommand {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let server = try await AMQPServer.start(
       host: self.bind, port: self.port, eventLoop: group.next(), logger: logger,
-      makeBroker: { [limits] in Broker(registry: ExchangeRegistry(), limits: limits) })
+      makeBroker: { [limits] in Broker(registry: builtInExchangeTypes(), limits: limits) })
     if let portFile = self.portFile, let port = server.localAddress.port {
       try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
     }
@@ -82,6 +83,14 @@ struct Serve: AsyncParsableCommand {
     }
     try await group.shutdownGracefully()
   }
+}
+
+/// The exchange types this `warren` knows: the core's (direct, fanout) and the built-in plugins. A build of
+/// `warren` with a custom exchange type registers it here too.
+func builtInExchangeTypes() -> ExchangeRegistry {
+  var registry = ExchangeRegistry()
+  registry.register(TopicExchangeType())
+  return registry
 }
 
 /// Waits for SIGTERM or SIGINT and returns its name.

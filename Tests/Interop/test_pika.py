@@ -545,3 +545,26 @@ def test_update_secret_is_answered(broker):
     sock, read_frame, send = raw_handshake(broker.port)
     send(0, spec.Connection.UpdateSecret(new_secret=b"token", reason="refresh"))
     assert isinstance(read_frame().method, spec.Connection.UpdateSecretOk)
+
+
+def test_topic_exchange_routes_with_wildcards(channel):
+    queues = {}
+    for key in ["stock.usd.*", "stock.#", "*.eur.nyse", "#"]:
+        queues[key] = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queues[key], "amq.topic", key)
+    channel.basic_publish("amq.topic", "stock.usd.nyse", b"1")
+    channel.basic_publish("amq.topic", "stock.eur.nyse", b"2")
+    channel.basic_publish("amq.topic", "bond.eur", b"3")
+
+    def bodies(queue):
+        out = []
+        while True:
+            method, _, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append(body)
+
+    assert bodies(queues["stock.usd.*"]) == [b"1"]
+    assert bodies(queues["stock.#"]) == [b"1", b"2"]
+    assert bodies(queues["*.eur.nyse"]) == [b"2"]
+    assert bodies(queues["#"]) == [b"1", b"2", b"3"]

@@ -18,6 +18,7 @@ let package = Package(
     .library(name: "WarrenCore", targets: ["WarrenCore"]),
     .library(name: "WarrenServer", targets: ["WarrenServer"]),
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
+    .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -59,6 +60,12 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "HeadersExchange",
+      dependencies: ["WarrenCore", "AMQPProtocol"],
+      path: "Plugins/HeadersExchange",
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "WarrenPerf",
       dependencies: [
         "AMQPProtocol",
@@ -73,6 +80,7 @@ let package = Package(
       dependencies: [
         "WarrenServer",
         "TopicExchange",
+        "HeadersExchange",
         "WarrenPerf",
         "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),
@@ -100,6 +108,11 @@ let package = Package(
     .testTarget(
       name: "TopicExchangeTests",
       dependencies: ["TopicExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio")],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "HeadersExchangeTests",
+      dependencies: ["HeadersExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio")],
       swiftSettings: upcoming
     ),
     .testTarget(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import HeadersExchange
 import Logging
 import NIOCore
 import NIOPosix
@@ -90,6 +91,7 @@ struct Serve: AsyncParsableCommand {
 func builtInExchangeTypes() -> ExchangeRegistry {
   var registry = ExchangeRegistry()
   registry.register(TopicExchangeType())
+  registry.register(HeadersExchangeType())
   return registry
 }
 

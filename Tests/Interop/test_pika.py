@@ -568,3 +568,28 @@ def test_topic_exchange_routes_with_wildcards(channel):
     assert bodies(queues["stock.#"]) == [b"1", b"2"]
     assert bodies(queues["*.eur.nyse"]) == [b"2"]
     assert bodies(queues["#"]) == [b"1", b"2", b"3"]
+
+
+def test_headers_exchange_all_and_any(channel):
+    all_q = channel.queue_declare("", exclusive=True).method.queue
+    any_q = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(all_q, "amq.headers", "", arguments={"x-match": "all", "format": "pdf", "type": "report"})
+    channel.queue_bind(any_q, "amq.match", "", arguments={"x-match": "any", "format": "pdf", "type": "log"})
+    for headers, body in [({"format": "pdf", "type": "report"}, b"both"), ({"format": "zip", "type": "log"}, b"any"),
+                          ({"format": "zip"}, b"none")]:
+        channel.basic_publish("amq.headers", "", body, pika.BasicProperties(headers=headers))
+        channel.basic_publish("amq.match", "", body, pika.BasicProperties(headers=headers))
+
+    def bodies(queue):
+        out = []
+        while True:
+            method, _, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append(body)
+
+    assert bodies(all_q) == [b"both"]
+    assert bodies(any_q) == [b"both", b"any"]
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+        channel.queue_bind(all_q, "amq.headers", "", arguments={"x-match": "some"})
+    assert error.value.reply_code == 406

@@ -19,6 +19,7 @@ let package = Package(
     .library(name: "WarrenServer", targets: ["WarrenServer"]),
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
+    .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -66,6 +67,12 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "ConsistentHashExchange",
+      dependencies: ["WarrenCore", "AMQPProtocol"],
+      path: "Plugins/ConsistentHashExchange",
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "WarrenPerf",
       dependencies: [
         "AMQPProtocol",
@@ -81,6 +88,7 @@ let package = Package(
         "WarrenServer",
         "TopicExchange",
         "HeadersExchange",
+        "ConsistentHashExchange",
         "WarrenPerf",
         "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),
@@ -113,6 +121,13 @@ let package = Package(
     .testTarget(
       name: "HeadersExchangeTests",
       dependencies: ["HeadersExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio")],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "ConsistentHashExchangeTests",
+      dependencies: [
+        "ConsistentHashExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio"),
+      ],
       swiftSettings: upcoming
     ),
     .testTarget(

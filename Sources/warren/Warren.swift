@@ -1,4 +1,5 @@
 import ArgumentParser
+import ConsistentHashExchange
 import Dispatch
 import Foundation
 import HeadersExchange
@@ -92,6 +93,7 @@ func builtInExchangeTypes() -> ExchangeRegistry {
   var registry = ExchangeRegistry()
   registry.register(TopicExchangeType())
   registry.register(HeadersExchangeType())
+  registry.register(ConsistentHashExchangeType())
   return registry
 }
 

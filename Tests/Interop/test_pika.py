@@ -593,3 +593,50 @@ def test_headers_exchange_all_and_any(channel):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
         channel.queue_bind(all_q, "amq.headers", "", arguments={"x-match": "some"})
     assert error.value.reply_code == 406
+
+
+def test_consistent_hash_exchange_spreads_by_weight(channel):
+    exchange = name("hash")
+    channel.exchange_declare(exchange, "x-consistent-hash")
+    queues = []
+    for weight in ["1", "3"]:
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, exchange, weight)
+        queues.append(queue)
+    for i in range(4000):
+        channel.basic_publish(exchange, f"key-{i}", b"")
+    counts = [channel.queue_declare(q, passive=True).method.message_count for q in queues]
+    assert sum(counts) == 4000
+    assert 800 <= counts[0] <= 1200 and 2800 <= counts[1] <= 3200
+
+
+def test_alternate_exchange_takes_unroutable_messages(channel):
+    alternate = name("ae")
+    main = name("main")
+    channel.exchange_declare(alternate, "fanout")
+    channel.exchange_declare(main, "direct", arguments={"alternate-exchange": alternate})
+    unrouted = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(unrouted, alternate, "")
+    routed = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(routed, main, "known")
+    channel.basic_publish(main, "known", b"to routed")
+    channel.basic_publish(main, "unknown", b"to alternate")
+    assert channel.basic_get(routed, auto_ack=True)[2] == b"to routed"
+    assert channel.basic_get(unrouted, auto_ack=True)[2] == b"to alternate"
+    assert channel.basic_get(unrouted, auto_ack=True) == (None, None, None)
+
+
+def test_internal_exchange_refuses_publishes_but_routes_from_bindings(channel):
+    internal = name("internal")
+    front = name("front")
+    channel.exchange_declare(internal, "fanout", internal=True)
+    channel.exchange_declare(front, "fanout")
+    channel.exchange_bind(internal, front)
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, internal, "")
+    channel.basic_publish(front, "", b"via binding")
+    assert channel.basic_get(queue, auto_ack=True)[2] == b"via binding"
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+        channel.basic_publish(internal, "", b"direct")
+        channel.queue_declare(queue, passive=True)
+    assert error.value.reply_code == 403

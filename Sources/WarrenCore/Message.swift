@@ -103,6 +103,11 @@ public final class Message: ManagedBuffer<MessageLayout, UInt8> {
     ContentHeader(classID: 60, bodySize: 0, rawProperties: self.rawProperties).properties
   }
 
+  /// Whether the properties include headers (read from the property flags, nothing decoded).
+  @inlinable public var hasHeaders: Bool {
+    self.withBytes { _, _, properties, _ in properties.count >= 2 && properties[0] & 0x20 != 0 }
+  }
+
   /// The body size in bytes.
   @inlinable public var bodySize: Int { self.withUnsafeMutablePointerToHeader { Int($0.pointee.bodyLength) } }
 

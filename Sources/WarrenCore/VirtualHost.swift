@@ -364,7 +364,7 @@ public final class VirtualHost {
     cache: inout RouteCache
   ) -> Int {
     if cache.version == self.topologyVersion, cache.exchange === exchange, cache.routingKey == routingKey,
-      let queue = cache.queue
+      let queue = cache.queue, !message.hasHeaders
     {
       queue.enqueue(message)
       if let publisher, queue.isCongested { queue.throttle(publisher) }
@@ -392,13 +392,16 @@ public final class VirtualHost {
     self.publish(message, routingKey: message.routingKey, to: exchange, publisher: publisher)
   }
 
-  /// Routes a message from an exchange to its queues (through exchange-to-exchange bindings and alternate
-  /// exchanges) and enqueues it on each; returns how many queues took it. A queue whose consumers fall behind
-  /// holds `publisher` back (see ``Queue/isCongested``).
+  /// Routes a message from an exchange to its queues (through exchange-to-exchange bindings, alternate exchanges
+  /// and the `CC`/`BCC` headers) and enqueues it on each; returns how many queues took it. A queue whose consumers
+  /// fall behind holds `publisher` back (see ``Queue/isCongested``).
   @discardableResult
   public func publish(
     _ message: Message, routingKey: String, to exchange: Exchange, publisher: (any FlowControlledPublisher)? = nil
   ) -> Int {
+    if message.hasHeaders, let selected = SenderSelectedKeys(message) {
+      return self.route(selected.message, keys: [routingKey] + selected.keys, from: exchange, publisher: publisher)
+    }
     if exchange === self.defaultExchange {
       guard let queue = self.queues[routingKey] else { return 0 }
       queue.enqueue(message)
@@ -410,34 +413,39 @@ public final class VirtualHost {
       if let publisher, queue.isCongested { queue.throttle(publisher) }
       return 1
     }
+    return self.route(message, keys: CollectionOfOne(routingKey), from: exchange, publisher: publisher)
+  }
+
+  private func route(
+    _ message: Message, keys: some Collection<String>, from exchange: Exchange,
+    publisher: (any FlowControlledPublisher)?
+  ) -> Int {
     self.routeEpoch &+= 1
     var routes = self.routes
     self.routes = RouteSet()
     routes.reset(epoch: self.routeEpoch)
     exchange.routeEpoch = self.routeEpoch
-    let input = RoutingInput(routingKey: routingKey, message: message)
-    exchange.router.route(input, into: &routes)
     var queueCount = 0
     var index = 0
-    var alternateFrom: Exchange? = exchange
-    while true {
-      while index < routes.destinations.count {
-        let destination = routes.destinations[index]
-        index += 1
-        if destination.kind == .queue {
-          queueCount += 1
-        } else {
-          unsafeDowncast(destination, to: Exchange.self).router.route(input, into: &routes)
-        }
+    for key in keys {
+      let input = RoutingInput(routingKey: key, message: message)
+      if exchange === self.defaultExchange {
+        if let queue = self.queues[key] { routes.insert(queue) }
+      } else {
+        exchange.router.route(input, into: &routes)
       }
-      // Nothing routed: try the alternate exchange, as RabbitMQ does (once per exchange in the chain).
-      guard queueCount == 0, let from = alternateFrom,
-        let alternateName = from.arguments["alternate-exchange"]?.stringValue,
-        let alternate = self.exchanges[alternateName], alternate.routeEpoch != self.routeEpoch
-      else { break }
+      queueCount += Self.expand(&routes, from: &index, input: input)
+    }
+    // Nothing routed: try the alternate exchange, as RabbitMQ does (once per exchange in the chain).
+    var alternateFrom = exchange
+    while queueCount == 0, let alternateName = alternateFrom.arguments["alternate-exchange"]?.stringValue,
+      let alternate = self.exchanges[alternateName], alternate.routeEpoch != self.routeEpoch
+    {
       alternate.routeEpoch = self.routeEpoch
       alternateFrom = alternate
+      let input = RoutingInput(routingKey: keys.first ?? "", message: message)
       alternate.router.route(input, into: &routes)
+      queueCount += Self.expand(&routes, from: &index, input: input)
     }
     if queueCount > 0 {
       for destination in routes.destinations where destination.kind == .queue {
@@ -448,6 +456,49 @@ public final class VirtualHost {
     }
     self.routes = routes
     return queueCount
+  }
+
+  /// Routes through the exchanges among the new destinations (exchange-to-exchange bindings); counts the queues.
+  private static func expand(_ routes: inout RouteSet, from index: inout Int, input: RoutingInput) -> Int {
+    var queues = 0
+    while index < routes.destinations.count {
+      let destination = routes.destinations[index]
+      index += 1
+      if destination.kind == .queue {
+        queues += 1
+      } else {
+        unsafeDowncast(destination, to: Exchange.self).router.route(input, into: &routes)
+      }
+    }
+    return queues
+  }
+}
+
+/// The `CC` and `BCC` headers of a message (RabbitMQ's sender-selected distribution): more routing keys for the
+/// same exchange. `BCC` is removed from the message that is delivered.
+struct SenderSelectedKeys {
+  let keys: [String]
+  let message: Message
+
+  init?(_ message: Message) {
+    var properties = message.properties
+    guard var headers = properties.headers, headers["CC"] != nil || headers["BCC"] != nil else { return nil }
+    func keys(_ value: FieldValue?) -> [String] {
+      switch value {
+      case .array(let values): return values.compactMap(\.stringValue)
+      case .longString(let s): return [s]
+      default: return []
+      }
+    }
+    self.keys = keys(headers["CC"]) + keys(headers["BCC"])
+    if headers["BCC"] != nil {
+      headers["BCC"] = nil
+      properties.headers = headers
+      self.message = Message.make(
+        exchange: message.exchange, routingKey: message.routingKey, properties: properties, body: message.body)
+    } else {
+      self.message = message
+    }
   }
 }
 

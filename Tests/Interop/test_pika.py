@@ -640,3 +640,17 @@ def test_internal_exchange_refuses_publishes_but_routes_from_bindings(channel):
         channel.basic_publish(internal, "", b"direct")
         channel.queue_declare(queue, passive=True)
     assert error.value.reply_code == 403
+
+
+def test_cc_and_bcc_headers(channel):
+    exchange = name("cc")
+    channel.exchange_declare(exchange, "direct")
+    queues = {}
+    for key in ["to", "cc", "bcc"]:
+        queues[key] = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queues[key], exchange, key)
+    channel.basic_publish(exchange, "to", b"memo", pika.BasicProperties(headers={"CC": ["cc"], "BCC": ["bcc"]}))
+    for key in ["to", "cc", "bcc"]:
+        method, properties, body = channel.basic_get(queues[key], auto_ack=True)
+        assert body == b"memo"
+        assert properties.headers == {"CC": ["cc"]}

@@ -344,3 +344,36 @@ struct RouteCacheTests {
     #expect(late.messageCount == 1)
   }
 }
+
+@Suite("Sender-selected distribution")
+struct SenderSelectedTests {
+  @Test("CC and BCC add routing keys; BCC is removed from what is delivered, CC is kept")
+  func ccAndBcc() throws {
+    let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+    let exchange = try vhost.declareExchange(name: "d", type: "direct")
+    var queues: [String: Queue] = [:]
+    for name in ["main", "copy", "hidden"] {
+      queues[name] = try vhost.declareQueue(name: name, connection: 1)
+      try vhost.bindQueue(name, to: "d", routingKey: name, connection: 1)
+    }
+    let properties = BasicProperties(headers: [
+      "CC": .array([.longString("copy")]), "BCC": .array([.longString("hidden"), .longString("main")]),
+      "other": .int32(1),
+    ])
+    let m = Message.make(exchange: "d", routingKey: "main", properties: properties, body: ByteBuffer(string: "x"))
+    #expect(vhost.publish(m, to: exchange) == 3)  // main once, though named twice
+    for queue in queues.values {
+      let delivered = try #require(queue.get(noAck: true)).message
+      let headers = try #require(delivered.properties.headers)
+      #expect(headers["BCC"] == nil)
+      #expect(headers["CC"] == .array([.longString("copy")]))
+      #expect(headers["other"] == .int32(1))
+      #expect(String(buffer: delivered.body) == "x")
+    }
+    // The default exchange takes CC too.
+    let cc = Message.make(
+      exchange: "", routingKey: "main", properties: BasicProperties(headers: ["CC": .array([.longString("copy")])]),
+      body: ByteBuffer())
+    #expect(vhost.publish(cc, to: vhost.defaultExchange) == 2)
+  }
+}

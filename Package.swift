@@ -20,6 +20,7 @@ let package = Package(
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
     .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
+    .library(name: "WarrenCommand", targets: ["WarrenCommand"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -82,13 +83,10 @@ let package = Package(
       ],
       swiftSettings: upcoming
     ),
-    .executableTarget(
-      name: "warren",
+    .target(
+      name: "WarrenCommand",
       dependencies: [
         "WarrenServer",
-        "TopicExchange",
-        "HeadersExchange",
-        "ConsistentHashExchange",
         "WarrenPerf",
         "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),
@@ -96,6 +94,11 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
+      swiftSettings: upcoming
+    ),
+    .executableTarget(
+      name: "warren",
+      dependencies: ["WarrenCommand", "TopicExchange", "HeadersExchange", "ConsistentHashExchange"],
       swiftSettings: upcoming
     ),
     .executableTarget(

@@ -10,7 +10,21 @@ import TopicExchange
 import WarrenCore
 import WarrenServer
 
-@main
+/// The `warren` command line, as a library: an executable calls ``WarrenCommandLine/main(exchangeTypes:)`` with
+/// the exchange types it registers, so a user's own package can build a `warren` with more of them.
+public enum WarrenCommandLine {
+  /// Parses the process's arguments and runs `warren` (serve, perf) with these exchange types besides the core's.
+  public static func main(exchangeTypes: [any ExchangeType]) async {
+    var registry = ExchangeRegistry()
+    for type in exchangeTypes { registry.register(type) }
+    configuredExchangeTypes = registry
+    await Warren.main()
+  }
+}
+
+/// Set once by ``WarrenCommandLine/main(exchangeTypes:)`` before any command runs.
+nonisolated(unsafe) private var configuredExchangeTypes = ExchangeRegistry()
+
 struct Warren: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "warren",
@@ -72,7 +86,7 @@ struct Serve: AsyncParsableCommand {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let server = try await AMQPServer.start(
       host: self.bind, port: self.port, eventLoop: group.next(), logger: logger,
-      makeBroker: { [limits] in Broker(registry: builtInExchangeTypes(), limits: limits) })
+      makeBroker: { [limits, registry = configuredExchangeTypes] in Broker(registry: registry, limits: limits) })
     if let portFile = self.portFile, let port = server.localAddress.port {
       try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
     }
@@ -85,16 +99,6 @@ struct Serve: AsyncParsableCommand {
     }
     try await group.shutdownGracefully()
   }
-}
-
-/// The exchange types this `warren` knows: the core's (direct, fanout) and the built-in plugins. A build of
-/// `warren` with a custom exchange type registers it here too.
-func builtInExchangeTypes() -> ExchangeRegistry {
-  var registry = ExchangeRegistry()
-  registry.register(TopicExchangeType())
-  registry.register(HeadersExchangeType())
-  registry.register(ConsistentHashExchangeType())
-  return registry
 }
 
 /// Waits for SIGTERM or SIGINT and returns its name.

@@ -74,6 +74,12 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "RoundRobinExchange",
+      dependencies: ["WarrenCore", "AMQPProtocol"],
+      path: "Examples/RoundRobinExchange",
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "WarrenPerf",
       dependencies: [
         "AMQPProtocol",
@@ -130,6 +136,13 @@ let package = Package(
       name: "ConsistentHashExchangeTests",
       dependencies: [
         "ConsistentHashExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "RoundRobinExchangeTests",
+      dependencies: [
+        "RoundRobinExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio"),
       ],
       swiftSettings: upcoming
     ),

@@ -1,12 +1,9 @@
 import ArgumentParser
-import ConsistentHashExchange
 import Dispatch
 import Foundation
-import HeadersExchange
 import Logging
 import NIOCore
 import NIOPosix
-import TopicExchange
 import WarrenCore
 import WarrenServer
 

@@ -21,6 +21,7 @@ let package = Package(
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
     .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
     .library(name: "WarrenCommand", targets: ["WarrenCommand"]),
+    .library(name: "WarrenClient", targets: ["WarrenClient"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -77,6 +78,16 @@ let package = Package(
       name: "RoundRobinExchange",
       dependencies: ["WarrenCore", "AMQPProtocol"],
       path: "Examples/RoundRobinExchange",
+      swiftSettings: upcoming
+    ),
+    .target(
+      name: "WarrenClient",
+      dependencies: [
+        "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "DequeModule", package: "swift-collections"),
+      ],
       swiftSettings: upcoming
     ),
     .target(
@@ -143,6 +154,16 @@ let package = Package(
       name: "RoundRobinExchangeTests",
       dependencies: [
         "RoundRobinExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "WarrenClientTests",
+      dependencies: [
+        "WarrenClient", "WarrenServer", "WarrenCore", "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: upcoming
     ),

@@ -119,6 +119,15 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .executableTarget(
+      name: "publisher", dependencies: ["WarrenClient"], path: "Examples/Publisher", swiftSettings: upcoming),
+    .executableTarget(
+      name: "subscriber", dependencies: ["WarrenClient"], path: "Examples/Subscriber", swiftSettings: upcoming),
+    .executableTarget(
+      name: "fanout-example", dependencies: ["WarrenClient"], path: "Examples/FanoutExample", swiftSettings: upcoming),
+    .executableTarget(
+      name: "rpc-example", dependencies: ["WarrenClient", "AMQPProtocol"], path: "Examples/RPCExample",
+      swiftSettings: upcoming),
+    .executableTarget(
       name: "warren-microbench",
       dependencies: ["AMQPProtocol", "WarrenCore", "TopicExchange", .product(name: "NIOCore", package: "swift-nio")],
       path: "Benchmarks/Micro",
@@ -163,6 +172,7 @@ let package = Package(
         "WarrenClient", "WarrenServer", "WarrenCore", "AMQPProtocol",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: upcoming

@@ -82,7 +82,7 @@ struct PendingConfirm {
   let promise: EventLoopPromise<Void>
   let exchange: String
   let routingKey: String
-  var returned: AMQPClientError?
+  var returned: AMQPClientError? = nil
 }
 
 /// One channel's state on the event loop.
@@ -317,12 +317,22 @@ final class ClientHandler: ChannelInboundHandler {
   }
 
   private func contentComplete(number: UInt16, state: ClientChannelState) {
-    guard let method = state.contentMethod, let header = state.contentHeader, let channel = state.publicChannel
-    else { return }
+    guard let method = state.contentMethod, let header = state.contentHeader else { return }
     state.contentMethod = nil
     state.contentHeader = nil
     let body = state.contentBody
     state.contentBody = ByteBuffer()
+    if case .basicReturn(let returned) = method {
+      // The broker returns before it confirms: the oldest waiting publish with this exchange and key fails.
+      if let index = state.pendingConfirms.firstIndex(where: {
+        $0.returned == nil && $0.exchange == returned.exchange && $0.routingKey == returned.routingKey
+      }) {
+        state.pendingConfirms[index].returned = .unroutable(
+          replyCode: returned.replyCode, replyText: returned.replyText)
+      }
+      return
+    }
+    guard let channel = state.publicChannel else { return }
     switch method {
     case .basicDeliver(let deliver):
       let delivery = Delivery(
@@ -334,14 +344,6 @@ final class ClientHandler: ChannelInboundHandler {
         body: body, properties: header.properties, deliveryTag: getOk.deliveryTag, redelivered: getOk.redelivered,
         exchange: getOk.exchange, routingKey: getOk.routingKey, consumerTag: "", channel: channel)
       if case .get(let promise) = state.pendingReplies.popFirst() { promise.succeed(delivery) }
-    case .basicReturn(let returned):
-      // The broker returns before it confirms: the oldest waiting publish with this exchange and key fails.
-      if let index = state.pendingConfirms.firstIndex(where: {
-        $0.returned == nil && $0.exchange == returned.exchange && $0.routingKey == returned.routingKey
-      }) {
-        state.pendingConfirms[index].returned = .unroutable(
-          replyCode: returned.replyCode, replyText: returned.replyText)
-      }
     default:
       break
     }

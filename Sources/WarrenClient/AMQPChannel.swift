@@ -171,6 +171,44 @@ public final class AMQPChannel: Sendable {
     try await promise.futureResult.get()
   }
 
+  /// A message to publish in a batch.
+  public struct OutgoingMessage: Sendable {
+    public var body: ByteBuffer
+    public var routingKey: String
+    public var properties: BasicProperties
+    public init(_ body: ByteBuffer, routingKey: String, properties: BasicProperties = .init()) {
+      self.body = body
+      self.routingKey = routingKey
+      self.properties = properties
+    }
+  }
+
+  /// Publishes messages in one write and, with confirms on, waits until the broker has confirmed them all
+  /// (throwing the first failure).
+  public func publishBatch(_ messages: [OutgoingMessage], exchange: String = "", mandatory: Bool = false)
+    async throws
+  {
+    let handler = self.handler
+    let number = self.number
+    let eventLoop = self.eventLoop
+    let promises = try await self.eventLoop.submit { () throws -> [EventLoopFuture<Void>] in
+      var futures: [EventLoopFuture<Void>] = []
+      for message in messages {
+        if let (tag, state) = try handler.value.publish(
+          channel: number, exchange: exchange, routingKey: message.routingKey, body: message.body,
+          properties: message.properties, mandatory: mandatory)
+        {
+          let promise = eventLoop.makePromise(of: Void.self)
+          state.pendingConfirms.append(
+            PendingConfirm(tag: tag, promise: promise, exchange: exchange, routingKey: message.routingKey))
+          futures.append(promise.futureResult)
+        }
+      }
+      return futures
+    }.get()
+    for future in promises { try await future.get() }
+  }
+
   /// Publishes a text message.
   public func publish(
     _ text: String, exchange: String = "", routingKey: String, properties: BasicProperties = .init(),

@@ -64,6 +64,24 @@ struct WarrenClientTests {
     }
   }
 
+  @Test("a batch is published in one go and confirmed as a whole")
+  func batch() async throws {
+    try await withBroker { url in
+      let connection = try await AMQPConnection.connect(to: url)
+      let channel = try await connection.openChannel()
+      let queue = try await channel.declareQueue("", exclusive: true).name
+      try await channel.enableConfirms()
+      let messages = (0..<500).map { AMQPChannel.OutgoingMessage(ByteBuffer(string: "\($0)"), routingKey: queue) }
+      try await channel.publishBatch(messages)
+      #expect(try await channel.declareQueue(queue, passive: true).messageCount == 500)
+      await #expect(throws: AMQPClientError.self) {
+        try await channel.publishBatch(
+          [AMQPChannel.OutgoingMessage(ByteBuffer(string: "x"), routingKey: unique("nowhere"))], mandatory: true)
+      }
+      try await connection.close()
+    }
+  }
+
   @Test("basic.get, nack with requeue marks the message redelivered")
   func getAndNack() async throws {
     try await withBroker { url in

@@ -236,22 +236,20 @@ public final class AMQPChannel: Sendable {
     let handler = self.handler
     let number = self.number
     let promise = self.eventLoop.makePromise(of: AMQPMethod.self)
-    // The consumer must be registered before consume-ok: deliveries may follow it at once.
-    let pendingTag = consumerTag
+    // The consumer must be registered when consume-ok is read: deliveries may follow it in the same read. The
+    // callback is attached on the event loop before the request is sent, so it runs as the reply is handled.
     self.eventLoop.execute {
+      promise.futureResult.whenSuccess { reply in
+        if case .basicConsumeOk(let ok) = reply {
+          handler.value.channels[number]?.consumers[ok.consumerTag] = continuation
+        }
+      }
       handler.value.call(
         .basicConsume(
           BasicConsume(
             queue: queue, consumerTag: consumerTag, noAck: noAck, exclusive: exclusive, arguments: arguments)),
         channel: number,
         reply: .method(promise))
-      if !pendingTag.isEmpty { handler.value.channels[number]?.consumers[pendingTag] = continuation }
-    }
-    // For a server-named tag, register on consume-ok, before any later frame is read.
-    promise.futureResult.whenSuccess { reply in
-      if pendingTag.isEmpty, case .basicConsumeOk(let ok) = reply {
-        handler.value.channels[number]?.consumers[ok.consumerTag] = continuation
-      }
     }
     let reply = try await promise.futureResult.get()
     guard case .basicConsumeOk(let ok) = reply else { throw AMQPClientError.connectionLost }

@@ -43,19 +43,6 @@ struct Microbenchmarks {
     let message = Message.make(exchange: "amq.direct", routingKey: "key", body: ByteBuffer(repeating: 1, count: 16))
     var out = ByteBuffer()
     out.reserveCapacity(count * 80)
-    measure("encode deliver+header+body (16 B)", operations: count) {
-      out.clear()
-      for tag in 0..<count {
-        message.withBytes { exchange, routingKey, properties, body in
-          out.writeAMQPBasicDeliverFrame(
-            channel: 1, consumerTag: "ctag", deliveryTag: UInt64(tag), redelivered: false, exchange: exchange,
-            routingKey: routingKey)
-          out.writeAMQPContentHeaderFrame(channel: 1, bodySize: UInt64(body.count), rawProperties: properties)
-          out.writeAMQPBodyFrames(channel: 1, body: body, maxFrameSize: 131_072)
-        }
-      }
-    }
-
     let tag: [UInt8] = Array("ctag".utf8)
     measure("encode delivery in one pass (16 B)", operations: count) {
       out.clear()

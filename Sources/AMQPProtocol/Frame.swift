@@ -146,26 +146,6 @@ extension ByteBuffer {
     self.writeInteger(amqpFrameEnd)
   }
 
-  /// Writes a basic.deliver method frame directly (the hottest frame a broker writes).
-  @inlinable
-  public mutating func writeAMQPBasicDeliverFrame(
-    channel: UInt16, consumerTag: String, deliveryTag: UInt64, redelivered: Bool, exchange: String,
-    routingKey: String
-  ) {
-    self.writeInteger(UInt8(1))
-    self.writeInteger(channel)
-    let sizeIndex = self.writerIndex
-    self.writeInteger(UInt32(0))
-    self.writeInteger(UInt32(0x003C_003C))  // class 60, method 60
-    self.writeAMQPShortString(consumerTag)
-    self.writeInteger(deliveryTag)
-    self.writeInteger(UInt8(redelivered ? 1 : 0))
-    self.writeAMQPShortString(exchange)
-    self.writeAMQPShortString(routingKey)
-    self.setInteger(UInt32(self.writerIndex - sizeIndex - 4), at: sizeIndex)
-    self.writeInteger(amqpFrameEnd)
-  }
-
   /// Writes a whole delivery, basic.deliver + content header + body frames, in one pass over reserved space:
   /// one capacity check for all of it instead of one per field (the broker's hottest write).
   @inlinable
@@ -287,30 +267,14 @@ extension ByteBuffer {
     bodySize: UInt64,
     rawProperties: ByteBuffer
   ) {
-    self.writeInteger(UInt8(2))
-    self.writeInteger(channel)
-    self.writeInteger(UInt32(12 + rawProperties.readableBytes))
-    self.writeInteger(classID)
-    self.writeInteger(UInt16(0))
-    self.writeInteger(bodySize)
-    self.writeImmutableBuffer(rawProperties)
-    self.writeInteger(amqpFrameEnd)
+    rawProperties.withUnsafeReadableBytes {
+      self.writeAMQPContentHeaderFrame(channel: channel, classID: classID, bodySize: bodySize, rawProperties: $0)
+    }
   }
 
   /// Writes a body as as many body frames as `maxFrameSize` requires (none for an empty body).
   public mutating func writeAMQPBodyFrames(channel: UInt16, body: ByteBuffer, maxFrameSize: Int) {
-    let maxPayload = maxFrameSize > 8 ? maxFrameSize - 8 : Int(UInt32.max)
-    var offset = body.readerIndex
-    let end = body.writerIndex
-    while offset < end {
-      let length = min(maxPayload, end - offset)
-      self.writeInteger(UInt8(3))
-      self.writeInteger(channel)
-      self.writeInteger(UInt32(length))
-      self.writeImmutableBuffer(body.getSlice(at: offset, length: length)!)
-      self.writeInteger(amqpFrameEnd)
-      offset += length
-    }
+    body.withUnsafeReadableBytes { self.writeAMQPBodyFrames(channel: channel, body: $0, maxFrameSize: maxFrameSize) }
   }
 
   /// Writes a heartbeat frame.

@@ -1,48 +1,6 @@
 import AMQPProtocol
 import NIOCore
 
-/// Where a broker is and how to log in.
-public struct BrokerEndpoint: Sendable {
-  public var host: String
-  public var port: Int
-  public var username: String
-  public var password: String
-  public var virtualHost: String
-
-  /// Parses `amqp://user:pass@host:port/vhost` (vhost `%2F` or empty is `/`).
-  public init(uri: String) throws {
-    guard uri.hasPrefix("amqp://") else { throw PerfError.badURI(uri) }
-    var rest = Substring(uri.dropFirst("amqp://".count))
-    self.username = "guest"
-    self.password = "guest"
-    if let at = rest.lastIndex(of: "@") {
-      let credentials = rest[..<at]
-      rest = rest[rest.index(after: at)...]
-      if let colon = credentials.firstIndex(of: ":") {
-        self.username = String(credentials[..<colon])
-        self.password = String(credentials[credentials.index(after: colon)...])
-      } else {
-        self.username = String(credentials)
-      }
-    }
-    var hostPort = rest
-    self.virtualHost = "/"
-    if let slash = rest.firstIndex(of: "/") {
-      hostPort = rest[..<slash]
-      let vhost = rest[rest.index(after: slash)...]
-      if !vhost.isEmpty { self.virtualHost = vhost == "%2F" || vhost == "%2f" ? "/" : String(vhost) }
-    }
-    if let colon = hostPort.lastIndex(of: ":") {
-      self.host = String(hostPort[..<colon])
-      guard let port = Int(hostPort[hostPort.index(after: colon)...]) else { throw PerfError.badURI(uri) }
-      self.port = port
-    } else {
-      self.host = String(hostPort)
-      self.port = 5672
-    }
-  }
-}
-
 /// Errors of the load generator.
 public enum PerfError: Error, CustomStringConvertible {
   case badURI(String)
@@ -80,7 +38,7 @@ final class PerfConnection: ChannelInboundHandler {
   typealias InboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
 
-  let endpoint: BrokerEndpoint
+  let endpoint: AMQPURL
   let role: any PerfRole
   let ready: EventLoopPromise<Void>
   var frameMax = 131_072
@@ -88,7 +46,7 @@ final class PerfConnection: ChannelInboundHandler {
   private var inbound: ByteBuffer?
   private var isReady = false
 
-  init(endpoint: BrokerEndpoint, role: any PerfRole, ready: EventLoopPromise<Void>) {
+  init(endpoint: AMQPURL, role: any PerfRole, ready: EventLoopPromise<Void>) {
     self.endpoint = endpoint
     self.role = role
     self.ready = ready

@@ -85,7 +85,7 @@ public enum PerfRunner {
   public static func run(_ configuration: PerfConfiguration, log: @Sendable (String) -> Void) async throws
     -> PerfResult
   {
-    let endpoint = try BrokerEndpoint(uri: configuration.uri)
+    guard let endpoint = AMQPURL(configuration.uri) else { throw PerfError.badURI(configuration.uri) }
     let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
     do {
       let result = try await self.run(configuration, endpoint: endpoint, group: group, log: log)
@@ -98,7 +98,7 @@ public enum PerfRunner {
   }
 
   static func run(
-    _ configuration: PerfConfiguration, endpoint: BrokerEndpoint, group: any EventLoopGroup,
+    _ configuration: PerfConfiguration, endpoint: AMQPURL, group: any EventLoopGroup,
     log: @Sendable (String) -> Void
   ) async throws -> PerfResult {
     var result = PerfResult()
@@ -273,7 +273,7 @@ public enum PerfRunner {
   }
 
   static func connect(
-    endpoint: BrokerEndpoint, role: any PerfRole & Sendable, group: any EventLoopGroup, on loop: (any EventLoop)? = nil
+    endpoint: AMQPURL, role: any PerfRole & Sendable, group: any EventLoopGroup, on loop: (any EventLoop)? = nil
   ) async throws -> any Channel {
     let eventLoop = loop ?? group.next()
     let ready = eventLoop.makePromise(of: Void.self)
@@ -301,7 +301,7 @@ public enum PerfRunner {
     return channel
   }
 
-  static func openIdle(count: Int, endpoint: BrokerEndpoint, group: any EventLoopGroup) async throws -> [any Channel] {
+  static func openIdle(count: Int, endpoint: AMQPURL, group: any EventLoopGroup) async throws -> [any Channel] {
     var channels: [any Channel] = []
     var index = 0
     while index < count {

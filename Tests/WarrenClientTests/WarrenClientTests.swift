@@ -32,7 +32,7 @@ func withBroker(_ body: (String) async throws -> Void) async throws {
 
 func unique(_ prefix: String) -> String { "\(prefix)-\(UInt32.random(in: 0...UInt32.max))" }
 
-@Suite("WarrenClient against a broker")
+@Suite("WarrenClient against a broker", .timeLimit(.minutes(1)))
 struct WarrenClientTests {
   @Test("declare, publish with confirms, consume in order and acknowledge")
   func publishAndConsume() async throws {

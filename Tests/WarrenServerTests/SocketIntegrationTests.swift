@@ -44,7 +44,7 @@ struct FrameClient {
   }
 }
 
-@Suite("Broker over real sockets")
+@Suite("Broker over real sockets", .timeLimit(.minutes(1)))
 struct SocketIntegrationTests {
   func withServer(_ body: (AMQPServer, any EventLoopGroup) async throws -> Void) async throws {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)

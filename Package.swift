@@ -29,6 +29,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
   ],
   targets: [
     .target(
@@ -101,9 +102,15 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "WarrenConfig",
+      dependencies: ["WarrenCore", "AMQPProtocol", .product(name: "Yams", package: "Yams")],
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "WarrenCommand",
       dependencies: [
         "WarrenServer",
+        "WarrenConfig",
         "WarrenPerf",
         "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),
@@ -174,6 +181,13 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "WarrenConfigTests",
+      dependencies: [
+        "WarrenConfig", "WarrenCore", "AMQPProtocol", "TopicExchange", .product(name: "NIOCore", package: "swift-nio"),
       ],
       swiftSettings: upcoming
     ),

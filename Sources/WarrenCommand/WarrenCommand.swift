@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import WarrenConfig
 import WarrenCore
 import WarrenServer
 
@@ -27,7 +28,7 @@ struct Warren: AsyncParsableCommand {
     commandName: "warren",
     abstract: "An AMQP 0-9-1 message broker.",
     version: "0.1.0",
-    subcommands: [Serve.self, Perf.self],
+    subcommands: [Serve.self, CheckConfig.self, Perf.self],
     defaultSubcommand: Serve.self
   )
 }
@@ -36,35 +37,60 @@ struct Warren: AsyncParsableCommand {
 struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Run the broker (the default).")
 
-  @Option(help: "The address the AMQP listener binds to.")
-  var bind: String = "127.0.0.1"
+  @Option(help: "The address the AMQP listener binds to (default 127.0.0.1).")
+  var bind: String?
 
-  @Option(help: "The AMQP port (0 picks a free one).")
-  var port: Int = 5672
+  @Option(help: "The AMQP port, 0 picks a free one (default 5672).")
+  var port: Int?
 
-  @Option(help: "A YAML configuration file.")
+  @Option(help: "A YAML configuration file (see config/warren.yaml).")
   var config: String?
 
   @Option(help: "Write the bound AMQP port to this file once listening (for test harnesses).")
   var portFile: String?
 
-  @Option(help: "The largest message body accepted, in bytes (RabbitMQ 3.x's default: 128 MiB).")
-  var maxMessageSize: Int = 128 * 1024 * 1024
+  @Option(help: "The largest message body accepted, in bytes (default 128 MiB, as RabbitMQ 3.x).")
+  var maxMessageSize: Int?
 
-  @Option(help: "The frame_max offered to clients.")
-  var frameMax: UInt32 = 131_072
+  @Option(help: "The frame_max offered to clients (default 131072).")
+  var frameMax: UInt32?
 
-  @Option(help: "The channel_max offered to clients.")
-  var channelMax: UInt16 = 2047
+  @Option(help: "The channel_max offered to clients (default 2047).")
+  var channelMax: UInt16?
 
-  @Option(help: "The heartbeat interval offered to clients, in seconds (0 disables).")
-  var heartbeat: UInt16 = 60
+  @Option(help: "The heartbeat interval offered to clients, in seconds, 0 disables (default 60).")
+  var heartbeat: UInt16?
 
-  @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-  var logLevel: String = "info"
+  @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
+  var logLevel: String?
 
   func run() async throws {
-    let level = Logger.Level(rawValue: self.logLevel) ?? .info
+    // Settings: the file, then WARREN_* environment variables, then command-line flags.
+    var configuration = WarrenConfiguration()
+    if let path = self.config {
+      do {
+        configuration = try ConfigLoader.load(path: path, registry: configuredExchangeTypes)
+      } catch {
+        printError("\(error)\nwarren: the configuration has \(error.problems.count) problem(s); not starting")
+        throw ExitCode(1)
+      }
+    }
+    var server = configuration.server
+    do {
+      try applyEnvironment(to: &server)
+    } catch {
+      printError("warren: \(error)")
+      throw ExitCode(1)
+    }
+    if let bind = self.bind { server.amqpBind = bind }
+    if let port = self.port { server.amqpPort = port }
+    if let size = self.maxMessageSize { server.maxMessageSize = size }
+    if let frameMax = self.frameMax { server.frameMax = frameMax }
+    if let channelMax = self.channelMax { server.channelMax = channelMax }
+    if let heartbeat = self.heartbeat { server.heartbeat = heartbeat }
+    if let level = self.logLevel { server.logLevel = level }
+
+    let level = Logger.Level(rawValue: server.logLevel) ?? .info
     LoggingSystem.bootstrap { label in
       var handler = StreamLogHandler.standardOutput(label: label)
       handler.logLevel = level
@@ -72,30 +98,78 @@ struct Serve: AsyncParsableCommand {
     }
     let logger = Logger(label: "warren")
     raiseOpenFileLimit()
-    if let config = self.config {
-      logger.notice("configuration file \(config) accepted; topology from YAML is not applied yet")
-    }
-    var limits = BrokerLimits()
-    limits.maxMessageSize = self.maxMessageSize
-    limits.frameMax = self.frameMax
-    limits.channelMax = self.channelMax
-    limits.heartbeat = self.heartbeat
+    let limits = server.limits
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let server = try await AMQPServer.start(
-      host: self.bind, port: self.port, eventLoop: group.next(), logger: logger,
-      makeBroker: { [limits, registry = configuredExchangeTypes] in Broker(registry: registry, limits: limits) })
-    if let portFile = self.portFile, let port = server.localAddress.port {
+    let amqp: AMQPServer
+    do {
+      // The topology is applied before the listener opens; a conflict stops the start.
+      amqp = try await AMQPServer.start(
+        host: server.amqpBind, port: server.amqpPort, eventLoop: group.next(), logger: logger,
+        makeBroker: { [limits, configuration, registry = configuredExchangeTypes] in
+          let broker = Broker(registry: registry, limits: limits)
+          try configuration.apply(to: broker)
+          return broker
+        })
+    } catch let error as BrokerError {
+      logger.critical("the configuration cannot be applied: \(error)")
+      try await group.shutdownGracefully()
+      throw ExitCode(1)
+    }
+    if let path = self.config { logger.info("configuration \(path) applied") }
+    if let portFile = self.portFile, let port = amqp.localAddress.port {
       try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
     }
     let signal = await waitForTerminationSignal()
     logger.info("received \(signal), shutting down")
-    try await server.shutdown()
+    try await amqp.shutdown()
     // Give clients a bounded time to answer connection.close.
-    for _ in 0..<100 where try await server.connectionCount() > 0 {
+    for _ in 0..<100 where try await amqp.connectionCount() > 0 {
       try await Task.sleep(for: .milliseconds(50))
     }
     try await group.shutdownGracefully()
   }
+}
+
+/// `warren check-config FILE`: validates a configuration without starting (exit 0 or 1).
+struct CheckConfig: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "check-config", abstract: "Check a YAML configuration file without starting the broker.")
+
+  @Argument(help: "The file.") var file: String
+
+  func run() async throws {
+    do {
+      _ = try ConfigLoader.load(path: self.file, registry: configuredExchangeTypes)
+      print("\(self.file): OK")
+    } catch {
+      printError("\(error)\n\(self.file): \(error.problems.count) problem(s)")
+      throw ExitCode(1)
+    }
+  }
+}
+
+/// The server keys that environment variables override (documented in the README).
+func applyEnvironment(to server: inout ServerSettings) throws {
+  let environment = ProcessInfo.processInfo.environment
+  func integer(_ name: String) throws -> Int? {
+    guard let text = environment[name] else { return nil }
+    guard let value = Int(text) else { throw ValidationError("\(name) must be an integer, not '\(text)'") }
+    return value
+  }
+  if let value = environment["WARREN_AMQP_BIND"] { server.amqpBind = value }
+  if let value = try integer("WARREN_AMQP_PORT") { server.amqpPort = value }
+  if let value = environment["WARREN_METRICS_BIND"] { server.metricsBind = value }
+  if let value = try integer("WARREN_METRICS_PORT") { server.metricsPort = value }
+  if let value = environment["WARREN_DATA_DIR"] { server.dataDirectory = value }
+  if let value = environment["WARREN_LOG_LEVEL"] { server.logLevel = value }
+  if let value = try integer("WARREN_HEARTBEAT") { server.heartbeat = UInt16(clamping: value) }
+  if let value = try integer("WARREN_FRAME_MAX") { server.frameMax = UInt32(clamping: value) }
+  if let value = try integer("WARREN_CHANNEL_MAX") { server.channelMax = UInt16(clamping: value) }
+  if let value = try integer("WARREN_MAX_MESSAGE_SIZE") { server.maxMessageSize = value }
+}
+
+func printError(_ text: String) {
+  FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
 /// Waits for SIGTERM or SIGINT and returns its name.

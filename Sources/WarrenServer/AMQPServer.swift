@@ -34,10 +34,10 @@ public final class AMQPServer: Sendable {
     port: Int,
     eventLoop: any EventLoop,
     logger: Logger,
-    makeBroker: @escaping @Sendable () -> Broker
+    makeBroker: @escaping @Sendable () throws -> Broker
   ) async throws -> AMQPServer {
     let runtime = try await eventLoop.submit {
-      NIOLoopBound(BrokerRuntime(broker: makeBroker(), eventLoop: eventLoop, logger: logger), eventLoop: eventLoop)
+      NIOLoopBound(BrokerRuntime(broker: try makeBroker(), eventLoop: eventLoop, logger: logger), eventLoop: eventLoop)
     }.get()
     let bootstrap = ServerBootstrap(group: eventLoop)
       .serverChannelOption(.backlog, value: 1024)

@@ -1,0 +1,411 @@
+import AMQPProtocol
+import Foundation
+import WarrenCore
+import Yams
+
+/// Reads a YAML configuration and checks all of it, collecting every problem with its line and column.
+public struct ConfigLoader {
+  let file: String
+  let registry: ExchangeRegistry
+  private(set) var problems: [ConfigProblem] = []
+
+  /// Parses `text` (named `file` in messages); exchange types are checked against `registry`.
+  public static func load(text: String, file: String, registry: ExchangeRegistry) throws(ConfigProblems)
+    -> WarrenConfiguration
+  {
+    var loader = ConfigLoader(file: file, registry: registry)
+    let configuration = loader.parse(text)
+    if loader.problems.isEmpty, let configuration { return configuration }
+    throw ConfigProblems(problems: loader.problems)
+  }
+
+  /// Reads and parses a file.
+  public static func load(path: String, registry: ExchangeRegistry) throws(ConfigProblems) -> WarrenConfiguration {
+    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+      throw ConfigProblems(problems: [ConfigProblem(file: path, line: 1, column: 1, message: "cannot read the file")])
+    }
+    return try Self.load(text: text, file: path, registry: registry)
+  }
+
+  private mutating func problem(_ node: Node?, _ message: String) {
+    let mark = node?.mark
+    self.problems.append(
+      ConfigProblem(file: self.file, line: mark?.line ?? 1, column: mark?.column ?? 1, message: message))
+  }
+
+  private mutating func parse(_ text: String) -> WarrenConfiguration? {
+    let root: Node?
+    do {
+      root = try Yams.compose(yaml: text)
+    } catch let error as YamlError {
+      self.problems.append(Self.problem(from: error, file: self.file))
+      return nil
+    } catch {
+      self.problems.append(ConfigProblem(file: self.file, line: 1, column: 1, message: "\(error)"))
+      return nil
+    }
+    var configuration = WarrenConfiguration()
+    guard let root else { return configuration }  // an empty file: the defaults
+    guard let mapping = self.mapping(root, "the top level") else { return nil }
+    for (key, value) in self.entries(
+      mapping, allowed: ["server", "vhosts", "users", "exchanges", "queues", "bindings"], in: "the top level")
+    {
+      switch key {
+      case "server": self.parseServer(value, into: &configuration.server)
+      case "vhosts": configuration.vhosts = self.parseVhosts(value)
+      case "users": configuration.users = self.parseUsers(value)
+      case "exchanges": configuration.exchanges = self.parseExchanges(value)
+      case "queues": configuration.queues = self.parseQueues(value)
+      case "bindings": configuration.bindings = self.parseBindings(value)
+      default: break
+      }
+    }
+    self.crossCheck(configuration, root: root)
+    return configuration
+  }
+
+  // MARK: Sections
+
+  private mutating func parseServer(_ node: Node, into server: inout ServerSettings) {
+    guard let mapping = self.mapping(node, "server") else { return }
+    let keys = [
+      "amqp_bind", "amqp_port", "metrics_bind", "metrics_port", "data_dir", "heartbeat", "frame_max", "channel_max",
+      "max_message_size", "default_vhost", "log_level",
+    ]
+    for (key, value) in self.entries(mapping, allowed: keys, in: "server") {
+      switch key {
+      case "amqp_bind": server.amqpBind = self.string(value, key) ?? server.amqpBind
+      case "amqp_port": server.amqpPort = self.integer(value, key, 0...65535) ?? server.amqpPort
+      case "metrics_bind": server.metricsBind = self.string(value, key) ?? server.metricsBind
+      case "metrics_port": server.metricsPort = self.integer(value, key, 0...65535) ?? server.metricsPort
+      case "data_dir": server.dataDirectory = self.string(value, key) ?? server.dataDirectory
+      case "heartbeat": server.heartbeat = self.integer(value, key, 0...65535).map(UInt16.init) ?? server.heartbeat
+      case "frame_max":
+        server.frameMax = self.integer(value, key, 4096...(1 << 30)).map(UInt32.init) ?? server.frameMax
+      case "channel_max":
+        server.channelMax = self.integer(value, key, 1...65535).map(UInt16.init) ?? server.channelMax
+      case "max_message_size": server.maxMessageSize = self.integer(value, key, 0...(1 << 31)) ?? server.maxMessageSize
+      case "default_vhost": server.defaultVirtualHost = self.string(value, key) ?? server.defaultVirtualHost
+      case "log_level":
+        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        if let level = self.string(value, key) {
+          if levels.contains(level) {
+            server.logLevel = level
+          } else {
+            self.problem(value, "log_level must be one of \(levels.joined(separator: ", ")), not '\(level)'")
+          }
+        }
+      default: break
+      }
+    }
+  }
+
+  private mutating func parseVhosts(_ node: Node) -> [String] {
+    guard let sequence = self.sequence(node, "vhosts") else { return ["/"] }
+    var names: [String] = []
+    for item in sequence {
+      let name: String?
+      if item.scalar != nil {
+        name = self.string(item, "vhost")
+      } else if let mapping = self.mapping(item, "a vhost") {
+        var found: String?
+        for (key, value) in self.entries(mapping, allowed: ["name"], in: "a vhost") where key == "name" {
+          found = self.string(value, "name")
+        }
+        if found == nil { self.problem(item, "a vhost needs a name") }
+        name = found
+      } else {
+        name = nil
+      }
+      guard let name else { continue }
+      if names.contains(name) { self.problem(item, "duplicate vhost '\(name)'") }
+      names.append(name)
+    }
+    return names
+  }
+
+  private mutating func parseUsers(_ node: Node) -> [UserDefinition] {
+    guard let sequence = self.sequence(node, "users") else { return [] }
+    var users: [UserDefinition] = []
+    for item in sequence {
+      guard let mapping = self.mapping(item, "a user") else { continue }
+      var name: String?
+      var password: String?
+      for (key, value) in self.entries(mapping, allowed: ["name", "password"], in: "a user") {
+        if key == "name" { name = self.string(value, key) }
+        if key == "password" { password = self.string(value, key).map(Self.expandEnvironment) }
+      }
+      guard let name, let password else {
+        self.problem(item, "a user needs a name and a password")
+        continue
+      }
+      if users.contains(where: { $0.name == name }) { self.problem(item, "duplicate user '\(name)'") }
+      users.append(UserDefinition(name: name, password: password))
+    }
+    return users
+  }
+
+  private mutating func parseExchanges(_ node: Node) -> [ExchangeDefinition] {
+    guard let sequence = self.sequence(node, "exchanges") else { return [] }
+    var exchanges: [ExchangeDefinition] = []
+    for item in sequence {
+      guard let mapping = self.mapping(item, "an exchange") else { continue }
+      var definition = ExchangeDefinition(
+        vhost: "/", name: "", type: "", durable: true, autoDelete: false, isInternal: false, arguments: [:])
+      var typeNode: Node?
+      var argumentsNode: Node?
+      let allowed = ["name", "vhost", "type", "durable", "auto_delete", "internal", "arguments"]
+      for (key, value) in self.entries(mapping, allowed: allowed, in: "an exchange") {
+        switch key {
+        case "name": definition.name = self.string(value, key) ?? ""
+        case "vhost": definition.vhost = self.string(value, key) ?? "/"
+        case "type":
+          definition.type = self.string(value, key) ?? ""
+          typeNode = value
+        case "durable": definition.durable = self.boolean(value, key) ?? true
+        case "auto_delete": definition.autoDelete = self.boolean(value, key) ?? false
+        case "internal": definition.isInternal = self.boolean(value, key) ?? false
+        case "arguments":
+          definition.arguments = self.table(value, key)
+          argumentsNode = value
+        default: break
+        }
+      }
+      if definition.name.isEmpty { self.problem(item, "an exchange needs a name") }
+      if definition.type.isEmpty {
+        self.problem(item, "exchange '\(definition.name)' needs a type")
+      } else if let type = self.registry.type(named: definition.type) {
+        do {
+          try type.validate(exchangeArguments: definition.arguments)
+        } catch {
+          self.problem(argumentsNode ?? item, "exchange '\(definition.name)': \(error.replyText)")
+        }
+      } else {
+        self.problem(
+          typeNode, "unknown exchange type '\(definition.type)' (known: \(self.registry.names.joined(separator: ", ")))"
+        )
+      }
+      if exchanges.contains(where: { $0.name == definition.name && $0.vhost == definition.vhost }) {
+        self.problem(item, "duplicate exchange '\(definition.name)' in vhost '\(definition.vhost)'")
+      }
+      exchanges.append(definition)
+    }
+    return exchanges
+  }
+
+  private mutating func parseQueues(_ node: Node) -> [QueueDefinition] {
+    guard let sequence = self.sequence(node, "queues") else { return [] }
+    var queues: [QueueDefinition] = []
+    for item in sequence {
+      guard let mapping = self.mapping(item, "a queue") else { continue }
+      var definition = QueueDefinition(vhost: "/", name: "", durable: true, autoDelete: false, arguments: [:])
+      var argumentsNode: Node?
+      for (key, value) in self.entries(
+        mapping, allowed: ["name", "vhost", "durable", "auto_delete", "arguments"], in: "a queue")
+      {
+        switch key {
+        case "name": definition.name = self.string(value, key) ?? ""
+        case "vhost": definition.vhost = self.string(value, key) ?? "/"
+        case "durable": definition.durable = self.boolean(value, key) ?? true
+        case "auto_delete": definition.autoDelete = self.boolean(value, key) ?? false
+        case "arguments":
+          definition.arguments = self.table(value, key)
+          argumentsNode = value
+        default: break
+        }
+      }
+      if definition.name.isEmpty { self.problem(item, "a queue needs a name") }
+      do {
+        try QueueArguments.validate(definition.arguments, queue: definition.name, vhost: definition.vhost)
+      } catch {
+        self.problem(argumentsNode ?? item, error.replyText)
+      }
+      if queues.contains(where: { $0.name == definition.name && $0.vhost == definition.vhost }) {
+        self.problem(item, "duplicate queue '\(definition.name)' in vhost '\(definition.vhost)'")
+      }
+      queues.append(definition)
+    }
+    return queues
+  }
+
+  private mutating func parseBindings(_ node: Node) -> [BindingDefinition] {
+    guard let sequence = self.sequence(node, "bindings") else { return [] }
+    var bindings: [BindingDefinition] = []
+    for item in sequence {
+      guard let mapping = self.mapping(item, "a binding") else { continue }
+      var definition = BindingDefinition(
+        vhost: "/", source: "", destination: "", destinationKind: .queue, routingKey: "", arguments: [:])
+      for (key, value) in self.entries(
+        mapping, allowed: ["vhost", "source", "destination", "destination_type", "routing_key", "arguments"],
+        in: "a binding")
+      {
+        switch key {
+        case "vhost": definition.vhost = self.string(value, key) ?? "/"
+        case "source": definition.source = self.string(value, key) ?? ""
+        case "destination": definition.destination = self.string(value, key) ?? ""
+        case "destination_type":
+          if let kind = self.string(value, key) {
+            if let parsed = BindingDefinition.DestinationKind(rawValue: kind) {
+              definition.destinationKind = parsed
+            } else {
+              self.problem(value, "destination_type must be queue or exchange, not '\(kind)'")
+            }
+          }
+        case "routing_key": definition.routingKey = self.string(value, key) ?? ""
+        case "arguments": definition.arguments = self.table(value, key)
+        default: break
+        }
+      }
+      if definition.source.isEmpty || definition.destination.isEmpty {
+        self.problem(item, "a binding needs a source and a destination")
+      }
+      bindings.append(definition)
+    }
+    return bindings
+  }
+
+  /// Bindings must name declared (or predeclared) entities.
+  private mutating func crossCheck(_ configuration: WarrenConfiguration, root: Node) {
+    guard let items = root.mapping?["bindings"]?.sequence.map(Array.init) else { return }
+    let predeclared = Set(VirtualHost(name: "/", registry: self.registry).exchanges.keys)
+    for (binding, item) in zip(configuration.bindings, items) {
+      func exchangeKnown(_ name: String) -> Bool {
+        predeclared.contains(name)
+          || configuration.exchanges.contains { $0.name == name && $0.vhost == binding.vhost }
+      }
+      if !binding.source.isEmpty && !exchangeKnown(binding.source) {
+        self.problem(item, "binding source: no exchange '\(binding.source)' in vhost '\(binding.vhost)'")
+      }
+      switch binding.destinationKind {
+      case .queue:
+        if !binding.destination.isEmpty
+          && !configuration.queues.contains(where: { $0.name == binding.destination && $0.vhost == binding.vhost })
+        {
+          self.problem(item, "binding destination: no queue '\(binding.destination)' in vhost '\(binding.vhost)'")
+        }
+      case .exchange:
+        if !binding.destination.isEmpty && !exchangeKnown(binding.destination) {
+          self.problem(
+            item, "binding destination: no exchange '\(binding.destination)' in vhost '\(binding.vhost)'")
+        }
+      }
+    }
+  }
+
+  // MARK: Values
+
+  private mutating func mapping(_ node: Node, _ what: String) -> Node.Mapping? {
+    if let mapping = node.mapping { return mapping }
+    self.problem(node, "\(what) must be a mapping (key: value)")
+    return nil
+  }
+
+  private mutating func sequence(_ node: Node, _ what: String) -> Node.Sequence? {
+    if let sequence = node.sequence { return sequence }
+    self.problem(node, "\(what) must be a list")
+    return nil
+  }
+
+  /// The entries of a mapping whose keys are allowed; unknown and repeated keys are problems.
+  private mutating func entries(_ mapping: Node.Mapping, allowed: [String], in what: String) -> [(String, Node)] {
+    var result: [(String, Node)] = []
+    for (keyNode, value) in mapping {
+      guard let key = keyNode.string else {
+        self.problem(keyNode, "keys in \(what) must be strings")
+        continue
+      }
+      if !allowed.contains(key) {
+        self.problem(keyNode, "unknown key '\(key)' in \(what) (expected one of: \(allowed.joined(separator: ", ")))")
+        continue
+      }
+      if result.contains(where: { $0.0 == key }) {
+        self.problem(keyNode, "duplicate key '\(key)' in \(what)")
+        continue
+      }
+      result.append((key, value))
+    }
+    return result
+  }
+
+  private mutating func string(_ node: Node, _ key: String) -> String? {
+    if let scalar = node.scalar { return scalar.string }
+    self.problem(node, "\(key) must be a string")
+    return nil
+  }
+
+  private mutating func integer(_ node: Node, _ key: String, _ range: ClosedRange<Int>) -> Int? {
+    guard let value = node.int else {
+      self.problem(node, "\(key) must be an integer")
+      return nil
+    }
+    guard range.contains(value) else {
+      self.problem(node, "\(key) must be between \(range.lowerBound) and \(range.upperBound), not \(value)")
+      return nil
+    }
+    return value
+  }
+
+  private mutating func boolean(_ node: Node, _ key: String) -> Bool? {
+    if let value = node.bool { return value }
+    self.problem(node, "\(key) must be true or false")
+    return nil
+  }
+
+  /// A mapping of AMQP arguments: strings, integers, booleans, floats, lists and nested mappings.
+  private mutating func table(_ node: Node, _ key: String) -> FieldTable {
+    guard let mapping = self.mapping(node, key) else { return [:] }
+    var table = FieldTable()
+    for (keyNode, value) in mapping {
+      guard let name = keyNode.string else { continue }
+      if let converted = self.fieldValue(value, name) { table[name] = converted }
+    }
+    return table
+  }
+
+  private mutating func fieldValue(_ node: Node, _ key: String) -> FieldValue? {
+    switch node {
+    case .scalar(let scalar):
+      if scalar.style == .plain {
+        if let int = node.int { return .int64(Int64(int)) }
+        if let bool = node.bool { return .bool(bool) }
+        if let double = node.float { return .double(double) }
+      }
+      return .longString(scalar.string)
+    case .sequence(let sequence):
+      return .array(sequence.compactMap { self.fieldValue($0, key) })
+    case .mapping:
+      return .table(self.table(node, key))
+    case .alias:
+      self.problem(node, "\(key): aliases are not supported")
+      return nil
+    }
+  }
+
+  /// `${NAME}` in a value is replaced by the environment variable NAME (for container secrets).
+  static func expandEnvironment(_ value: String) -> String {
+    var result = ""
+    var rest = Substring(value)
+    while let start = rest.range(of: "${"), let end = rest[start.upperBound...].firstIndex(of: "}") {
+      result += rest[..<start.lowerBound]
+      let name = String(rest[start.upperBound..<end])
+      result += getenv(name).map { String(cString: $0) } ?? ""
+      rest = rest[rest.index(after: end)...]
+    }
+    return result + rest
+  }
+
+  static func problem(from error: YamlError, file: String) -> ConfigProblem {
+    switch error {
+    case .duplicatedKeysInMapping(let duplicates, let context):
+      let keys = duplicates.map { "'\($0)'" }.joined(separator: ", ")
+      return ConfigProblem(
+        file: file, line: context.mark.line, column: context.mark.column, message: "duplicate key \(keys) in a mapping")
+    case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+      .composer(let context, let problem, let mark, _):
+      let text = [context?.text, problem].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ", ")
+      return ConfigProblem(file: file, line: mark.line, column: mark.column, message: "not valid YAML: \(text)")
+    default:
+      return ConfigProblem(file: file, line: 1, column: 1, message: "not valid YAML: \(error)")
+    }
+  }
+}

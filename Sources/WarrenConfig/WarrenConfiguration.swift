@@ -1,0 +1,132 @@
+import AMQPProtocol
+import WarrenCore
+import Yams
+
+/// A problem found in a configuration file: where, and what was expected.
+public struct ConfigProblem: Error, Sendable, Equatable, CustomStringConvertible {
+  public var file: String
+  public var line: Int
+  public var column: Int
+  public var message: String
+
+  public var description: String { "\(file):\(line):\(column): \(message)" }
+}
+
+/// Every problem found in a configuration file.
+public struct ConfigProblems: Error, Sendable, CustomStringConvertible {
+  public var problems: [ConfigProblem]
+  public var description: String { self.problems.map(\.description).joined(separator: "\n") }
+}
+
+/// The `server` section: listeners, limits, logging.
+public struct ServerSettings: Sendable, Equatable {
+  public var amqpBind = "127.0.0.1"
+  public var amqpPort = 5672
+  public var metricsBind = "127.0.0.1"
+  public var metricsPort = 15692
+  public var dataDirectory = "data"
+  public var heartbeat: UInt16 = 60
+  public var frameMax: UInt32 = 131_072
+  public var channelMax: UInt16 = 2047
+  public var maxMessageSize = 128 * 1024 * 1024
+  public var defaultVirtualHost = "/"
+  public var logLevel = "info"
+
+  public init() {}
+
+  /// The limits offered to clients.
+  public var limits: BrokerLimits {
+    var limits = BrokerLimits()
+    limits.heartbeat = self.heartbeat
+    limits.frameMax = self.frameMax
+    limits.channelMax = self.channelMax
+    limits.maxMessageSize = self.maxMessageSize
+    return limits
+  }
+}
+
+/// A declared user.
+public struct UserDefinition: Sendable, Equatable {
+  public var name: String
+  public var password: String
+
+  public init(name: String, password: String) {
+    self.name = name
+    self.password = password
+  }
+}
+
+/// A declared exchange.
+public struct ExchangeDefinition: Sendable, Equatable {
+  public var vhost: String
+  public var name: String
+  public var type: String
+  public var durable: Bool
+  public var autoDelete: Bool
+  public var isInternal: Bool
+  public var arguments: FieldTable
+}
+
+/// A declared queue.
+public struct QueueDefinition: Sendable, Equatable {
+  public var vhost: String
+  public var name: String
+  public var durable: Bool
+  public var autoDelete: Bool
+  public var arguments: FieldTable
+}
+
+/// A declared binding, to a queue or an exchange.
+public struct BindingDefinition: Sendable, Equatable {
+  public enum DestinationKind: String, Sendable { case queue, exchange }
+  public var vhost: String
+  public var source: String
+  public var destination: String
+  public var destinationKind: DestinationKind
+  public var routingKey: String
+  public var arguments: FieldTable
+}
+
+/// Warren's configuration: server settings and the topology applied at boot.
+public struct WarrenConfiguration: Sendable, Equatable {
+  public var server = ServerSettings()
+  public var vhosts: [String] = ["/"]
+  public var users: [UserDefinition] = []
+  public var exchanges: [ExchangeDefinition] = []
+  public var queues: [QueueDefinition] = []
+  public var bindings: [BindingDefinition] = []
+
+  public init() {}
+
+  /// Declares the topology on a broker (made before the listener opens). Idempotent: an entity that exists with
+  /// the same properties is left as it is; one that exists with other properties is an error.
+  public func apply(to broker: Broker) throws(BrokerError) {
+    for name in self.vhosts { broker.addVirtualHost(name) }
+    for user in self.users { broker.users[user.name] = User(name: user.name, password: user.password) }
+    for exchange in self.exchanges {
+      let vhost = broker.addVirtualHost(exchange.vhost)
+      try vhost.declareExchange(
+        name: exchange.name, type: exchange.type, durable: exchange.durable, autoDelete: exchange.autoDelete,
+        isInternal: exchange.isInternal, arguments: exchange.arguments)
+    }
+    for queue in self.queues {
+      let vhost = broker.addVirtualHost(queue.vhost)
+      try vhost.declareQueue(
+        name: queue.name, durable: queue.durable, autoDelete: queue.autoDelete, arguments: queue.arguments,
+        connection: 0)
+    }
+    for binding in self.bindings {
+      let vhost = broker.addVirtualHost(binding.vhost)
+      switch binding.destinationKind {
+      case .queue:
+        try vhost.bindQueue(
+          binding.destination, to: binding.source, routingKey: binding.routingKey, arguments: binding.arguments,
+          connection: 0)
+      case .exchange:
+        try vhost.bindExchange(
+          destination: binding.destination, source: binding.source, routingKey: binding.routingKey,
+          arguments: binding.arguments)
+      }
+    }
+  }
+}

@@ -1,0 +1,64 @@
+"""The YAML configuration: topology and users applied at boot, bad files refused."""
+
+import os
+import subprocess
+
+import pika
+
+from conftest import ROOT, Broker
+
+
+def warren():
+    return os.environ.get("WARREN_BIN", os.path.join(ROOT, ".build", "debug", "warren"))
+
+
+GOOD = """
+users:
+  - name: app
+    password: ${WARREN_TEST_APP_PASSWORD}
+exchanges:
+  - name: events
+    type: topic
+queues:
+  - name: orders
+    arguments: {x-max-length: 10}
+bindings:
+  - source: events
+    destination: orders
+    routing_key: "order.#"
+"""
+
+
+def test_topology_and_users_from_yaml(tmp_path):
+    path = tmp_path / "warren.yaml"
+    path.write_text(GOOD)
+    os.environ["WARREN_TEST_APP_PASSWORD"] = "from-the-environment"
+    broker = Broker("--config", str(path))
+    try:
+        credentials = pika.PlainCredentials("app", "from-the-environment")
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, credentials=credentials))
+        ch = conn.channel()
+        ch.basic_publish("events", "order.created.eu", b"declared by the file")
+        assert ch.basic_get("orders", auto_ack=True)[2] == b"declared by the file"
+        ch.queue_declare("orders", passive=True, arguments={"x-max-length": 10})
+        conn.close()
+    finally:
+        broker.stop()
+    assert broker.process.returncode == 0
+    assert broker.logged("configuration .* applied")
+
+
+def test_bad_file_stops_the_start_with_every_problem(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("server:\n  amqp_port: nope\nqueues:\n  - name: q\n    colour: blue\n")
+    result = subprocess.run([warren(), "--config", str(path), "--port", "0"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert f"{path}:2:14: amqp_port must be an integer" in result.stderr
+    assert f"{path}:5:5: unknown key 'colour' in a queue" in result.stderr
+    assert "AMQP listener" not in result.stdout
+    check = subprocess.run([warren(), "check-config", str(path)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 1 and "2 problem(s)" in check.stderr
+    good = subprocess.run([warren(), "check-config", os.path.join(ROOT, "config", "warren.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0

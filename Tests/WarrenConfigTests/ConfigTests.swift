@@ -1,0 +1,152 @@
+import AMQPProtocol
+import Foundation
+import NIOCore
+import Testing
+import TopicExchange
+import WarrenConfig
+import WarrenCore
+
+func registry() -> ExchangeRegistry {
+  var registry = ExchangeRegistry()
+  registry.register(TopicExchangeType())
+  return registry
+}
+
+func problems(_ yaml: String) -> [String] {
+  do {
+    _ = try ConfigLoader.load(text: yaml, file: "w.yaml", registry: registry())
+    return []
+  } catch {
+    return error.problems.map(\.description)
+  }
+}
+
+@Suite("YAML configuration")
+struct ConfigTests {
+  static let good = """
+    server:
+      amqp_port: 5673
+      heartbeat: 30
+      log_level: debug
+    vhosts: ["/", "staging"]
+    users:
+      - name: app
+        password: s3cret
+    exchanges:
+      - name: events
+        type: topic
+      - name: audit
+        vhost: staging
+        type: fanout
+        durable: false
+    queues:
+      - name: orders
+        arguments:
+          x-max-length: 1000
+          x-dead-letter-exchange: events
+      - name: log
+        vhost: staging
+    bindings:
+      - source: events
+        destination: orders
+        routing_key: "order.*"
+      - source: audit
+        vhost: staging
+        destination: log
+      - source: amq.fanout
+        destination: events
+        destination_type: exchange
+    """
+
+  @Test("a good file is read and applied, and applying it again changes nothing")
+  func good() throws {
+    let configuration = try ConfigLoader.load(text: Self.good, file: "w.yaml", registry: registry())
+    #expect(configuration.server.amqpPort == 5673 && configuration.server.heartbeat == 30)
+    #expect(configuration.vhosts == ["/", "staging"])
+    #expect(configuration.queues[0].arguments["x-max-length"]?.integerValue == 1000)
+    let broker = Broker(registry: registry())
+    try configuration.apply(to: broker)
+    try configuration.apply(to: broker)
+    let root = try #require(broker.vhosts["/"])
+    #expect(root.exchanges["events"]?.type.name == "topic")
+    let orders = try #require(root.queues["orders"])
+    #expect(
+      root.publish(
+        Message.make(exchange: "events", routingKey: "order.new", body: .init()), to: root.exchanges["events"]!) == 1)
+    #expect(orders.messageCount == 1)
+    #expect(
+      root.publish(
+        Message.make(exchange: "amq.fanout", routingKey: "order.x", body: .init()), to: root.exchanges["amq.fanout"]!)
+        == 1)
+    #expect(broker.vhosts["staging"]?.queues["log"] != nil)
+    #expect(broker.authenticate(user: "app", password: "s3cret", fromLoopback: false) != nil)
+  }
+
+  @Test("an empty file is the defaults")
+  func empty() throws {
+    let configuration = try ConfigLoader.load(text: "", file: "w.yaml", registry: registry())
+    #expect(configuration == WarrenConfiguration())
+  }
+
+  /// Bad files, and the problems they must produce (file:line:column: message).
+  static let bad: [(String, [String])] = [
+    (
+      "serverr: {}",
+      [
+        "w.yaml:1:1: unknown key 'serverr' in the top level (expected one of: server, vhosts, users, exchanges, queues, bindings)"
+      ]
+    ),
+    ("server:\n  amqp_port: high", ["w.yaml:2:14: amqp_port must be an integer"]),
+    ("server:\n  amqp_port: 70000", ["w.yaml:2:14: amqp_port must be between 0 and 65535, not 70000"]),
+    (
+      "server:\n  log_level: loud",
+      ["w.yaml:2:14: log_level must be one of trace, debug, info, notice, warning, error, critical, not 'loud'"]
+    ),
+    (
+      "exchanges:\n  - name: x\n    type: nosuch",
+      ["w.yaml:3:11: unknown exchange type 'nosuch' (known: direct, fanout, topic)"]
+    ),
+    (
+      "exchanges:\n  - name: x\n    type: direct\n  - name: x\n    type: fanout",
+      ["w.yaml:4:5: duplicate exchange 'x' in vhost '/'"]
+    ),
+    (
+      "queues:\n  - name: q\n    arguments:\n      x-message-ttl: -5",
+      ["w.yaml:4:7: PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-5}"]
+    ),
+    ("queues:\n  - name: q\n    durable: maybe", ["w.yaml:3:14: durable must be true or false"]),
+    (
+      "bindings:\n  - source: nowhere\n    destination: nothing",
+      [
+        "w.yaml:2:5: binding source: no exchange 'nowhere' in vhost '/'",
+        "w.yaml:2:5: binding destination: no queue 'nothing' in vhost '/'",
+      ]
+    ),
+    ("queues: {name: q}", ["w.yaml:1:9: queues must be a list"]),
+    ("server:\n  heartbeat: 10\n  heartbeat: 20", ["w.yaml:2:3: duplicate key 'heartbeat' in a mapping"]),
+    (
+      "queues:\n  - name: [unclosed",
+      ["w.yaml:3:1: not valid YAML: while parsing a flow sequence, did not find expected ',' or ']'"]
+    ),
+  ]
+
+  @Test("bad files give every problem with its line and column", arguments: 0..<Self.bad.count)
+  func badFiles(index: Int) {
+    let (yaml, expected) = Self.bad[index]
+    #expect(problems(yaml) == expected)
+  }
+
+  @Test("several problems are all reported, and nothing is applied")
+  func several() {
+    let found = problems("server:\n  amqp_port: x\nqueues:\n  - name: q\n    nope: 1\n")
+    #expect(found.count == 2)
+  }
+
+  @Test("a user's password may come from the environment")
+  func environment() throws {
+    setenv("WARREN_TEST_SECRET", "from-env", 1)
+    let configuration = try ConfigLoader.load(
+      text: "users:\n  - name: admin\n    password: ${WARREN_TEST_SECRET}", file: "w.yaml", registry: registry())
+    #expect(configuration.users == [UserDefinition(name: "admin", password: "from-env")])
+  }
+}

@@ -48,12 +48,16 @@ public struct ConfigLoader {
     guard let root else { return configuration }  // an empty file: the defaults
     guard let mapping = self.mapping(root, "the top level") else { return nil }
     for (key, value) in self.entries(
-      mapping, allowed: ["server", "vhosts", "users", "exchanges", "queues", "bindings"], in: "the top level")
+      mapping,
+      allowed: ["server", "vhosts", "users", "permissions", "policies", "exchanges", "queues", "bindings"],
+      in: "the top level")
     {
       switch key {
       case "server": self.parseServer(value, into: &configuration.server)
       case "vhosts": configuration.vhosts = self.parseVhosts(value)
       case "users": configuration.users = self.parseUsers(value)
+      case "permissions": configuration.permissions = self.parsePermissions(value)
+      case "policies": configuration.policies = self.parsePolicies(value)
       case "exchanges": configuration.exchanges = self.parseExchanges(value)
       case "queues": configuration.queues = self.parseQueues(value)
       case "bindings": configuration.bindings = self.parseBindings(value)
@@ -143,6 +147,73 @@ public struct ConfigLoader {
       users.append(UserDefinition(name: name, password: password))
     }
     return users
+  }
+
+  private mutating func parsePermissions(_ node: Node) -> [PermissionDefinition] {
+    guard let sequence = self.sequence(node, "permissions") else { return [] }
+    var grants: [PermissionDefinition] = []
+    for item in sequence {
+      guard let mapping = self.mapping(item, "a permission") else { continue }
+      var grant = PermissionDefinition(user: "", vhost: "/", permission: Permission())
+      for (key, value) in self.entries(
+        mapping, allowed: ["user", "vhost", "configure", "write", "read"], in: "a permission")
+      {
+        switch key {
+        case "user": grant.user = self.string(value, key) ?? ""
+        case "vhost": grant.vhost = self.string(value, key) ?? "/"
+        case "configure", "write", "read":
+          guard let pattern = self.string(value, key) else { continue }
+          if (try? Regex(pattern)) == nil {
+            self.problem(value, "\(key) is not a valid regular expression: '\(pattern)'")
+          }
+          if key == "configure" { grant.permission.configure = pattern }
+          if key == "write" { grant.permission.write = pattern }
+          if key == "read" { grant.permission.read = pattern }
+        default: break
+        }
+      }
+      if grant.user.isEmpty { self.problem(item, "a permission needs a user") }
+      if grants.contains(where: { $0.user == grant.user && $0.vhost == grant.vhost }) {
+        self.problem(item, "duplicate permissions for user '\(grant.user)' in vhost '\(grant.vhost)'")
+      }
+      grants.append(grant)
+    }
+    return grants
+  }
+
+  private mutating func parsePolicies(_ node: Node) -> [PolicyDefinition] {
+    guard let sequence = self.sequence(node, "policies") else { return [] }
+    var policies: [PolicyDefinition] = []
+    for item in sequence {
+      guard let mapping = self.mapping(item, "a policy") else { continue }
+      var policy = PolicyDefinition(name: "", vhost: "/", pattern: "", applyTo: "all", priority: 0, definition: [:])
+      for (key, value) in self.entries(
+        mapping, allowed: ["name", "vhost", "pattern", "apply_to", "priority", "definition"], in: "a policy")
+      {
+        switch key {
+        case "name": policy.name = self.string(value, key) ?? ""
+        case "vhost": policy.vhost = self.string(value, key) ?? "/"
+        case "pattern":
+          policy.pattern = self.string(value, key) ?? ""
+          if (try? Regex(policy.pattern)) == nil {
+            self.problem(value, "pattern is not a valid regular expression: '\(policy.pattern)'")
+          }
+        case "apply_to":
+          let applyTo = self.string(value, key) ?? "all"
+          if ["all", "queues", "exchanges"].contains(applyTo) {
+            policy.applyTo = applyTo
+          } else {
+            self.problem(value, "apply_to must be all, queues or exchanges, not '\(applyTo)'")
+          }
+        case "priority": policy.priority = self.integer(value, key, -1_000_000...1_000_000) ?? 0
+        case "definition": policy.definition = self.table(value, key)
+        default: break
+        }
+      }
+      if policy.name.isEmpty || policy.pattern.isEmpty { self.problem(item, "a policy needs a name and a pattern") }
+      policies.append(policy)
+    }
+    return policies
   }
 
   private mutating func parseExchanges(_ node: Node) -> [ExchangeDefinition] {
@@ -264,8 +335,18 @@ public struct ConfigLoader {
     return bindings
   }
 
-  /// Bindings must name declared (or predeclared) entities.
+  /// Bindings must name declared (or predeclared) entities; permissions, declared users and vhosts.
   private mutating func crossCheck(_ configuration: WarrenConfiguration, root: Node) {
+    if let items = root.mapping?["permissions"]?.sequence.map(Array.init) {
+      for (grant, item) in zip(configuration.permissions, items) {
+        if grant.user != "guest" && !configuration.users.contains(where: { $0.name == grant.user }) {
+          self.problem(item, "permissions for an undeclared user '\(grant.user)'")
+        }
+        if !configuration.vhosts.contains(grant.vhost) {
+          self.problem(item, "permissions in an undeclared vhost '\(grant.vhost)'")
+        }
+      }
+    }
     guard let items = root.mapping?["bindings"]?.sequence.map(Array.init) else { return }
     let predeclared = Set(VirtualHost(name: "/", registry: self.registry).exchanges.keys)
     for (binding, item) in zip(configuration.bindings, items) {

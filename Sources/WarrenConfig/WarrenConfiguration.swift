@@ -56,6 +56,23 @@ public struct UserDefinition: Sendable, Equatable {
   }
 }
 
+/// A user's permissions in a virtual host.
+public struct PermissionDefinition: Sendable, Equatable {
+  public var user: String
+  public var vhost: String
+  public var permission: Permission
+}
+
+/// A policy (parsed and checked; applying policies to queues comes with the queue-arguments work).
+public struct PolicyDefinition: Sendable, Equatable {
+  public var name: String
+  public var vhost: String
+  public var pattern: String
+  public var applyTo: String
+  public var priority: Int
+  public var definition: FieldTable
+}
+
 /// A declared exchange.
 public struct ExchangeDefinition: Sendable, Equatable {
   public var vhost: String
@@ -92,6 +109,8 @@ public struct WarrenConfiguration: Sendable, Equatable {
   public var server = ServerSettings()
   public var vhosts: [String] = ["/"]
   public var users: [UserDefinition] = []
+  public var permissions: [PermissionDefinition] = []
+  public var policies: [PolicyDefinition] = []
   public var exchanges: [ExchangeDefinition] = []
   public var queues: [QueueDefinition] = []
   public var bindings: [BindingDefinition] = []
@@ -103,6 +122,10 @@ public struct WarrenConfiguration: Sendable, Equatable {
   public func apply(to broker: Broker) throws(BrokerError) {
     for name in self.vhosts { broker.addVirtualHost(name) }
     for user in self.users { broker.users[user.name] = User(name: user.name, password: user.password) }
+    for grant in self.permissions {
+      broker.addVirtualHost(grant.vhost)
+      broker.permissions[grant.user, default: [:]][grant.vhost] = grant.permission
+    }
     for exchange in self.exchanges {
       let vhost = broker.addVirtualHost(exchange.vhost)
       try vhost.declareExchange(

@@ -16,6 +16,32 @@ public struct User: Sendable, Equatable {
   }
 }
 
+/// What a user may do in a virtual host: three regular expressions over resource names, as in RabbitMQ
+/// (`configure`: declare and delete; `write`: publish to and bind to; `read`: consume, get, purge and bind from).
+/// An empty pattern matches nothing.
+public struct Permission: Sendable, Equatable {
+  public var configure: String
+  public var write: String
+  public var read: String
+
+  public init(configure: String = ".*", write: String = ".*", read: String = ".*") {
+    self.configure = configure
+    self.write = write
+    self.read = read
+  }
+
+  /// The kinds of access.
+  public enum Access: String, Sendable { case configure, write, read }
+
+  func pattern(for access: Access) -> String {
+    switch access {
+    case .configure: return self.configure
+    case .write: return self.write
+    case .read: return self.read
+    }
+  }
+}
+
 /// Limits negotiated with clients and enforced on them.
 public struct BrokerLimits: Sendable, Equatable {
   /// The largest frame, as offered in connection.tune.
@@ -38,6 +64,9 @@ public final class Broker {
   public private(set) var vhosts: [String: VirtualHost] = [:]
   /// Users by name.
   public var users: [String: User] = [:]
+  /// Permissions by user, then by virtual host. A user without an entry for a vhost cannot open it.
+  public var permissions: [String: [String: Permission]] = [:]
+  private var compiledPatterns: [String: Regex<AnyRegexOutput>] = [:]
   /// Limits for connections.
   public var limits: BrokerLimits
   /// The product name and version announced to clients.
@@ -54,6 +83,32 @@ public final class Broker {
     self.version = version
     self.addVirtualHost("/")
     self.users["guest"] = User(name: "guest", password: "guest", loopbackOnly: true)
+    self.permissions["guest"] = ["/": Permission()]
+  }
+
+  /// Whether a user may open a virtual host.
+  public func mayOpen(virtualHost: String, user: String) -> Bool {
+    self.permissions[user]?[virtualHost] != nil
+  }
+
+  /// Checks an access to a resource (an exchange or queue name) and throws RabbitMQ's 403 when it is refused.
+  public func authorize(
+    _ access: Permission.Access, _ kind: String, _ name: String, vhost: String, user: String
+  ) throws(BrokerError) {
+    guard let permission = self.permissions[user]?[vhost] else {
+      throw .accessRefused("access to \(kind) '\(name)' in vhost '\(vhost)' refused for user '\(user)'")
+    }
+    let pattern = permission.pattern(for: access)
+    if pattern == ".*" { return }
+    if !pattern.isEmpty, let regex = self.regex(pattern), (try? regex.firstMatch(in: name)) != nil { return }
+    throw .accessRefused("access to \(kind) '\(name)' in vhost '\(vhost)' refused for user '\(user)'")
+  }
+
+  private func regex(_ pattern: String) -> Regex<AnyRegexOutput>? {
+    if let cached = self.compiledPatterns[pattern] { return cached }
+    guard let regex = try? Regex(pattern) else { return nil }
+    self.compiledPatterns[pattern] = regex
+    return regex
   }
 
   /// Adds a virtual host (a no-op if it exists) and returns it.

@@ -330,8 +330,13 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.startHeartbeats(seconds: Int(tuning.heartbeat))
     case .openVirtualHost(let name):
       var error: BrokerError?
+      let user = self.machine.username ?? ""
       if let vhost = self.broker.vhosts[name] {
-        self.vhost = vhost
+        if self.broker.mayOpen(virtualHost: name, user: user) {
+          self.vhost = vhost
+        } else {
+          error = .notAllowed("access to vhost '\(name)' refused for user '\(user)'")
+        }
       } else {
         error = .notAllowed("vhost \(name) not found")
       }

@@ -45,6 +45,12 @@ final class ServerChannel: DeliveryChannel {
 
   private var connectionID: UInt64 { self.connection.id }
 
+  /// Throws 403 unless the connection's user has this access to the resource.
+  private func authorize(_ access: Permission.Access, _ kind: String, _ name: String) throws(BrokerError) {
+    try self.connection.broker.authorize(
+      access, kind, name, vhost: self.vhost.name, user: self.connection.machine.username ?? "")
+  }
+
   // MARK: Frames
 
   func methodReceived(_ method: AMQPMethod) {
@@ -128,23 +134,30 @@ final class ServerChannel: DeliveryChannel {
       self.reply(.accessRequestOk(AccessRequestOk(ticket: 1)))
 
     case .exchangeDeclare(let m):
+      if !m.passive { try self.authorize(.configure, "exchange", m.exchange) }
       try self.vhost.declareExchange(
         name: m.exchange, type: m.type, passive: m.passive, durable: m.durable, autoDelete: m.autoDelete,
         isInternal: m.isInternal, arguments: m.arguments)
       if !m.noWait { self.reply(.exchangeDeclareOk(ExchangeDeclareOk())) }
     case .exchangeDelete(let m):
+      try self.authorize(.configure, "exchange", m.exchange)
       try self.vhost.deleteExchange(name: m.exchange, ifUnused: m.ifUnused)
       if !m.noWait { self.reply(.exchangeDeleteOk(ExchangeDeleteOk())) }
     case .exchangeBind(let m):
+      try self.authorize(.write, "exchange", m.destination)
+      try self.authorize(.read, "exchange", m.source)
       try self.vhost.bindExchange(
         destination: m.destination, source: m.source, routingKey: m.routingKey, arguments: m.arguments)
       if !m.noWait { self.reply(.exchangeBindOk(ExchangeBindOk())) }
     case .exchangeUnbind(let m):
+      try self.authorize(.write, "exchange", m.destination)
+      try self.authorize(.read, "exchange", m.source)
       try self.vhost.unbindExchange(
         destination: m.destination, source: m.source, routingKey: m.routingKey, arguments: m.arguments)
       if !m.noWait { self.reply(.exchangeUnbindOk(ExchangeUnbindOk())) }
 
     case .queueDeclare(let m):
+      if !m.passive { try self.authorize(.configure, "queue", m.queue.isEmpty ? "amq.gen-" : m.queue) }
       let queue = try self.vhost.declareQueue(
         name: m.queue, passive: m.passive, durable: m.durable, exclusive: m.exclusive, autoDelete: m.autoDelete,
         arguments: m.arguments, connection: self.connectionID)
@@ -156,18 +169,24 @@ final class ServerChannel: DeliveryChannel {
               consumerCount: UInt32(clamping: queue.consumers.count))))
       }
     case .queueBind(let m):
+      try self.authorize(.write, "queue", m.queue)
+      try self.authorize(.read, "exchange", m.exchange)
       try self.vhost.bindQueue(
         m.queue, to: m.exchange, routingKey: m.routingKey, arguments: m.arguments, connection: self.connectionID)
       if !m.noWait { self.reply(.queueBindOk(QueueBindOk())) }
     case .queueUnbind(let m):
+      try self.authorize(.write, "queue", m.queue)
+      try self.authorize(.read, "exchange", m.exchange)
       try self.vhost.unbindQueue(
         m.queue, from: m.exchange, routingKey: m.routingKey, arguments: m.arguments, connection: self.connectionID)
       self.reply(.queueUnbindOk(QueueUnbindOk()))
     case .queuePurge(let m):
+      try self.authorize(.read, "queue", m.queue)
       let queue = try self.vhost.queue(named: m.queue, connection: self.connectionID)
       let count = queue.purge()
       if !m.noWait { self.reply(.queuePurgeOk(QueuePurgeOk(messageCount: UInt32(clamping: count)))) }
     case .queueDelete(let m):
+      try self.authorize(.configure, "queue", m.queue)
       let count = try self.vhost.deleteQueue(
         name: m.queue, ifUnused: m.ifUnused, ifEmpty: m.ifEmpty, connection: self.connectionID)
       if !m.noWait { self.reply(.queueDeleteOk(QueueDeleteOk(messageCount: UInt32(clamping: count)))) }
@@ -193,6 +212,7 @@ final class ServerChannel: DeliveryChannel {
         self.reply(.basicCancelOk(BasicCancelOk(consumerTag: m.consumerTag)))
       }
     case .basicGet(let m):
+      try self.authorize(.read, "queue", m.queue)
       let queue = try self.vhost.queue(named: m.queue, connection: self.connectionID)
       guard let message = queue.get(noAck: m.noAck) else {
         self.reply(.basicGetEmpty(BasicGetEmpty()))
@@ -259,6 +279,7 @@ final class ServerChannel: DeliveryChannel {
     if publish.immediate { throw .notImplemented("immediate=true") }
     if self.transactional {
       _ = try self.vhost.exchangeForPublish(publish.exchange)
+      try self.authorize(.write, "exchange", publish.exchange)
       self.txPublishes.append((publish, properties, body))
       return
     }
@@ -271,6 +292,7 @@ final class ServerChannel: DeliveryChannel {
       exchange = cached
     } else {
       exchange = try self.vhost.exchangeForPublish(publish.exchange)
+      try self.authorize(.write, "exchange", publish.exchange)  // once per exchange: the cache remembers
       self.lastExchange = exchange
     }
     let message = Message.make(
@@ -302,6 +324,7 @@ final class ServerChannel: DeliveryChannel {
   // MARK: Consuming
 
   private func consume(_ m: BasicConsume) throws(BrokerError) {
+    try self.authorize(.read, "queue", m.queue)
     let queue = try self.vhost.queue(named: m.queue, connection: self.connectionID)
     var tag = m.consumerTag
     if tag.isEmpty {

@@ -16,6 +16,8 @@ GOOD = """
 users:
   - name: app
     password: ${WARREN_TEST_APP_PASSWORD}
+permissions:
+  - {user: app, vhost: /}
 exchanges:
   - name: events
     type: topic
@@ -62,3 +64,60 @@ def test_bad_file_stops_the_start_with_every_problem(tmp_path):
     good = subprocess.run([warren(), "check-config", os.path.join(ROOT, "config", "warren.yaml")],
                           capture_output=True, text=True, timeout=60)
     assert good.returncode == 0
+
+
+PERMISSIONS = """
+users:
+  - {name: limited, password: pw}
+  - {name: nobody, password: pw}
+permissions:
+  - {user: guest, vhost: /}
+  - {user: limited, vhost: /, configure: "^lim-", write: "^lim-", read: "^lim-"}
+queues:
+  - name: other
+"""
+
+
+def test_permissions_for_each_operation(tmp_path):
+    import pytest
+
+    path = tmp_path / "perm.yaml"
+    path.write_text(PERMISSIONS)
+    broker = Broker("--config", str(path))
+    try:
+        with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as denied:
+            pika.BlockingConnection(pika.ConnectionParameters(
+                "127.0.0.1", broker.port, credentials=pika.PlainCredentials("nobody", "pw")))
+        assert "access to vhost '/' refused for user 'nobody'" in str(denied.value)
+
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", broker.port, credentials=pika.PlainCredentials("limited", "pw")))
+
+        def refused(operation):
+            ch = conn.channel()
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+                operation(ch)
+                ch.queue_declare("lim-q", passive=True)  # a round trip, for operations without a reply
+            assert error.value.reply_code == 403, error.value
+            assert "refused for user 'limited'" in error.value.reply_text
+
+        ch = conn.channel()
+        ch.queue_declare("lim-q")                                   # configure ^lim-
+        ch.exchange_declare("lim-x", "direct")
+        ch.queue_bind("lim-q", "lim-x", "k")                        # write queue, read exchange
+        ch.basic_publish("lim-x", "k", b"allowed")                  # write exchange
+        assert ch.basic_get("lim-q", auto_ack=True)[2] == b"allowed"  # read queue
+        refused(lambda c: c.queue_declare("other-q"))               # configure
+        refused(lambda c: c.exchange_declare("x", "direct"))        # configure
+        refused(lambda c: c.queue_delete("other"))                  # configure
+        refused(lambda c: c.basic_publish("amq.direct", "k", b"x"))  # write
+        refused(lambda c: c.queue_bind("lim-q", "amq.direct", "k"))  # read on the exchange
+        refused(lambda c: c.basic_get("other"))                     # read
+        refused(lambda c: c.basic_consume("other", lambda *a: None))  # read
+        refused(lambda c: c.queue_purge("other"))                   # read
+        ch.queue_delete("lim-q")
+        ch.exchange_delete("lim-x")
+        conn.close()
+    finally:
+        broker.stop()
+    assert broker.process.returncode == 0

@@ -93,7 +93,7 @@ struct ConfigTests {
     (
       "serverr: {}",
       [
-        "w.yaml:1:1: unknown key 'serverr' in the top level (expected one of: server, vhosts, users, exchanges, queues, bindings)"
+        "w.yaml:1:1: unknown key 'serverr' in the top level (expected one of: server, vhosts, users, permissions, policies, exchanges, queues, bindings)"
       ]
     ),
     ("server:\n  amqp_port: high", ["w.yaml:2:14: amqp_port must be an integer"]),
@@ -148,5 +148,48 @@ struct ConfigTests {
     let configuration = try ConfigLoader.load(
       text: "users:\n  - name: admin\n    password: ${WARREN_TEST_SECRET}", file: "w.yaml", registry: registry())
     #expect(configuration.users == [UserDefinition(name: "admin", password: "from-env")])
+  }
+}
+
+@Suite("Users and permissions")
+struct PermissionTests {
+  @Test("permissions are checked against the three patterns; an empty pattern refuses all")
+  func patterns() throws {
+    let broker = Broker()
+    broker.users["app"] = User(name: "app", password: "p")
+    broker.permissions["app"] = ["/": Permission(configure: "^app-", write: "", read: "^(app-|shared)")]
+    #expect(broker.mayOpen(virtualHost: "/", user: "app"))
+    #expect(!broker.mayOpen(virtualHost: "other", user: "app"))
+    try broker.authorize(.configure, "queue", "app-orders", vhost: "/", user: "app")
+    #expect(throws: BrokerError.accessRefused("access to queue 'orders' in vhost '/' refused for user 'app'")) {
+      try broker.authorize(.configure, "queue", "orders", vhost: "/", user: "app")
+    }
+    #expect(throws: BrokerError.self) { try broker.authorize(.write, "exchange", "app-x", vhost: "/", user: "app") }
+    try broker.authorize(.read, "queue", "shared", vhost: "/", user: "app")
+    try broker.authorize(.write, "exchange", "anything", vhost: "/", user: "guest")
+  }
+
+  @Test("permissions in a file: bad patterns, unknown users and vhosts are problems")
+  func fromFile() throws {
+    let yaml = """
+      vhosts: ["/"]
+      users:
+        - {name: app, password: p}
+      permissions:
+        - {user: app, vhost: /, configure: "^app-", write: "(", read: ".*"}
+        - {user: ghost, vhost: /}
+        - {user: app, vhost: elsewhere}
+      policies:
+        - {name: limit, pattern: "^app-", apply_to: queues, definition: {max-length: 10}}
+        - {name: bad, pattern: "[", apply_to: streams}
+      """
+    #expect(
+      problems(yaml) == [
+        "w.yaml:5:54: write is not a valid regular expression: '('",
+        "w.yaml:10:26: pattern is not a valid regular expression: '['",
+        "w.yaml:10:41: apply_to must be all, queues or exchanges, not 'streams'",
+        "w.yaml:6:5: permissions for an undeclared user 'ghost'",
+        "w.yaml:7:5: permissions in an undeclared vhost 'elsewhere'",
+      ])
   }
 }

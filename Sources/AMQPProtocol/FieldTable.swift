@@ -97,6 +97,15 @@ public struct FieldTable: Sendable, Equatable, ExpressibleByDictionaryLiteral, S
   }
 
   public func makeIterator() -> IndexingIterator<[Entry]> { self.entries.makeIterator() }
+
+  /// Tables are equal when they map the same keys to equal values, in any order (RabbitMQ compares sorted
+  /// tables: a redeclared binding with reordered arguments is the same binding).
+  public static func == (lhs: FieldTable, rhs: FieldTable) -> Bool {
+    guard lhs.entries.count == rhs.entries.count else { return false }
+    if lhs.entries == rhs.entries { return true }
+    for entry in lhs.entries where rhs[entry.key] != entry.value { return false }
+    return true
+  }
 }
 
 extension ByteBuffer {

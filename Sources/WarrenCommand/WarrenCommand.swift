@@ -28,7 +28,7 @@ struct Warren: AsyncParsableCommand {
     commandName: "warren",
     abstract: "An AMQP 0-9-1 message broker.",
     version: "0.1.0",
-    subcommands: [Serve.self, CheckConfig.self, Perf.self],
+    subcommands: [Serve.self, CheckConfig.self, ExportDefinitions.self, Perf.self],
     defaultSubcommand: Serve.self
   )
 }
@@ -116,6 +116,7 @@ struct Serve: AsyncParsableCommand {
       throw ExitCode(1)
     }
     if let path = self.config { logger.info("configuration \(path) applied") }
+    for warning in configuration.warnings { logger.warning("\(warning)") }
     if let portFile = self.portFile, let port = amqp.localAddress.port {
       try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
     }
@@ -144,6 +145,32 @@ struct CheckConfig: AsyncParsableCommand {
     } catch {
       printError("\(error)\n\(self.file): \(error.problems.count) problem(s)")
       throw ExitCode(1)
+    }
+  }
+}
+
+/// `warren export-definitions`: a configuration's topology as RabbitMQ definitions JSON or Warren YAML.
+struct ExportDefinitions: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "export-definitions",
+    abstract: "Print a configuration's topology as RabbitMQ definitions JSON (or as Warren YAML).",
+    discussion: "The input is a Warren YAML file or a RabbitMQ definitions.json: this converts both ways.")
+
+  @Option(help: "The configuration (YAML, or a RabbitMQ definitions.json).") var config: String
+  @Option(help: "json (RabbitMQ's definitions) or yaml (Warren's).") var format: String = "json"
+
+  func run() async throws {
+    let configuration: WarrenConfiguration
+    do {
+      configuration = try ConfigLoader.load(path: self.config, registry: configuredExchangeTypes)
+    } catch {
+      printError("\(error)")
+      throw ExitCode(1)
+    }
+    switch self.format {
+    case "json": print(try configuration.rabbitMQDefinitionsJSON())
+    case "yaml": print(try configuration.yaml(), terminator: "")
+    default: throw ValidationError("--format is json or yaml")
     }
   }
 }

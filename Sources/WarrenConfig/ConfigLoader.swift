@@ -8,6 +8,8 @@ public struct ConfigLoader {
   let file: String
   let registry: ExchangeRegistry
   private(set) var problems: [ConfigProblem] = []
+  /// Whether the file is a RabbitMQ definitions export (its key spellings: `apply-to`, queue `type`, ...).
+  private var isDefinitions = false
 
   /// Parses `text` (named `file` in messages); exchange types are checked against `registry`.
   public static func load(text: String, file: String, registry: ExchangeRegistry) throws(ConfigProblems)
@@ -47,9 +49,16 @@ public struct ConfigLoader {
     var configuration = WarrenConfiguration()
     guard let root else { return configuration }  // an empty file: the defaults
     guard let mapping = self.mapping(root, "the top level") else { return nil }
+    // A RabbitMQ definitions.json (JSON is YAML) has the same sections and a few of its own.
+    let rabbitKeys = [
+      "rabbit_version", "rabbitmq_version", "product_name", "product_version", "topic_permissions", "parameters",
+      "global_parameters",
+    ]
+    self.isDefinitions = mapping.keys.contains { rabbitKeys.contains($0.string ?? "") }
     for (key, value) in self.entries(
       mapping,
-      allowed: ["server", "vhosts", "users", "permissions", "policies", "exchanges", "queues", "bindings"],
+      allowed: ["server", "vhosts", "users", "permissions", "policies", "exchanges", "queues", "bindings"]
+        + (self.isDefinitions ? rabbitKeys : []),
       in: "the top level")
     {
       switch key {
@@ -113,7 +122,9 @@ public struct ConfigLoader {
         name = self.string(item, "vhost")
       } else if let mapping = self.mapping(item, "a vhost") {
         var found: String?
-        for (key, value) in self.entries(mapping, allowed: ["name"], in: "a vhost") where key == "name" {
+        for (key, value) in self.entries(
+          mapping, allowed: ["name", "metadata", "limits", "description", "tags", "default_queue_type"], in: "a vhost")
+        where key == "name" {
           found = self.string(value, "name")
         }
         if found == nil { self.problem(item, "a vhost needs a name") }
@@ -135,16 +146,31 @@ public struct ConfigLoader {
       guard let mapping = self.mapping(item, "a user") else { continue }
       var name: String?
       var password: String?
-      for (key, value) in self.entries(mapping, allowed: ["name", "password"], in: "a user") {
-        if key == "name" { name = self.string(value, key) }
-        if key == "password" { password = self.string(value, key).map(Self.expandEnvironment) }
+      var hash: String?
+      for (key, value) in self.entries(
+        mapping, allowed: ["name", "password", "password_hash", "hashing_algorithm", "tags", "limits"], in: "a user")
+      {
+        switch key {
+        case "name": name = self.string(value, key)
+        case "password": password = self.string(value, key).map(Self.expandEnvironment)
+        case "password_hash":
+          hash = self.string(value, key).map(Self.expandEnvironment)
+          if let hash, !User.isValidHash(hash) {
+            self.problem(value, "password_hash is not a RabbitMQ SHA-256 password hash (base64 of 36 bytes)")
+          }
+        case "hashing_algorithm":
+          if let algorithm = self.string(value, key), algorithm != "rabbit_password_hashing_sha256" {
+            self.problem(value, "hashing_algorithm '\(algorithm)' is not supported (rabbit_password_hashing_sha256 is)")
+          }
+        default: break  // tags and limits: RabbitMQ's, accepted and ignored
+        }
       }
-      guard let name, let password else {
-        self.problem(item, "a user needs a name and a password")
+      guard let name, password != nil || hash != nil else {
+        self.problem(item, "a user needs a name and a password or password_hash")
         continue
       }
       if users.contains(where: { $0.name == name }) { self.problem(item, "duplicate user '\(name)'") }
-      users.append(UserDefinition(name: name, password: password))
+      users.append(UserDefinition(name: name, password: hash == nil ? password : nil, passwordHash: hash))
     }
     return users
   }
@@ -188,7 +214,8 @@ public struct ConfigLoader {
       guard let mapping = self.mapping(item, "a policy") else { continue }
       var policy = PolicyDefinition(name: "", vhost: "/", pattern: "", applyTo: "all", priority: 0, definition: [:])
       for (key, value) in self.entries(
-        mapping, allowed: ["name", "vhost", "pattern", "apply_to", "priority", "definition"], in: "a policy")
+        mapping, allowed: ["name", "vhost", "pattern", "apply_to", "apply-to", "priority", "definition"],
+        in: "a policy")
       {
         switch key {
         case "name": policy.name = self.string(value, key) ?? ""
@@ -198,7 +225,7 @@ public struct ConfigLoader {
           if (try? Regex(policy.pattern)) == nil {
             self.problem(value, "pattern is not a valid regular expression: '\(policy.pattern)'")
           }
-        case "apply_to":
+        case "apply_to", "apply-to":
           let applyTo = self.string(value, key) ?? "all"
           if ["all", "queues", "exchanges"].contains(applyTo) {
             policy.applyTo = applyTo
@@ -272,7 +299,7 @@ public struct ConfigLoader {
       var definition = QueueDefinition(vhost: "/", name: "", durable: true, autoDelete: false, arguments: [:])
       var argumentsNode: Node?
       for (key, value) in self.entries(
-        mapping, allowed: ["name", "vhost", "durable", "auto_delete", "arguments"], in: "a queue")
+        mapping, allowed: ["name", "vhost", "durable", "auto_delete", "arguments", "type"], in: "a queue")
       {
         switch key {
         case "name": definition.name = self.string(value, key) ?? ""
@@ -282,6 +309,10 @@ public struct ConfigLoader {
         case "arguments":
           definition.arguments = self.table(value, key)
           argumentsNode = value
+        case "type":
+          if let type = self.string(value, key), type != "classic" {
+            self.problem(value, "queue type '\(type)' is not supported (classic is)")
+          }
         default: break
         }
       }

@@ -48,11 +48,20 @@ public struct ServerSettings: Sendable, Equatable {
 /// A declared user.
 public struct UserDefinition: Sendable, Equatable {
   public var name: String
-  public var password: String
+  /// A plaintext password (allowed, with a warning at start).
+  public var password: String?
+  /// RabbitMQ's `rabbit_password_hashing_sha256` hash.
+  public var passwordHash: String?
 
-  public init(name: String, password: String) {
+  public init(name: String, password: String? = nil, passwordHash: String? = nil) {
     self.name = name
     self.password = password
+    self.passwordHash = passwordHash
+  }
+
+  var user: User {
+    if let passwordHash { return User(name: self.name, passwordHash: passwordHash) }
+    return User(name: self.name, password: self.password ?? "")
   }
 }
 
@@ -117,11 +126,18 @@ public struct WarrenConfiguration: Sendable, Equatable {
 
   public init() {}
 
+  /// Things worth a warning at start (plaintext passwords).
+  public var warnings: [String] {
+    self.users.filter { $0.passwordHash == nil }.map {
+      "user '\($0.name)' has a plaintext password in the configuration; prefer password_hash"
+    }
+  }
+
   /// Declares the topology on a broker (made before the listener opens). Idempotent: an entity that exists with
   /// the same properties is left as it is; one that exists with other properties is an error.
   public func apply(to broker: Broker) throws(BrokerError) {
     for name in self.vhosts { broker.addVirtualHost(name) }
-    for user in self.users { broker.users[user.name] = User(name: user.name, password: user.password) }
+    for user in self.users { broker.users[user.name] = user.user }
     for grant in self.permissions {
       broker.addVirtualHost(grant.vhost)
       broker.permissions[grant.user, default: [:]][grant.vhost] = grant.permission

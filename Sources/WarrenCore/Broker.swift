@@ -1,18 +1,46 @@
 import AMQPProtocol
+import Crypto
+import Foundation
 
 /// A user that may log in.
 public struct User: Sendable, Equatable {
   /// The user name.
   public var name: String
-  /// The password (the YAML issue adds RabbitMQ's hashes).
-  public var password: String
+  /// The password as RabbitMQ stores it (`rabbit_password_hashing_sha256`): base64 of a 4-byte salt followed by
+  /// SHA-256(salt + password). Definitions move between RabbitMQ and Warren with it unchanged.
+  public var passwordHash: String
   /// Whether the user may log in only from a loopback address (RabbitMQ's rule for `guest`).
   public var loopbackOnly: Bool
 
+  /// A user with a plaintext password (hashed here with a random salt).
   public init(name: String, password: String, loopbackOnly: Bool = false) {
+    self.init(name: name, passwordHash: User.hash(password: password), loopbackOnly: loopbackOnly)
+  }
+
+  /// A user with a RabbitMQ password hash.
+  public init(name: String, passwordHash: String, loopbackOnly: Bool = false) {
     self.name = name
-    self.password = password
+    self.passwordHash = passwordHash
     self.loopbackOnly = loopbackOnly
+  }
+
+  /// RabbitMQ's `rabbit_password_hashing_sha256` of a password.
+  public static func hash(password: String, salt: [UInt8]? = nil) -> String {
+    let salt = salt ?? (0..<4).map { _ in UInt8.random(in: 0...255) }
+    let digest = SHA256.hash(data: salt + Array(password.utf8))
+    return Data(salt + Array(digest)).base64EncodedString()
+  }
+
+  /// Whether a password matches the hash.
+  public func verify(password: String) -> Bool {
+    guard let data = Data(base64Encoded: self.passwordHash), data.count == 36 else { return false }
+    let bytes = [UInt8](data)
+    return User.hash(password: password, salt: Array(bytes[0..<4])) == self.passwordHash
+  }
+
+  /// Whether a string is a well-formed RabbitMQ SHA-256 password hash.
+  public static func isValidHash(_ hash: String) -> Bool {
+    Data(base64Encoded: hash)?.count == 36
   }
 }
 
@@ -128,7 +156,7 @@ public final class Broker {
 
   /// Checks credentials; returns the user or nil.
   public func authenticate(user name: String, password: String, fromLoopback: Bool) -> User? {
-    guard let user = self.users[name], user.password == password else { return nil }
+    guard let user = self.users[name], user.verify(password: password) else { return nil }
     if user.loopbackOnly && !fromLoopback { return nil }
     return user
   }

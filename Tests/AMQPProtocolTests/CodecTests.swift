@@ -236,3 +236,15 @@ struct CodecTests {
     #expect(sizes == [4088, 4088, 1824])
   }
 }
+
+@Suite("Field tables")
+struct FieldTableTests {
+  @Test("tables compare as maps: order does not matter, values and keys do")
+  func mapEquality() {
+    let a: FieldTable = ["x": .int32(1), "y": .longString("b")]
+    #expect(a == ["y": .longString("b"), "x": .int32(1)])
+    #expect(a != ["x": .int32(1), "y": .longString("c")])
+    #expect(a != ["x": .int32(1)])
+    #expect(a != ["x": .int32(1), "z": .longString("b")])
+  }
+}

@@ -121,3 +121,28 @@ def test_permissions_for_each_operation(tmp_path):
     finally:
         broker.stop()
     assert broker.process.returncode == 0
+
+
+def test_rabbitmq_definitions_imported(tmp_path):
+    import pytest
+
+    fixture = os.path.join(ROOT, "Tests", "Interop", "fixtures", "rabbitmq-3.10-definitions.json")
+    broker = Broker("--config", fixture)
+    try:
+        params = pika.ConnectionParameters("127.0.0.1", broker.port, virtual_host="fixture-vhost",
+                                           credentials=pika.PlainCredentials("fixture", "fixture-password"))
+        conn = pika.BlockingConnection(params)  # RabbitMQ's own password hash
+        ch = conn.channel()
+        ch.basic_publish("fx-events", "order.created", b"routed by imported bindings")
+        assert ch.basic_get("fx-orders", auto_ack=True)[2] == b"routed by imported bindings"
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+            ch.queue_declare("not-fx")  # configure is ^fx- for this user
+        assert error.value.reply_code == 403
+        conn.close()
+    finally:
+        broker.stop()
+    exported = subprocess.run([warren(), "export-definitions", "--config", fixture], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+    assert '"password_hash" : "HHD3EFUfQPyr4vwLNU0MlXbFX+EJ6yJXKPlrxr2RJnA7\\/Fss"' in exported or \
+        '"password_hash": "HHD3EFUfQPyr4vwLNU0MlXbFX+EJ6yJXKPlrxr2RJnA7/Fss"' in exported or \
+        "HHD3EFUfQPyr4vwLNU0MlXbFX+EJ6yJXKPlrxr2RJnA7" in exported

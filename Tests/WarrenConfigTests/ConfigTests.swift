@@ -193,3 +193,34 @@ struct PermissionTests {
       ])
   }
 }
+
+@Suite("RabbitMQ definitions")
+struct DefinitionsTests {
+  @Test("RabbitMQ's password hashes verify (the hash exported by RabbitMQ 3.10 for 'fixture-password')")
+  func passwordHash() {
+    let user = User(name: "fixture", passwordHash: "HHD3EFUfQPyr4vwLNU0MlXbFX+EJ6yJXKPlrxr2RJnA7/Fss")
+    #expect(user.verify(password: "fixture-password"))
+    #expect(!user.verify(password: "fixture-passwore"))
+    let hashed = User(name: "u", password: "s3cret")
+    #expect(hashed.verify(password: "s3cret") && User.isValidHash(hashed.passwordHash))
+  }
+
+  @Test("YAML -> RabbitMQ JSON -> configuration -> YAML keeps the topology")
+  func roundTrip() throws {
+    let original = try ConfigLoader.load(text: ConfigTests.good, file: "w.yaml", registry: registry())
+    let json = try original.rabbitMQDefinitionsJSON()
+    let imported = try ConfigLoader.load(text: json, file: "defs.json", registry: registry())
+    #expect(imported.exchanges == original.exchanges)
+    #expect(imported.queues == original.queues)
+    #expect(imported.bindings == original.bindings)
+    #expect(imported.vhosts == original.vhosts)
+    #expect(imported.users.map(\.name) == original.users.map(\.name))
+    // The plaintext password became a RabbitMQ hash that still verifies.
+    let broker = Broker(registry: registry())
+    try imported.apply(to: broker)
+    #expect(broker.authenticate(user: "app", password: "s3cret", fromLoopback: true) != nil)
+    let yaml = try imported.yaml()
+    let again = try ConfigLoader.load(text: yaml, file: "again.yaml", registry: registry())
+    #expect(again.exchanges == original.exchanges && again.queues == original.queues)
+  }
+}

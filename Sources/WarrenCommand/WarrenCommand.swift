@@ -65,6 +65,8 @@ struct Serve: AsyncParsableCommand {
   var logLevel: String?
 
   func run() async throws {
+    // Signals are taken over first: a SIGHUP that arrives while starting must not end the process.
+    let signals = terminationAndReloadSignals()
     // Settings: the file, then WARREN_* environment variables, then command-line flags.
     var configuration = WarrenConfiguration()
     if let path = self.config {
@@ -120,7 +122,23 @@ struct Serve: AsyncParsableCommand {
     if let portFile = self.portFile, let port = amqp.localAddress.port {
       try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
     }
-    let signal = await waitForTerminationSignal()
+    var signal = "end of signals"
+    for await received in signals {
+      signal = received
+      guard received == "SIGHUP" else { break }
+      guard let path = self.config else {
+        logger.notice("SIGHUP: no configuration file to read again")
+        continue
+      }
+      do {
+        let reloaded = try ConfigLoader.load(path: path, registry: configuredExchangeTypes)
+        let changes = try await amqp.withBroker { broker in reloaded.applyAdditions(to: broker) }
+        logger.notice("SIGHUP: configuration \(path) read again: \(changes.isEmpty ? "nothing to add" : "")")
+        for change in changes { logger.notice("SIGHUP: \(change)") }
+      } catch let problems as ConfigProblems {
+        logger.error("SIGHUP: configuration \(path) not applied, it has problems:\n\(problems)")
+      }
+    }
     logger.info("received \(signal), shutting down")
     try await amqp.shutdown()
     // Give clients a bounded time to answer connection.close.
@@ -199,18 +217,15 @@ func printError(_ text: String) {
   FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
-/// Waits for SIGTERM or SIGINT and returns its name.
-func waitForTerminationSignal() async -> String {
-  await withCheckedContinuation { continuation in
+/// SIGTERM, SIGINT (stop) and SIGHUP (read the configuration again), by name, as they arrive.
+func terminationAndReloadSignals() -> AsyncStream<String> {
+  AsyncStream { continuation in
     let queue = DispatchQueue(label: "warren.signals")
-    let once = OnceFlag()
     var sources: [any DispatchSourceSignal] = []
-    for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+    for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")] {
       signal(number, SIG_IGN)
       let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-      source.setEventHandler {
-        if once.set() { continuation.resume(returning: name) }
-      }
+      source.setEventHandler { continuation.yield(name) }
       source.resume()
       sources.append(source)
     }
@@ -219,16 +234,6 @@ func waitForTerminationSignal() async -> String {
 }
 
 nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
-
-/// A flag that is set once; used from the signal queue only.
-private final class OnceFlag: @unchecked Sendable {
-  private var isSet = false
-  func set() -> Bool {
-    if isSet { return false }
-    isSet = true
-    return true
-  }
-}
 
 /// Raises the soft limit of open files to the hard limit: every connection is a file descriptor.
 func raiseOpenFileLimit() {

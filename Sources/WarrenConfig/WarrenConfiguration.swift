@@ -168,4 +168,81 @@ public struct WarrenConfiguration: Sendable, Equatable {
       }
     }
   }
+
+  /// Applies what a reloaded file adds to a live broker (vhosts, users, permissions, exchanges, queues,
+  /// bindings) and returns a line for each addition and for each difference it leaves alone.
+  public func applyAdditions(to broker: Broker) -> [String] {
+    var log: [String] = []
+    for name in self.vhosts where broker.vhosts[name] == nil {
+      broker.addVirtualHost(name)
+      log.append("added vhost '\(name)'")
+    }
+    for user in self.users {
+      if broker.users[user.name] == nil {
+        broker.users[user.name] = user.user
+        log.append("added user '\(user.name)'")
+      } else if let hash = user.passwordHash, broker.users[user.name]?.passwordHash != hash {
+        log.append("not changed: the password of existing user '\(user.name)'")
+      }
+    }
+    for grant in self.permissions {
+      switch broker.permissions[grant.user]?[grant.vhost] {
+      case nil:
+        broker.permissions[grant.user, default: [:]][grant.vhost] = grant.permission
+        log.append("added permissions of user '\(grant.user)' in vhost '\(grant.vhost)'")
+      case let existing? where existing != grant.permission:
+        log.append("not changed: the permissions of user '\(grant.user)' in vhost '\(grant.vhost)'")
+      default:
+        break
+      }
+    }
+    for exchange in self.exchanges {
+      let vhost = broker.addVirtualHost(exchange.vhost)
+      let existed = vhost.exchanges[exchange.name] != nil
+      do {
+        try vhost.declareExchange(
+          name: exchange.name, type: exchange.type, durable: exchange.durable, autoDelete: exchange.autoDelete,
+          isInternal: exchange.isInternal, arguments: exchange.arguments)
+        if !existed { log.append("added exchange '\(exchange.name)' in vhost '\(exchange.vhost)'") }
+      } catch {
+        log.append("not changed: \(error.replyText)")
+      }
+    }
+    for queue in self.queues {
+      let vhost = broker.addVirtualHost(queue.vhost)
+      let existed = vhost.queues[queue.name] != nil
+      do {
+        try vhost.declareQueue(
+          name: queue.name, durable: queue.durable, autoDelete: queue.autoDelete, arguments: queue.arguments,
+          connection: 0)
+        if !existed { log.append("added queue '\(queue.name)' in vhost '\(queue.vhost)'") }
+      } catch {
+        log.append("not changed: \(error.replyText)")
+      }
+    }
+    for binding in self.bindings {
+      let vhost = broker.addVirtualHost(binding.vhost)
+      let before = vhost.bindings.count
+      do {
+        switch binding.destinationKind {
+        case .queue:
+          try vhost.bindQueue(
+            binding.destination, to: binding.source, routingKey: binding.routingKey, arguments: binding.arguments,
+            connection: 0)
+        case .exchange:
+          try vhost.bindExchange(
+            destination: binding.destination, source: binding.source, routingKey: binding.routingKey,
+            arguments: binding.arguments)
+        }
+        if vhost.bindings.count > before {
+          log.append(
+            "added binding from '\(binding.source)' to \(binding.destinationKind.rawValue) '\(binding.destination)'"
+              + " with key '\(binding.routingKey)' in vhost '\(binding.vhost)'")
+        }
+      } catch {
+        log.append("not changed: \(error.replyText)")
+      }
+    }
+    return log
+  }
 }

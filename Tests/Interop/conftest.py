@@ -21,11 +21,14 @@ class Broker:
         )
         self.log = []
         self.port = None
+        self.changed = threading.Condition()
         ready = threading.Event()
 
         def read_output():
             for line in self.process.stdout:
-                self.log.append(line)
+                with self.changed:
+                    self.log.append(line)
+                    self.changed.notify_all()
                 match = re.search(r"AMQP listener on .*:(\d+)\s*$", line)
                 if match and self.port is None:
                     self.port = int(match.group(1))
@@ -50,6 +53,11 @@ class Broker:
 
     def logged(self, pattern):
         return any(re.search(pattern, line) for line in self.log)
+
+    def wait_for_log(self, pattern, timeout=30):
+        """Waits until the broker logs a line matching `pattern` (woken by each new line)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.logged(pattern), timeout=timeout)
 
 
 @pytest.fixture(scope="session")

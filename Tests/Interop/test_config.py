@@ -146,3 +146,29 @@ def test_rabbitmq_definitions_imported(tmp_path):
     assert '"password_hash" : "HHD3EFUfQPyr4vwLNU0MlXbFX+EJ6yJXKPlrxr2RJnA7\\/Fss"' in exported or \
         '"password_hash": "HHD3EFUfQPyr4vwLNU0MlXbFX+EJ6yJXKPlrxr2RJnA7/Fss"' in exported or \
         "HHD3EFUfQPyr4vwLNU0MlXbFX+EJ6yJXKPlrxr2RJnA7" in exported
+
+
+def test_sighup_applies_additions_and_reports_the_rest(tmp_path):
+    import signal
+
+    path = tmp_path / "live.yaml"
+    path.write_text("exchanges:\n  - {name: live-x, type: direct}\nqueues:\n  - {name: live-q}\n")
+    broker = Broker("--config", str(path))
+    try:
+        path.write_text(
+            "exchanges:\n  - {name: live-x, type: fanout}\n  - {name: live-y, type: direct}\n"
+            "queues:\n  - {name: live-q}\n  - {name: live-new}\n"
+            "bindings:\n  - {source: live-y, destination: live-new, routing_key: k}\n")
+        broker.process.send_signal(signal.SIGHUP)
+        assert broker.wait_for_log(r"SIGHUP: added binding")
+        assert broker.logged(r"SIGHUP: added exchange 'live-y'")
+        assert broker.logged(r"SIGHUP: added queue 'live-new'")
+        assert broker.logged(r"SIGHUP: not changed: PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'live-x'")
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+        ch = conn.channel()
+        ch.basic_publish("live-y", "k", b"after reload")
+        assert ch.basic_get("live-new", auto_ack=True)[2] == b"after reload"
+        conn.close()
+    finally:
+        broker.stop()
+    assert broker.process.returncode == 0

@@ -107,8 +107,8 @@ struct Serve: AsyncParsableCommand {
       // The topology is applied before the listener opens; a conflict stops the start.
       amqp = try await AMQPServer.start(
         host: server.amqpBind, port: server.amqpPort, eventLoop: group.next(), logger: logger,
-        makeBroker: { [limits, configuration, registry = configuredExchangeTypes] in
-          let broker = Broker(registry: registry, limits: limits)
+        makeBroker: { [limits, configuration, registry = configuredExchangeTypes, server] in
+          let broker = Broker(registry: registry, limits: limits, defaultVirtualHost: server.defaultVirtualHost)
           try configuration.apply(to: broker)
           return broker
         })

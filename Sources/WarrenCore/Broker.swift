@@ -102,16 +102,18 @@ public final class Broker {
 
   private var lastConnectionID: UInt64 = 0
 
-  /// Creates a broker with the default vhost `/` and the default user `guest` (loopback only), as RabbitMQ does.
+  /// Creates a broker with the default vhost (`/` unless told otherwise) and the default user `guest` (loopback
+  /// only, all permissions in the default vhost), as RabbitMQ does.
   public init(
-    registry: ExchangeRegistry = ExchangeRegistry(), limits: BrokerLimits = BrokerLimits(), version: String = "0.1.0"
+    registry: ExchangeRegistry = ExchangeRegistry(), limits: BrokerLimits = BrokerLimits(), version: String = "0.1.0",
+    defaultVirtualHost: String = "/"
   ) {
     self.registry = registry
     self.limits = limits
     self.version = version
-    self.addVirtualHost("/")
+    self.addVirtualHost(defaultVirtualHost)
     self.users["guest"] = User(name: "guest", password: "guest", loopbackOnly: true)
-    self.permissions["guest"] = ["/": Permission()]
+    self.permissions["guest"] = [defaultVirtualHost: Permission()]
   }
 
   /// Whether a user may open a virtual host.

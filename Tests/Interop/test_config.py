@@ -172,3 +172,19 @@ def test_sighup_applies_additions_and_reports_the_rest(tmp_path):
     finally:
         broker.stop()
     assert broker.process.returncode == 0
+
+
+def test_default_vhost_setting(tmp_path):
+    import pytest
+
+    path = tmp_path / "vhost.yaml"
+    path.write_text("server:\n  default_vhost: main\n")
+    broker = Broker("--config", str(path))
+    try:
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, virtual_host="main"))
+        assert conn.is_open
+        conn.close()
+        with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
+            pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, virtual_host="/"))
+    finally:
+        broker.stop()

@@ -55,6 +55,7 @@ let package = Package(
         "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: upcoming
@@ -113,6 +114,7 @@ let package = Package(
       dependencies: [
         "WarrenServer",
         "WarrenConfig",
+        .product(name: "NIOHTTP1", package: "swift-nio"),
         "WarrenPerf",
         "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import WarrenConfig
 import WarrenCore
@@ -46,6 +47,9 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "A YAML configuration file (see config/warren.yaml).")
   var config: String?
 
+  @Option(help: "The HTTP (health, definitions, metrics) port, 0 picks a free one (default 15692).")
+  var metricsPort: Int?
+
   @Option(help: "Write the bound AMQP port to this file once listening (for test harnesses).")
   var portFile: String?
 
@@ -86,6 +90,7 @@ struct Serve: AsyncParsableCommand {
     }
     if let bind = self.bind { server.amqpBind = bind }
     if let port = self.port { server.amqpPort = port }
+    if let port = self.metricsPort { server.metricsPort = port }
     if let size = self.maxMessageSize { server.maxMessageSize = size }
     if let frameMax = self.frameMax { server.frameMax = frameMax }
     if let channelMax = self.channelMax { server.channelMax = channelMax }
@@ -118,6 +123,11 @@ struct Serve: AsyncParsableCommand {
       throw ExitCode(1)
     }
     if let path = self.config { logger.info("configuration \(path) applied") }
+    let http = try await HTTPServer.start(
+      host: server.metricsBind, port: server.metricsPort, group: group, logger: logger
+    ) { [amqp] request in
+      await httpResponse(to: request, amqp: amqp)
+    }
     for warning in configuration.warnings { logger.warning("\(warning)") }
     if let portFile = self.portFile, let port = amqp.localAddress.port {
       try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
@@ -140,6 +150,7 @@ struct Serve: AsyncParsableCommand {
       }
     }
     logger.info("received \(signal), shutting down")
+    await http.shutdown()
     try await amqp.shutdown()
     // Give clients a bounded time to answer connection.close.
     for _ in 0..<100 where try await amqp.connectionCount() > 0 {
@@ -167,6 +178,32 @@ struct CheckConfig: AsyncParsableCommand {
   }
 }
 
+/// The HTTP routes: health, readiness, and the running topology (`/api/definitions`, `?format=yaml`).
+func httpResponse(to request: HTTPRequestHead, amqp: AMQPServer) async -> HTTPResponse {
+  let parts = request.uri.split(separator: "?", maxSplits: 1)
+  let path = parts.first.map(String.init) ?? "/"
+  let query = parts.count > 1 ? String(parts[1]) : ""
+  guard request.method == .GET else { return HTTPResponse(status: .methodNotAllowed, body: "GET only\n") }
+  switch path {
+  case "/healthz":
+    return HTTPResponse(body: "ok\n")
+  case "/readyz":
+    return HTTPResponse(body: "ready\n")  // served once the topology is applied and the AMQP listener accepts
+  case "/api/definitions":
+    do {
+      let running = try await amqp.withBroker { WarrenConfiguration(runningTopologyOf: $0) }
+      if query.contains("format=yaml") {
+        return HTTPResponse(contentType: "application/yaml", body: try running.yaml())
+      }
+      return HTTPResponse(contentType: "application/json", body: try running.rabbitMQDefinitionsJSON() + "\n")
+    } catch {
+      return HTTPResponse(status: .internalServerError, body: "\(error)\n")
+    }
+  default:
+    return HTTPResponse(status: .notFound, body: "not found: \(path)\n")
+  }
+}
+
 /// `warren export-definitions`: a configuration's topology as RabbitMQ definitions JSON or Warren YAML.
 struct ExportDefinitions: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -174,13 +211,21 @@ struct ExportDefinitions: AsyncParsableCommand {
     abstract: "Print a configuration's topology as RabbitMQ definitions JSON (or as Warren YAML).",
     discussion: "The input is a Warren YAML file or a RabbitMQ definitions.json: this converts both ways.")
 
-  @Option(help: "The configuration (YAML, or a RabbitMQ definitions.json).") var config: String
+  @Option(help: "The configuration (YAML, or a RabbitMQ definitions.json).") var config: String?
+  @Option(help: "A running warren's HTTP address, e.g. 127.0.0.1:15692: export what it runs.") var from: String?
   @Option(help: "json (RabbitMQ's definitions) or yaml (Warren's).") var format: String = "json"
 
   func run() async throws {
+    guard self.format == "json" || self.format == "yaml" else { throw ValidationError("--format is json or yaml") }
+    if let address = self.from {
+      let path = self.format == "yaml" ? "/api/definitions?format=yaml" : "/api/definitions"
+      print(try await httpGet(address: address, path: path), terminator: "")
+      return
+    }
+    guard let config = self.config else { throw ValidationError("give --config FILE or --from HOST:PORT") }
     let configuration: WarrenConfiguration
     do {
-      configuration = try ConfigLoader.load(path: self.config, registry: configuredExchangeTypes)
+      configuration = try ConfigLoader.load(path: config, registry: configuredExchangeTypes)
     } catch {
       printError("\(error)")
       throw ExitCode(1)
@@ -248,3 +293,35 @@ func raiseOpenFileLimit() {
 #else
   let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
 #endif
+
+/// A plain HTTP GET of `path` from `address` (host:port); the body, or an error for a status other than 200.
+func httpGet(address: String, path: String) async throws -> String {
+  let parts = address.split(separator: ":")
+  guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--from is HOST:PORT") }
+  let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    .connect(host: String(parts[0]), port: port) { channel in
+      channel.eventLoop.makeCompletedFuture {
+        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+      }
+    }
+  return try await channel.executeThenClose { inbound, outbound in
+    var headers = HTTPHeaders()
+    headers.add(name: "Host", value: address)
+    headers.add(name: "Connection", value: "close")
+    try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)))
+    try await outbound.write(.end(nil))
+    var status = HTTPResponseStatus.ok
+    var body = ByteBuffer()
+    for try await part in inbound {
+      switch part {
+      case .head(let head): status = head.status
+      case .body(var bytes): body.writeBuffer(&bytes)
+      case .end:
+        guard status == .ok else { throw ValidationError("\(address)\(path): \(status)") }
+        return String(buffer: body)
+      }
+    }
+    throw ValidationError("\(address)\(path): the connection closed early")
+  }
+}

@@ -86,3 +86,50 @@ extension WarrenConfiguration {
     }
   }
 }
+
+extension WarrenConfiguration {
+  /// The running topology of a broker, as a configuration: vhosts, users (with their hashes), permissions, and the
+  /// exchanges, queues and bindings clients or files declared (not the default and `amq.*` exchanges, not
+  /// exclusive queues, which belong to a connection). Call it on the broker's event loop.
+  public init(runningTopologyOf broker: Broker) {
+    self.init()
+    self.vhosts = broker.vhosts.keys.sorted()
+    self.users = broker.users.values.sorted { $0.name < $1.name }.map {
+      UserDefinition(name: $0.name, passwordHash: $0.passwordHash)
+    }
+    self.permissions = broker.permissions.keys.sorted().flatMap { user in
+      (broker.permissions[user] ?? [:]).keys.sorted().map { vhost in
+        PermissionDefinition(user: user, vhost: vhost, permission: broker.permissions[user]![vhost]!)
+      }
+    }
+    for vhostName in self.vhosts {
+      guard let vhost = broker.vhosts[vhostName] else { continue }
+      for exchange in vhost.exchanges.values.sorted(by: { $0.name < $1.name })
+      where !exchange.name.isEmpty && !exchange.name.hasPrefix("amq.") {
+        self.exchanges.append(
+          ExchangeDefinition(
+            vhost: vhostName, name: exchange.name, type: exchange.type.name, durable: exchange.durable,
+            autoDelete: exchange.autoDelete, isInternal: exchange.isInternal, arguments: exchange.arguments))
+      }
+      for queue in vhost.queues.values.sorted(by: { $0.name < $1.name }) where queue.exclusiveOwner == nil {
+        self.queues.append(
+          QueueDefinition(
+            vhost: vhostName, name: queue.name, durable: queue.durable, autoDelete: queue.autoDelete,
+            arguments: queue.arguments))
+      }
+      for binding in vhost.bindings.sorted(by: { ($0.source, $0.destination.name) < ($1.source, $1.destination.name) })
+      {
+        if binding.destination.kind == .queue,
+          (binding.destination as? Queue)?.exclusiveOwner != nil
+        {
+          continue
+        }
+        self.bindings.append(
+          BindingDefinition(
+            vhost: vhostName, source: binding.source, destination: binding.destination.name,
+            destinationKind: binding.destination.kind == .queue ? .queue : .exchange,
+            routingKey: binding.routingKey, arguments: binding.arguments))
+      }
+    }
+  }
+}

@@ -14,13 +14,14 @@ class Broker:
     def __init__(self, *extra_args):
         binary = os.environ.get("WARREN_BIN", os.path.join(ROOT, ".build", "debug", "warren"))
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", "0", *extra_args],
+            [binary, "--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", *extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         self.log = []
         self.port = None
+        self.http_port = None
         self.changed = threading.Condition()
         ready = threading.Event()
 
@@ -32,12 +33,15 @@ class Broker:
                 match = re.search(r"AMQP listener on .*:(\d+)\s*$", line)
                 if match and self.port is None:
                     self.port = int(match.group(1))
-                    ready.set()
+                http = re.search(r"HTTP listener on .*:(\d+)\s*$", line)
+                if http and self.http_port is None:
+                    self.http_port = int(http.group(1))
+                    ready.set()  # the HTTP listener opens last
             ready.set()
 
         self.reader = threading.Thread(target=read_output, daemon=True)
         self.reader.start()
-        if not ready.wait(timeout=30) or self.port is None:
+        if not ready.wait(timeout=30) or self.port is None or self.http_port is None:
             self.stop()
             raise RuntimeError("warren did not start:\n" + "".join(self.log))
 

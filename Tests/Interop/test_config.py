@@ -188,3 +188,34 @@ def test_default_vhost_setting(tmp_path):
             pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, virtual_host="/"))
     finally:
         broker.stop()
+
+
+def test_health_and_running_topology_over_http(broker):
+    import json
+    import urllib.request
+
+    base = f"http://127.0.0.1:{broker.http_port}"
+    assert urllib.request.urlopen(base + "/healthz", timeout=10).read() == b"ok\n"
+    assert urllib.request.urlopen(base + "/readyz", timeout=10).read() == b"ready\n"
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+    ch = conn.channel()
+    ch.exchange_declare("running-x", "fanout", durable=True)
+    ch.queue_declare("running-q", durable=True, arguments={"x-max-length": 7})
+    ch.queue_bind("running-q", "running-x", "")
+    ch.queue_declare("", exclusive=True)  # a connection's own queue is not exported
+    definitions = json.loads(urllib.request.urlopen(base + "/api/definitions", timeout=10).read())
+    assert {"name": "running-x", "vhost": "/", "type": "fanout", "durable": True, "auto_delete": False,
+            "internal": False, "arguments": {}} in definitions["exchanges"]
+    assert any(q["name"] == "running-q" and q["arguments"] == {"x-max-length": 7} for q in definitions["queues"])
+    assert not any(q["name"].startswith("amq.gen-") for q in definitions["queues"])
+    assert any(b["source"] == "running-x" and b["destination"] == "running-q" for b in definitions["bindings"])
+    exported = subprocess.run([warren(), "export-definitions", "--from", f"127.0.0.1:{broker.http_port}",
+                               "--format", "yaml"], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "name: running-q" in exported
+    # The export is a configuration Warren (and RabbitMQ) can load.
+    check = subprocess.run([warren(), "export-definitions", "--from", f"127.0.0.1:{broker.http_port}"],
+                           capture_output=True, text=True, check=True, timeout=60).stdout
+    assert json.loads(check)["product_name"] == "Warren"
+    ch.queue_delete("running-q")
+    ch.exchange_delete("running-x")
+    conn.close()

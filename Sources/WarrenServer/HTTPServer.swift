@@ -1,0 +1,103 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A response of the HTTP listener.
+public struct HTTPResponse: Sendable {
+  public var status: HTTPResponseStatus
+  public var contentType: String
+  public var body: String
+
+  public init(status: HTTPResponseStatus = .ok, contentType: String = "text/plain; charset=utf-8", body: String) {
+    self.status = status
+    self.contentType = contentType
+    self.body = body
+  }
+}
+
+/// The HTTP listener beside the AMQP one (health, the running topology; metrics come here too). Each request is
+/// answered by `handler` with its method, path and query.
+public final class HTTPServer: Sendable {
+  /// The bound address (with the real port when 0 was asked for).
+  public let localAddress: SocketAddress
+  private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+  private let serving: Task<Void, Never>
+
+  private init(
+    localAddress: SocketAddress,
+    channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>,
+    serving: Task<Void, Never>
+  ) {
+    self.localAddress = localAddress
+    self.channel = channel
+    self.serving = serving
+  }
+
+  /// Binds and serves until ``shutdown()``.
+  public static func start(
+    host: String, port: Int, group: any EventLoopGroup, logger: Logger,
+    handler: @escaping @Sendable (HTTPRequestHead) async -> HTTPResponse
+  ) async throws -> HTTPServer {
+    let channel = try await ServerBootstrap(group: group)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .bind(host: host, port: port) { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+          return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+            wrappingChannelSynchronously: channel)
+        }
+      }
+    guard let address = channel.channel.localAddress else { throw ChannelError.unknownLocalAddress }
+    logger.info("HTTP listener on \(address)")
+    let serving = Task {
+      await withDiscardingTaskGroup { group in
+        do {
+          try await channel.executeThenClose { connections in
+            for try await connection in connections {
+              group.addTask { await Self.serve(connection, handler: handler) }
+            }
+          }
+        } catch {
+          logger.debug("HTTP listener closed: \(error)")
+        }
+      }
+    }
+    return HTTPServer(localAddress: address, channel: channel, serving: serving)
+  }
+
+  private static func serve(
+    _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>,
+    handler: @escaping @Sendable (HTTPRequestHead) async -> HTTPResponse
+  ) async {
+    // A request's errors end its connection only: the listener and every other connection go on.
+    try? await connection.executeThenClose { inbound, outbound in
+      var head: HTTPRequestHead?
+      for try await part in inbound {
+        switch part {
+        case .head(let requestHead):
+          head = requestHead
+        case .body:
+          break
+        case .end:
+          guard let request = head else { continue }
+          let response = await handler(request)
+          var headers = HTTPHeaders()
+          headers.add(name: "Content-Type", value: response.contentType)
+          headers.add(name: "Content-Length", value: "\(response.body.utf8.count)")
+          try await outbound.write(
+            .head(HTTPResponseHead(version: request.version, status: response.status, headers: headers)))
+          try await outbound.write(.body(.byteBuffer(ByteBuffer(string: response.body))))
+          try await outbound.write(.end(nil))
+          if !request.isKeepAlive { return }
+        }
+      }
+    }
+  }
+
+  /// Stops accepting.
+  public func shutdown() async {
+    try? await self.channel.channel.close()
+    await self.serving.value
+  }
+}

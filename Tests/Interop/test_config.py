@@ -44,10 +44,27 @@ def test_topology_and_users_from_yaml(tmp_path):
         assert ch.basic_get("orders", auto_ack=True)[2] == b"declared by the file"
         ch.queue_declare("orders", passive=True, arguments={"x-max-length": 10})
         conn.close()
+        # Round trip: YAML -> broker -> export -> import.
+        exported = tmp_path / "exported.json"
+        exported.write_text(subprocess.run(
+            [warren(), "export-definitions", "--from", f"127.0.0.1:{broker.http_port}"],
+            capture_output=True, text=True, check=True, timeout=60).stdout)
     finally:
         broker.stop()
     assert broker.process.returncode == 0
     assert broker.logged("configuration .* applied")
+    assert broker.logged("user 'app' has a plaintext password")
+    again = Broker("--config", str(exported))
+    try:
+        credentials = pika.PlainCredentials("app", "from-the-environment")  # the exported hash still verifies
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", again.port, credentials=credentials))
+        ch = conn.channel()
+        ch.basic_publish("events", "order.created.eu", b"after the round trip")
+        assert ch.basic_get("orders", auto_ack=True)[2] == b"after the round trip"
+        conn.close()
+    finally:
+        again.stop()
+    assert again.process.returncode == 0
 
 
 def test_bad_file_stops_the_start_with_every_problem(tmp_path):

@@ -142,31 +142,9 @@ public struct WarrenConfiguration: Sendable, Equatable {
       broker.addVirtualHost(grant.vhost)
       broker.permissions[grant.user, default: [:]][grant.vhost] = grant.permission
     }
-    for exchange in self.exchanges {
-      let vhost = broker.addVirtualHost(exchange.vhost)
-      try vhost.declareExchange(
-        name: exchange.name, type: exchange.type, durable: exchange.durable, autoDelete: exchange.autoDelete,
-        isInternal: exchange.isInternal, arguments: exchange.arguments)
-    }
-    for queue in self.queues {
-      let vhost = broker.addVirtualHost(queue.vhost)
-      try vhost.declareQueue(
-        name: queue.name, durable: queue.durable, autoDelete: queue.autoDelete, arguments: queue.arguments,
-        connection: 0)
-    }
-    for binding in self.bindings {
-      let vhost = broker.addVirtualHost(binding.vhost)
-      switch binding.destinationKind {
-      case .queue:
-        try vhost.bindQueue(
-          binding.destination, to: binding.source, routingKey: binding.routingKey, arguments: binding.arguments,
-          connection: 0)
-      case .exchange:
-        try vhost.bindExchange(
-          destination: binding.destination, source: binding.source, routingKey: binding.routingKey,
-          arguments: binding.arguments)
-      }
-    }
+    for exchange in self.exchanges { try exchange.declare(on: broker) }
+    for queue in self.queues { try queue.declare(on: broker) }
+    for binding in self.bindings { _ = try binding.declare(on: broker) }
   }
 
   /// Applies what a reloaded file adds to a live broker (vhosts, users, permissions, exchanges, queues,
@@ -197,44 +175,26 @@ public struct WarrenConfiguration: Sendable, Equatable {
       }
     }
     for exchange in self.exchanges {
-      let vhost = broker.addVirtualHost(exchange.vhost)
-      let existed = vhost.exchanges[exchange.name] != nil
+      let existed = broker.vhosts[exchange.vhost]?.exchanges[exchange.name] != nil
       do {
-        try vhost.declareExchange(
-          name: exchange.name, type: exchange.type, durable: exchange.durable, autoDelete: exchange.autoDelete,
-          isInternal: exchange.isInternal, arguments: exchange.arguments)
+        try exchange.declare(on: broker)
         if !existed { log.append("added exchange '\(exchange.name)' in vhost '\(exchange.vhost)'") }
       } catch {
         log.append("not changed: \(error.replyText)")
       }
     }
     for queue in self.queues {
-      let vhost = broker.addVirtualHost(queue.vhost)
-      let existed = vhost.queues[queue.name] != nil
+      let existed = broker.vhosts[queue.vhost]?.queues[queue.name] != nil
       do {
-        try vhost.declareQueue(
-          name: queue.name, durable: queue.durable, autoDelete: queue.autoDelete, arguments: queue.arguments,
-          connection: 0)
+        try queue.declare(on: broker)
         if !existed { log.append("added queue '\(queue.name)' in vhost '\(queue.vhost)'") }
       } catch {
         log.append("not changed: \(error.replyText)")
       }
     }
     for binding in self.bindings {
-      let vhost = broker.addVirtualHost(binding.vhost)
-      let before = vhost.bindings.count
       do {
-        switch binding.destinationKind {
-        case .queue:
-          try vhost.bindQueue(
-            binding.destination, to: binding.source, routingKey: binding.routingKey, arguments: binding.arguments,
-            connection: 0)
-        case .exchange:
-          try vhost.bindExchange(
-            destination: binding.destination, source: binding.source, routingKey: binding.routingKey,
-            arguments: binding.arguments)
-        }
-        if vhost.bindings.count > before {
+        if try binding.declare(on: broker) {
           log.append(
             "added binding from '\(binding.source)' to \(binding.destinationKind.rawValue) '\(binding.destination)'"
               + " with key '\(binding.routingKey)' in vhost '\(binding.vhost)'")
@@ -244,5 +204,39 @@ public struct WarrenConfiguration: Sendable, Equatable {
       }
     }
     return log
+  }
+}
+
+extension ExchangeDefinition {
+  /// exchange.declare on the broker (406 when it exists with other properties).
+  func declare(on broker: Broker) throws(BrokerError) {
+    try broker.addVirtualHost(self.vhost).declareExchange(
+      name: self.name, type: self.type, durable: self.durable, autoDelete: self.autoDelete,
+      isInternal: self.isInternal, arguments: self.arguments)
+  }
+}
+
+extension QueueDefinition {
+  /// queue.declare on the broker (406 when it exists with other properties).
+  func declare(on broker: Broker) throws(BrokerError) {
+    try broker.addVirtualHost(self.vhost).declareQueue(
+      name: self.name, durable: self.durable, autoDelete: self.autoDelete, arguments: self.arguments, connection: 0)
+  }
+}
+
+extension BindingDefinition {
+  /// queue.bind or exchange.bind on the broker; returns whether the binding is new.
+  func declare(on broker: Broker) throws(BrokerError) -> Bool {
+    let vhost = broker.addVirtualHost(self.vhost)
+    let before = vhost.bindings.count
+    switch self.destinationKind {
+    case .queue:
+      try vhost.bindQueue(
+        self.destination, to: self.source, routingKey: self.routingKey, arguments: self.arguments, connection: 0)
+    case .exchange:
+      try vhost.bindExchange(
+        destination: self.destination, source: self.source, routingKey: self.routingKey, arguments: self.arguments)
+    }
+    return vhost.bindings.count > before
   }
 }

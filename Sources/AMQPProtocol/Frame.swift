@@ -319,3 +319,30 @@ public struct AMQPFrameEncoder: MessageToByteEncoder {
     out.writeAMQPFrame(data)
   }
 }
+
+/// Frames from a stream of socket reads: keeps a frame cut by one read until the next completes it. For clients
+/// and tools; the broker's connection handler has its own zero-copy version of this.
+public struct AMQPFrameReader {
+  /// The decoder (its limits can be changed after tuning).
+  public var decoder: AMQPFrameDecoder
+  private var pending: ByteBuffer?
+
+  public init(decoder: AMQPFrameDecoder = AMQPFrameDecoder(maxFrameSize: 0)) {
+    self.decoder = decoder
+  }
+
+  /// Calls `body` with every whole frame the bytes read so far hold.
+  public mutating func read(_ bytes: ByteBuffer, _ body: (Frame) -> Void) throws(AMQPProtocolError) {
+    var buffer = bytes
+    if var pending = self.pending {
+      self.pending = nil
+      pending.writeBuffer(&buffer)
+      buffer = pending
+    }
+    while let frame = try self.decoder.decodeFrame(&buffer) { body(frame) }
+    if buffer.readableBytes > 0 {
+      buffer.discardReadBytes()
+      self.pending = buffer
+    }
+  }
+}

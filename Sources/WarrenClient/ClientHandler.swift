@@ -117,8 +117,7 @@ final class ClientHandler: ChannelInboundHandler {
   var lastChannelNumber: UInt16 = 0
   var closedError: AMQPClientError?
   var closePromise: EventLoopPromise<Void>?
-  private var decoder = AMQPFrameDecoder(maxFrameSize: 0)
-  private var inbound: ByteBuffer?
+  private var reader = AMQPFrameReader()
   private var isOpen = false
   private var heartbeatTask: RepeatedTask?
   private var receivedSinceTick = false
@@ -163,21 +162,10 @@ final class ClientHandler: ChannelInboundHandler {
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     self.receivedSinceTick = true
-    var buffer = self.unwrapInboundIn(data)
-    if var pending = self.inbound {
-      self.inbound = nil
-      pending.writeBuffer(&buffer)
-      buffer = pending
-    }
     do {
-      while let frame = try self.decoder.decodeFrame(&buffer) { self.handle(frame, context: context) }
+      try self.reader.read(self.unwrapInboundIn(data)) { self.handle($0, context: context) }
     } catch {
       context.close(promise: nil)
-      return
-    }
-    if buffer.readableBytes > 0 {
-      buffer.discardReadBytes()
-      self.inbound = buffer
     }
   }
 

@@ -42,8 +42,7 @@ final class PerfConnection: ChannelInboundHandler {
   let role: any PerfRole
   let ready: EventLoopPromise<Void>
   var frameMax = 131_072
-  private var decoder = AMQPFrameDecoder(maxFrameSize: 0)
-  private var inbound: ByteBuffer?
+  private var reader = AMQPFrameReader()
   private var isReady = false
 
   init(endpoint: AMQPURL, role: any PerfRole, ready: EventLoopPromise<Void>) {
@@ -69,24 +68,11 @@ final class PerfConnection: ChannelInboundHandler {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    var buffer = self.unwrapInboundIn(data)
-    if var pending = self.inbound {
-      self.inbound = nil
-      pending.writeBuffer(&buffer)
-      buffer = pending
-    }
     do {
-      while let frame = try self.decoder.decodeFrame(&buffer) {
-        self.handle(frame, context: context)
-      }
+      try self.reader.read(self.unwrapInboundIn(data)) { self.handle($0, context: context) }
     } catch {
       context.fireErrorCaught(error)
       context.close(promise: nil)
-      return
-    }
-    if buffer.readableBytes > 0 {
-      buffer.discardReadBytes()
-      self.inbound = buffer
     }
   }
 

@@ -13,6 +13,16 @@ def name(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def bodies(channel, queue):
+    """Every ready message body of a queue, by basic.get."""
+    out = []
+    while True:
+        method, _, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            return out
+        out.append(body)
+
+
 def drain(channel, queue, count, auto_ack=False, timeout=5):
     """Consumes exactly `count` messages (or fails after `timeout` seconds of silence)."""
     got = []
@@ -556,18 +566,10 @@ def test_topic_exchange_routes_with_wildcards(channel):
     channel.basic_publish("amq.topic", "stock.eur.nyse", b"2")
     channel.basic_publish("amq.topic", "bond.eur", b"3")
 
-    def bodies(queue):
-        out = []
-        while True:
-            method, _, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append(body)
-
-    assert bodies(queues["stock.usd.*"]) == [b"1"]
-    assert bodies(queues["stock.#"]) == [b"1", b"2"]
-    assert bodies(queues["*.eur.nyse"]) == [b"2"]
-    assert bodies(queues["#"]) == [b"1", b"2", b"3"]
+    assert bodies(channel, queues["stock.usd.*"]) == [b"1"]
+    assert bodies(channel, queues["stock.#"]) == [b"1", b"2"]
+    assert bodies(channel, queues["*.eur.nyse"]) == [b"2"]
+    assert bodies(channel, queues["#"]) == [b"1", b"2", b"3"]
 
 
 def test_headers_exchange_all_and_any(channel):
@@ -580,16 +582,8 @@ def test_headers_exchange_all_and_any(channel):
         channel.basic_publish("amq.headers", "", body, pika.BasicProperties(headers=headers))
         channel.basic_publish("amq.match", "", body, pika.BasicProperties(headers=headers))
 
-    def bodies(queue):
-        out = []
-        while True:
-            method, _, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append(body)
-
-    assert bodies(all_q) == [b"both"]
-    assert bodies(any_q) == [b"both", b"any"]
+    assert bodies(channel, all_q) == [b"both"]
+    assert bodies(channel, any_q) == [b"both", b"any"]
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
         channel.queue_bind(all_q, "amq.headers", "", arguments={"x-match": "some"})
     assert error.value.reply_code == 406

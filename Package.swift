@@ -17,6 +17,7 @@ let package = Package(
     .library(name: "AMQPProtocol", targets: ["AMQPProtocol"]),
     .library(name: "WarrenCore", targets: ["WarrenCore"]),
     .library(name: "WarrenServer", targets: ["WarrenServer"]),
+    .library(name: "WarrenMetrics", targets: ["WarrenMetrics"]),
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
     .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
@@ -31,6 +32,7 @@ let package = Package(
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
   ],
   targets: [
     .target(
@@ -49,10 +51,16 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "WarrenMetrics",
+      dependencies: ["WarrenCore"],
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "WarrenServer",
       dependencies: [
         "AMQPProtocol",
         "WarrenCore",
+        "WarrenMetrics",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -113,6 +121,7 @@ let package = Package(
       name: "WarrenCommand",
       dependencies: [
         "WarrenServer",
+        "WarrenMetrics",
         "WarrenConfig",
         .product(name: "NIOHTTP1", package: "swift-nio"),
         "WarrenPerf",
@@ -121,6 +130,8 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
       ],
       swiftSettings: upcoming
     ),
@@ -193,6 +204,11 @@ let package = Package(
       dependencies: [
         "WarrenConfig", "WarrenCore", "AMQPProtocol", "TopicExchange", .product(name: "NIOCore", package: "swift-nio"),
       ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "WarrenMetricsTests",
+      dependencies: ["WarrenMetrics", "WarrenCore"],
       swiftSettings: upcoming
     ),
     .testTarget(

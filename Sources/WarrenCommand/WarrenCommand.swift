@@ -5,6 +5,8 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ServiceLifecycle
+import UnixSignals
 import WarrenConfig
 import WarrenCore
 import WarrenServer
@@ -29,7 +31,7 @@ struct Warren: AsyncParsableCommand {
     commandName: "warren",
     abstract: "An AMQP 0-9-1 message broker.",
     version: "0.1.0",
-    subcommands: [Serve.self, CheckConfig.self, ExportDefinitions.self, Perf.self],
+    subcommands: [Serve.self, CheckConfig.self, ExportDefinitions.self, Perf.self, Health.self],
     defaultSubcommand: Serve.self
   )
 }
@@ -69,8 +71,9 @@ struct Serve: AsyncParsableCommand {
   var logLevel: String?
 
   func run() async throws {
-    // Signals are taken over first: a SIGHUP that arrives while starting must not end the process.
-    let signals = terminationAndReloadSignals()
+    // A SIGHUP that arrives while starting must not end the process (SIGTERM and SIGINT stop it, gracefully once
+    // the service group runs).
+    signal(SIGHUP, SIG_IGN)
     // Settings: the file, then WARREN_* environment variables, then command-line flags.
     var configuration = WarrenConfiguration()
     if let path = self.config {
@@ -105,58 +108,18 @@ struct Serve: AsyncParsableCommand {
     }
     let logger = Logger(label: "warren")
     raiseOpenFileLimit()
-    let limits = server.limits
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let amqp: AMQPServer
+    let service = BrokerService(
+      settings: server, configuration: configuration, configPath: self.config, portFile: self.portFile,
+      exchangeTypes: configuredExchangeTypes, logger: logger)
+    let group = ServiceGroup(
+      configuration: ServiceGroupConfiguration(
+        services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     do {
-      // The topology is applied before the listener opens; a conflict stops the start.
-      amqp = try await AMQPServer.start(
-        host: server.amqpBind, port: server.amqpPort, eventLoop: group.next(), logger: logger,
-        makeBroker: { [limits, configuration, registry = configuredExchangeTypes, server] in
-          let broker = Broker(registry: registry, limits: limits, defaultVirtualHost: server.defaultVirtualHost)
-          try configuration.apply(to: broker)
-          return broker
-        })
-    } catch let error as BrokerError {
-      logger.critical("the configuration cannot be applied: \(error)")
-      try await group.shutdownGracefully()
+      try await group.run()
+    } catch {
+      logger.critical("warren stopped: \(error)")
       throw ExitCode(1)
     }
-    if let path = self.config { logger.info("configuration \(path) applied") }
-    let http = try await HTTPServer.start(
-      host: server.metricsBind, port: server.metricsPort, group: group, logger: logger
-    ) { [amqp] request in
-      await httpResponse(to: request, amqp: amqp)
-    }
-    for warning in configuration.warnings { logger.warning("\(warning)") }
-    if let portFile = self.portFile, let port = amqp.localAddress.port {
-      try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
-    }
-    var signal = "end of signals"
-    for await received in signals {
-      signal = received
-      guard received == "SIGHUP" else { break }
-      guard let path = self.config else {
-        logger.notice("SIGHUP: no configuration file to read again")
-        continue
-      }
-      do {
-        let reloaded = try ConfigLoader.load(path: path, registry: configuredExchangeTypes)
-        let changes = try await amqp.withBroker { broker in reloaded.applyAdditions(to: broker) }
-        logger.notice("SIGHUP: configuration \(path) read again: \(changes.isEmpty ? "nothing to add" : "")")
-        for change in changes { logger.notice("SIGHUP: \(change)") }
-      } catch let problems as ConfigProblems {
-        logger.error("SIGHUP: configuration \(path) not applied, it has problems:\n\(problems)")
-      }
-    }
-    logger.info("received \(signal), shutting down")
-    await http.shutdown()
-    try await amqp.shutdown()
-    // Give clients a bounded time to answer connection.close.
-    for _ in 0..<100 where try await amqp.connectionCount() > 0 {
-      try await Task.sleep(for: .milliseconds(50))
-    }
-    try await group.shutdownGracefully()
   }
 }
 
@@ -175,32 +138,6 @@ struct CheckConfig: AsyncParsableCommand {
       printError("\(error)\n\(self.file): \(error.problems.count) problem(s)")
       throw ExitCode(1)
     }
-  }
-}
-
-/// The HTTP routes: health, readiness, and the running topology (`/api/definitions`, `?format=yaml`).
-func httpResponse(to request: HTTPRequestHead, amqp: AMQPServer) async -> HTTPResponse {
-  let parts = request.uri.split(separator: "?", maxSplits: 1)
-  let path = parts.first.map(String.init) ?? "/"
-  let query = parts.count > 1 ? String(parts[1]) : ""
-  guard request.method == .GET else { return HTTPResponse(status: .methodNotAllowed, body: "GET only\n") }
-  switch path {
-  case "/healthz":
-    return HTTPResponse(body: "ok\n")
-  case "/readyz":
-    return HTTPResponse(body: "ready\n")  // served once the topology is applied and the AMQP listener accepts
-  case "/api/definitions":
-    do {
-      let running = try await amqp.withBroker { WarrenConfiguration(runningTopologyOf: $0) }
-      if query.contains("format=yaml") {
-        return HTTPResponse(contentType: "application/yaml", body: try running.yaml())
-      }
-      return HTTPResponse(contentType: "application/json", body: try running.rabbitMQDefinitionsJSON() + "\n")
-    } catch {
-      return HTTPResponse(status: .internalServerError, body: "\(error)\n")
-    }
-  default:
-    return HTTPResponse(status: .notFound, body: "not found: \(path)\n")
   }
 }
 
@@ -256,29 +193,30 @@ func applyEnvironment(to server: inout ServerSettings) throws {
   if let value = try integer("WARREN_FRAME_MAX") { server.frameMax = UInt32(clamping: value) }
   if let value = try integer("WARREN_CHANNEL_MAX") { server.channelMax = UInt16(clamping: value) }
   if let value = try integer("WARREN_MAX_MESSAGE_SIZE") { server.maxMessageSize = value }
+  if let value = environment["WARREN_METRICS_PREFIX"] {
+    guard ServerSettings.isValidMetricsPrefix(value) else {
+      throw ValidationError("WARREN_METRICS_PREFIX must be a Prometheus metric name, not '\(value)'")
+    }
+    server.metricsPrefix = value
+  }
+  if let text = environment["WARREN_MEMORY_HIGH_WATERMARK"] {
+    guard let value = Double(text), value > 0 else {
+      throw ValidationError("WARREN_MEMORY_HIGH_WATERMARK must be a fraction (0 < x <= 1) or bytes, not '\(text)'")
+    }
+    server.memoryHighWatermark = value
+  }
+  if let value = try integer("WARREN_DISK_FREE_LIMIT") { server.diskFreeLimit = value }
+  if let text = environment["WARREN_SHUTDOWN_TIMEOUT"] {
+    guard let value = Double(text), value >= 0 else {
+      throw ValidationError("WARREN_SHUTDOWN_TIMEOUT must be a number of seconds, not '\(text)'")
+    }
+    server.shutdownTimeout = value
+  }
 }
 
 func printError(_ text: String) {
   FileHandle.standardError.write(Data((text + "\n").utf8))
 }
-
-/// SIGTERM, SIGINT (stop) and SIGHUP (read the configuration again), by name, as they arrive.
-func terminationAndReloadSignals() -> AsyncStream<String> {
-  AsyncStream { continuation in
-    let queue = DispatchQueue(label: "warren.signals")
-    var sources: [any DispatchSourceSignal] = []
-    for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")] {
-      signal(number, SIG_IGN)
-      let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-      source.setEventHandler { continuation.yield(name) }
-      source.resume()
-      sources.append(source)
-    }
-    signalSources = sources
-  }
-}
-
-nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
 
 /// Raises the soft limit of open files to the hard limit: every connection is a file descriptor.
 func raiseOpenFileLimit() {

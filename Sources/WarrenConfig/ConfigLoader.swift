@@ -83,7 +83,8 @@ public struct ConfigLoader {
     guard let mapping = self.mapping(node, "server") else { return }
     let keys = [
       "amqp_bind", "amqp_port", "metrics_bind", "metrics_port", "data_dir", "heartbeat", "frame_max", "channel_max",
-      "max_message_size", "default_vhost", "log_level",
+      "max_message_size", "default_vhost", "log_level", "metrics_prefix", "memory_high_watermark", "disk_free_limit",
+      "shutdown_timeout",
     ]
     for (key, value) in self.entries(mapping, allowed: keys, in: "server") {
       switch key {
@@ -99,6 +100,28 @@ public struct ConfigLoader {
         server.channelMax = self.integer(value, key, 1...65535).map(UInt16.init) ?? server.channelMax
       case "max_message_size": server.maxMessageSize = self.integer(value, key, 0...(1 << 31)) ?? server.maxMessageSize
       case "default_vhost": server.defaultVirtualHost = self.string(value, key) ?? server.defaultVirtualHost
+      case "metrics_prefix":
+        if let prefix = self.string(value, key) {
+          if ServerSettings.isValidMetricsPrefix(prefix) {
+            server.metricsPrefix = prefix
+          } else {
+            self.problem(
+              value, "metrics_prefix must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), not '\(prefix)'")
+          }
+        }
+      case "memory_high_watermark":
+        if let number = self.number(value, key), number > 0 {
+          server.memoryHighWatermark = number
+        } else {
+          self.problem(value, "memory_high_watermark must be a fraction of memory (0 < x <= 1) or a number of bytes")
+        }
+      case "disk_free_limit": server.diskFreeLimit = self.integer(value, key, 0...Int.max) ?? server.diskFreeLimit
+      case "shutdown_timeout":
+        if let number = self.number(value, key), number >= 0 {
+          server.shutdownTimeout = number
+        } else {
+          self.problem(value, "shutdown_timeout must be a number of seconds, 0 or more")
+        }
       case "log_level":
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         if let level = self.string(value, key) {
@@ -443,6 +466,10 @@ public struct ConfigLoader {
     if let scalar = node.scalar { return scalar.string }
     self.problem(node, "\(key) must be a string")
     return nil
+  }
+
+  private func number(_ node: Node, _ key: String) -> Double? {
+    node.int.map(Double.init) ?? node.float
   }
 
   private mutating func integer(_ node: Node, _ key: String, _ range: ClosedRange<Int>) -> Int? {

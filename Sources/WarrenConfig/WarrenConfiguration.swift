@@ -31,8 +31,32 @@ public struct ServerSettings: Sendable, Equatable {
   public var maxMessageSize = 128 * 1024 * 1024
   public var defaultVirtualHost = "/"
   public var logLevel = "info"
+  /// The metric name prefix (`rabbitmq`, so that RabbitMQ's dashboards work).
+  public var metricsPrefix = "rabbitmq"
+  /// The memory high watermark: a fraction of the machine's (or container's) memory when at most 1, else bytes.
+  /// Above it publishers are blocked (connection.blocked), as RabbitMQ's `vm_memory_high_watermark`.
+  public var memoryHighWatermark = 0.4
+  /// The free disk space, in bytes, below which publishers are blocked (RabbitMQ's `disk_free_limit`).
+  public var diskFreeLimit = 50_000_000
+  /// How long a graceful shutdown waits for publishers to finish and confirms to go out, in seconds.
+  public var shutdownTimeout = 10.0
 
   public init() {}
+
+  /// Whether a string can prefix metric names.
+  public static func isValidMetricsPrefix(_ prefix: String) -> Bool {
+    guard let first = prefix.unicodeScalars.first, first.isASCII,
+      first == "_" || first == ":" || first.properties.isAlphabetic
+    else { return false }
+    return prefix.unicodeScalars.allSatisfy {
+      $0.isASCII && ($0 == "_" || $0 == ":" || $0.properties.isAlphabetic || ("0"..."9").contains($0))
+    }
+  }
+
+  /// The memory high watermark in bytes, for a machine with `totalMemory` bytes.
+  public func memoryLimit(totalMemory: Int) -> Int {
+    self.memoryHighWatermark <= 1 ? Int(Double(totalMemory) * self.memoryHighWatermark) : Int(self.memoryHighWatermark)
+  }
 
   /// The limits offered to clients.
   public var limits: BrokerLimits {

@@ -99,6 +99,8 @@ public final class Broker {
   public var limits: BrokerLimits
   /// The product name and version announced to clients.
   public let version: String
+  /// What the broker has done since it started (for the metrics endpoint).
+  public let counters = BrokerCounters()
 
   private var lastConnectionID: UInt64 = 0
 
@@ -145,7 +147,7 @@ public final class Broker {
   @discardableResult
   public func addVirtualHost(_ name: String) -> VirtualHost {
     if let existing = self.vhosts[name] { return existing }
-    let vhost = VirtualHost(name: name, registry: self.registry)
+    let vhost = VirtualHost(name: name, registry: self.registry, counters: self.counters)
     self.vhosts[name] = vhost
     return vhost
   }

@@ -40,6 +40,8 @@ public final class Exchange: Destination {
   public internal(set) var outgoingBindings: [Binding] = []
   /// Whether it was deleted (a channel's cached reference must look it up again).
   public internal(set) var isDeleted = false
+  /// Messages published to this exchange by clients (not those reaching it through exchange-to-exchange bindings).
+  public var messagesPublished = 0
 
   init(name: String, type: any ExchangeType, durable: Bool, autoDelete: Bool, isInternal: Bool, arguments: FieldTable) {
     self.type = type
@@ -135,6 +137,10 @@ public final class Queue: Destination {
   public private(set) var unackedCount = 0
   /// Whether it was deleted; late acknowledgements to it are ignored.
   public internal(set) var isDeleted = false
+  /// The body bytes of the messages delivered and not yet acknowledged.
+  public private(set) var unackedBytes = 0
+  /// Messages enqueued since the queue was created (set by ``enqueue(_:)``).
+  public var messagesPublished = 0
 
   private var nextConsumer = 0
   @usableFromInline var nextSequence: UInt32 = 0
@@ -167,6 +173,7 @@ public final class Queue: Destination {
   /// Adds a message at the tail and delivers what can be delivered.
   @inlinable
   public func enqueue(_ message: Message) {
+    self.messagesPublished &+= 1
     self.storage.append(QueuedMessage(message: message, sequence: self.takeSequence()))
     if !self.consumers.isEmpty { self.dispatch() }
   }
@@ -194,6 +201,7 @@ public final class Queue: Destination {
       if !consumer.noAck {
         consumer.unacked += 1
         self.unackedCount += 1
+        self.unackedBytes += message.message.bodySize
       }
       consumer.channel.deliver(message, from: self, to: consumer)
     }
@@ -230,14 +238,18 @@ public final class Queue: Destination {
   /// Takes the head for basic.get; tracked as unacknowledged unless `noAck`.
   public func get(noAck: Bool) -> QueuedMessage? {
     guard let message = self.storage.removeFirst() else { return nil }
-    if !noAck { self.unackedCount += 1 }
+    if !noAck {
+      self.unackedCount += 1
+      self.unackedBytes += message.message.bodySize
+    }
     return message
   }
 
   /// A delivery was acknowledged, rejected or returned; call ``dispatch()`` after a batch of them.
-  public func settle(consumer: Consumer?) {
+  public func settle(_ message: QueuedMessage, consumer: Consumer?) {
     guard !self.isDeleted else { return }
     self.unackedCount -= 1
+    self.unackedBytes -= message.message.bodySize
     if let consumer, consumer.queue === self { consumer.unacked -= 1 }
   }
 

@@ -12,6 +12,8 @@ public final class VirtualHost {
   public let defaultExchange: Exchange
 
   let registry: ExchangeRegistry
+  /// The broker's counters (queues declared, created and deleted).
+  public let counters: BrokerCounters
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
   private var routes = RouteSet()
@@ -20,9 +22,10 @@ public final class VirtualHost {
 
   /// Creates a virtual host with the default exchange and the predeclared `amq.*` exchanges of every registered
   /// type that has one.
-  public init(name: String, registry: ExchangeRegistry) {
+  public init(name: String, registry: ExchangeRegistry, counters: BrokerCounters = BrokerCounters()) {
     self.name = name
     self.registry = registry
+    self.counters = counters
     self.defaultExchange = Exchange(
       name: "", type: DirectExchangeType(), durable: true, autoDelete: false, isInternal: false, arguments: [:])
     self.exchanges[""] = self.defaultExchange
@@ -150,6 +153,7 @@ public final class VirtualHost {
       return try self.queue(named: requestedName, connection: connection)
     }
     try validateName(requestedName, kind: "queue")
+    self.counters.values.queuesDeclared += 1
     var name = requestedName
     if name.isEmpty {
       name = self.makeServerName()
@@ -181,6 +185,7 @@ public final class VirtualHost {
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
       autoDelete: autoDelete, arguments: arguments)
     self.queues[name] = queue
+    self.counters.values.queuesCreated += 1
     self.topologyVersion &+= 1
     // Every queue is bound to the default exchange by its name (implicitly: the default exchange routes by name).
     return queue
@@ -226,6 +231,7 @@ public final class VirtualHost {
     let count = queue.messageCount
     self.queues[queue.name] = nil
     queue.isDeleted = true
+    self.counters.values.queuesDeleted += 1
     self.topologyVersion &+= 1
     for binding in queue.incomingBindings { self.removeBinding(binding, autoDeleteSource: true) }
     for consumer in queue.removeAllConsumers() { consumer.channel.consumerCancelledByServer(consumer) }

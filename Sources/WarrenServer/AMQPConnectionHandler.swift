@@ -2,6 +2,7 @@ import AMQPProtocol
 import Logging
 import NIOCore
 import WarrenCore
+import WarrenMetrics
 
 /// One client connection: decodes frames from each socket read, drives the connection and channel state
 /// machines, calls into the broker, and writes replies and deliveries into one outbound buffer per batch.
@@ -36,9 +37,20 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   /// A queue asked this publisher to wait (flow control).
   private var throttled = false
   private var readingPaused = false
+  /// A resource alarm stopped reading from this publishing connection.
+  private var readingPausedByAlarm = false
+  /// connection.blocked was sent and connection.unblocked is owed.
+  private var blockedNotified = false
   private var resumeTimer: Scheduled<Void>?
   /// Messages published during the current read.
   var publishesThisRead = 0
+  /// Bytes received from and sent to the client (for the metrics endpoint).
+  private(set) var bytesReceived = 0
+  private(set) var bytesSent = 0
+  /// When bytes last arrived.
+  private(set) var lastReadAt = NIODeadline.now()
+  /// The peer's and the listener's addresses, RabbitMQ's connection name ("127.0.0.1:54321 -> 127.0.0.1:5672").
+  private(set) var name = ""
   /// Only publishers that send at least this many messages per read are held back: one waiting for each
   /// confirm is never flooding anything.
   static let bulkPublishesPerRead = 64
@@ -61,6 +73,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.context = context
     self.notePeer(context)
     self.runtime.connections[self.id] = self
+    self.broker.counters.values.connectionsOpened += 1
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     self.handshakeTimeout = context.eventLoop.scheduleTask(in: .seconds(10)) {
       let handler = bound.value
@@ -77,6 +90,9 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   private func notePeer(_ context: ChannelHandlerContext) {
     guard let remote = context.channel.remoteAddress else { return }
+    self.name =
+      "\(remote.ipAddress ?? "?"):\(remote.port ?? 0) -> "
+      + "\(context.channel.localAddress?.ipAddress ?? "?"):\(context.channel.localAddress?.port ?? 0)"
     self.logger[metadataKey: "peer"] = "\(remote)"
     let ip = remote.ipAddress ?? ""
     self.remoteIsLoopback = ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
@@ -97,6 +113,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.runtime.readStarted()
     self.receivedSinceTick = true
     var buffer = self.unwrapInboundIn(data)
+    self.bytesReceived &+= buffer.readableBytes
+    self.lastReadAt = .now()
     do {
       // A frame cut by the previous read: complete it with just the bytes it lacks, so the rest of this read is
       // decoded in place and never copied.
@@ -154,6 +172,12 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   func channelReadComplete(context: ChannelHandlerContext) {
     for channel in self.channels.values { channel.flushConfirms() }
+    if self.runtime.alarms.any && self.publishesThisRead > 0 && !self.readingPausedByAlarm {
+      // A resource alarm is in effect: a connection that publishes is not read until it clears (RabbitMQ's
+      // "blocked" state). What this read held is routed and confirmed; nothing is dropped.
+      self.readingPausedByAlarm = true
+      context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+    }
     if self.throttled && !self.readingPaused && self.publishesThisRead >= Self.bulkPublishesPerRead {
       // A queue this connection floods is behind its consumers: stop reading until it catches up, or for
       // a bounded time (a consumer that stopped reading must not stop the publisher for good).
@@ -299,6 +323,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     }
     let channel = ServerChannel(number: number, connection: self)
     self.channels[number] = channel
+    self.broker.counters.values.channelsOpened += 1
     self.writeMethod(channel: number, .channelOpenOk(ChannelOpenOk()))
     return nil
   }
@@ -318,6 +343,11 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.flushAndClose()
     case .authenticate(let mechanism, let username, let password):
       let user = self.broker.authenticate(user: username, password: password, fromLoopback: self.remoteIsLoopback)
+      if user == nil {
+        self.broker.counters.values.authAttemptsFailed += 1
+      } else {
+        self.broker.counters.values.authAttemptsSucceeded += 1
+      }
       if user == nil {
         self.logger.warning(
           "login refused for user '\(username)' with mechanism \(mechanism)\(self.remoteIsLoopback ? "" : " (remote connection)")"
@@ -343,6 +373,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.perform(self.machine.virtualHostOpened(name, error: error))
       if error == nil {
         self.handshakeTimeout?.cancel()
+        if self.runtime.alarms.any { self.resourceAlarmChanged(active: true, reason: self.runtime.alarmReason) }
         self.logger.info(
           "connection open: user '\(self.machine.username ?? "")', vhost '\(name)'",
           metadata: ["client": "\(self.clientName)"])
@@ -400,6 +431,19 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.runtime.markDirty(self)
   }
 
+  /// Whether a publish may still be arriving: part of a frame is buffered, a channel awaits a publish's content, or
+  /// bytes arrived within `quietPeriod`.
+  func mayBePublishing(quietPeriod: TimeAmount) -> Bool {
+    guard self.machine.isOpen, !self.stopDecoding else { return false }
+    if self.inbound != nil || self.channels.values.contains(where: { $0.isReceivingContent }) { return true }
+    return self.lastReadAt + quietPeriod > .now()
+  }
+
+  /// Cancels every consumer of every channel (the broker is shutting down).
+  func cancelConsumersForShutdown() {
+    for channel in self.channels.values { channel.cancelConsumersForShutdown() }
+  }
+
   // MARK: Heartbeats
 
   private func startHeartbeats(seconds: Int) {
@@ -413,7 +457,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   }
 
   private func heartbeatTick(seconds: Int) {
-    if self.receivedSinceTick {
+    if self.receivedSinceTick || self.readingPausedByAlarm {
+      // A client blocked by an alarm is not read, so its heartbeats are not seen: it is not silent.
       self.receivedSinceTick = false
       self.silentTicks = 0
     } else {
@@ -473,6 +518,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     guard let context, self.outbound.readableBytes > 0 else { return }
     self.sentSinceTick = true
     let buffer = self.outbound
+    self.bytesSent &+= buffer.readableBytes
     // A busy connection gets a buffer as large as its last batch; a quiet one holds no memory until it writes.
     self.outbound =
       buffer.readableBytes > 16384
@@ -483,6 +529,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   private func flushAndClose() {
     guard let context else { return }
     let buffer = self.outbound
+    self.bytesSent &+= buffer.readableBytes
     self.outbound.clear()
     let channel = context.channel
     context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
@@ -492,6 +539,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   private func closeChannelsForConnectionClose() {
     for channel in self.channels.values { channel.release() }
+    self.broker.counters.values.channelsClosed += self.channels.count
     self.channels.removeAll()
     self.lastChannel = nil
   }
@@ -507,6 +555,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.closeChannelsForConnectionClose()
     self.vhost?.removeExclusiveQueues(of: self.id)
     self.runtime.connections[self.id] = nil
+    self.broker.counters.values.connectionsClosed += 1
     if self.vhost != nil {
       self.logger.info("connection closed")
     }
@@ -514,7 +563,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   }
 
   func channelClosed(_ number: UInt16) {
-    self.channels[number] = nil
+    if self.channels.removeValue(forKey: number) != nil { self.broker.counters.values.channelsClosed += 1 }
     if number == self.lastChannelNumber {
       self.lastChannel = nil
     }
@@ -531,6 +580,31 @@ extension AMQPConnectionHandler: FlowControlledPublisher {
     self.readingPaused = false
     self.resumeTimer?.cancel()
     self.resumeTimer = nil
-    context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+    if !self.readingPausedByAlarm {
+      context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+    }
+  }
+
+  /// A resource alarm was raised or cleared: tell the client (connection.blocked / unblocked, when it supports
+  /// them) and read again once clear.
+  func resourceAlarmChanged(active: Bool, reason: String) {
+    guard self.machine.isOpen, let context else { return }
+    if active {
+      if self.machine.clientSupportsConnectionBlocked && !self.blockedNotified {
+        self.blockedNotified = true
+        self.writeMethod(channel: 0, .connectionBlocked(ConnectionBlocked(reason: reason)))
+      }
+      return
+    }
+    if self.blockedNotified {
+      self.blockedNotified = false
+      self.writeMethod(channel: 0, .connectionUnblocked(ConnectionUnblocked()))
+    }
+    if self.readingPausedByAlarm {
+      self.readingPausedByAlarm = false
+      if !self.readingPaused {
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+      }
+    }
   }
 }

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import WarrenCore
+import WarrenMetrics
 
 /// The AMQP listener: accepts connections onto the broker's event loop.
 public final class AMQPServer: Sendable {
@@ -10,7 +11,7 @@ public final class AMQPServer: Sendable {
   /// The event loop that owns the broker and every connection.
   public let eventLoop: any EventLoop
   private let serverChannel: any Channel
-  private let runtime: NIOLoopBound<BrokerRuntime>
+  let runtime: NIOLoopBound<BrokerRuntime>
 
   private init(
     localAddress: SocketAddress, eventLoop: any EventLoop, serverChannel: any Channel,
@@ -64,6 +65,71 @@ public final class AMQPServer: Sendable {
     return try await self.eventLoop.submit { try body(runtime.value.broker) }.get()
   }
 
+  /// Shuts down gracefully: stops accepting, cancels every consumer (basic.cancel), lets publishers finish what
+  /// they are sending (until no connection has received anything for `quietPeriod`, or `timeout` passes) with
+  /// their confirms, then closes every connection with 320 CONNECTION_FORCED and waits up to 5 s for them to go.
+  public func drain(timeout: Duration, quietPeriod: Duration = .milliseconds(100)) async throws {
+    let runtime = self.runtime
+    try? await self.serverChannel.close()
+    try await self.eventLoop.submit {
+      runtime.value.isDraining = true
+      for connection in runtime.value.connections.values { connection.cancelConsumersForShutdown() }
+      runtime.value.flushDirty()
+    }.get()
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    let quiet = TimeAmount.nanoseconds(
+      quietPeriod.components.seconds * 1_000_000_000 + quietPeriod.components.attoseconds / 1_000_000_000)
+    while clock.now < deadline {
+      let publishing = try await self.eventLoop.submit {
+        runtime.value.connections.values.filter { $0.mayBePublishing(quietPeriod: quiet) }.count
+      }.get()
+      if publishing == 0 { break }
+      try await Task.sleep(for: .milliseconds(10))
+    }
+    try await self.shutdown()
+    let closeDeadline = clock.now + .seconds(5)
+    while clock.now < closeDeadline, try await self.connectionCount() > 0 {
+      try await Task.sleep(for: .milliseconds(10))
+    }
+  }
+
+  /// Whether the broker is ready for traffic: accepting connections and no resource alarm in effect.
+  public func readiness() async throws -> (accepting: Bool, alarms: ResourceAlarms) {
+    let runtime = self.runtime
+    return try await self.eventLoop.submit { (!runtime.value.isDraining, runtime.value.alarms) }.get()
+  }
+
+  /// Checks memory and free disk space every `interval` and raises or clears the alarms (publishers are blocked
+  /// while one is in effect).
+  public func monitorResources(
+    memoryLimit: Int, diskFreeLimit: Int, dataDirectory: String, interval: TimeAmount = .seconds(1)
+  ) async throws {
+    let runtime = self.runtime
+    try await self.eventLoop.submit {
+      runtime.value.alarms.memoryLimit = memoryLimit
+      runtime.value.alarms.diskFreeLimit = diskFreeLimit
+      let check: @Sendable () -> Void = {
+        runtime.value.updateAlarms(
+          residentMemory: ProcessStatistics.residentMemory(), diskFree: ProcessStatistics.diskFree(path: dataDirectory))
+      }
+      check()
+      runtime.value.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in check() }
+    }.get()
+  }
+
+  /// Sets the resource readings by hand (for tests): raises or clears the alarms as a monitor reading would.
+  public func updateResources(
+    memoryLimit: Int, diskFreeLimit: Int, residentMemory: Int, diskFree: Int
+  ) async throws {
+    let runtime = self.runtime
+    try await self.eventLoop.submit {
+      runtime.value.alarms.memoryLimit = memoryLimit
+      runtime.value.alarms.diskFreeLimit = diskFreeLimit
+      runtime.value.updateAlarms(residentMemory: residentMemory, diskFree: diskFree)
+    }.get()
+  }
+
   /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for the listener to close.
   public func shutdown(reason: String = "broker is shutting down") async throws {
     try? await self.serverChannel.close()
@@ -77,5 +143,30 @@ public final class AMQPServer: Sendable {
   public func connectionCount() async throws -> Int {
     let runtime = self.runtime
     return try await self.eventLoop.submit { runtime.value.connections.count }.get()
+  }
+}
+
+extension AMQPServer {
+  /// RabbitMQ's aliveness test, in process: declares the queue `aliveness-test` in `vhost`, publishes a message to
+  /// it through the default exchange and gets it back. Returns nil when that worked, else what failed.
+  public func alivenessTest(vhost name: String) async throws -> String? {
+    let runtime = self.runtime
+    return try await self.eventLoop.submit { () -> String? in
+      guard let vhost = runtime.value.broker.vhosts[name] else { return "vhost '\(name)' not found" }
+      do {
+        let queue = try vhost.declareQueue(name: "aliveness-test", connection: 0)
+        _ = queue.purge()
+        let body = "test_message"
+        let routed = vhost.publish(
+          Message.make(exchange: "", routingKey: queue.name, body: ByteBuffer(string: body)), to: vhost.defaultExchange)
+        guard routed == 1 else { return "the test message was not routed" }
+        guard let got = queue.get(noAck: true), String(buffer: got.message.body) == body else {
+          return "the test message did not come back"
+        }
+        return nil
+      } catch {
+        return "\(error)"
+      }
+    }.get()
   }
 }

@@ -2,6 +2,7 @@ import AMQPProtocol
 import Logging
 import NIOCore
 import WarrenCore
+import WarrenMetrics
 
 /// The broker and its connections on the event loop that owns them.
 ///
@@ -15,6 +16,10 @@ public final class BrokerRuntime {
   let logger: Logger
   let serverProperties: FieldTable
   var connections: [UInt64: AMQPConnectionHandler] = [:]
+  /// The resource alarms in effect and their limits.
+  var alarms = ResourceAlarms()
+  /// A graceful shutdown has begun.
+  var isDraining = false
   private var dirty: [AMQPConnectionHandler] = []
   private var inReadCycle = false
   private var flushScheduled = false
@@ -37,8 +42,52 @@ public final class BrokerRuntime {
         "consumer_cancel_notify": .bool(true),
         "authentication_failure_close": .bool(true),
         "per_consumer_qos": .bool(true),
+        "connection.blocked": .bool(true),
       ]),
     ]
+  }
+
+  /// Why publishers are blocked, for connection.blocked.
+  var alarmReason: String {
+    switch (self.alarms.memory, self.alarms.disk) {
+    case (true, true): return "low on memory and disk space"
+    case (true, false): return "low on memory"
+    case (false, true): return "low on disk space"
+    case (false, false): return ""
+    }
+  }
+
+  /// Takes new readings of memory and free disk space: raises or clears the alarms and tells the connections.
+  func updateAlarms(residentMemory: Int, diskFree: Int) {
+    var alarms = self.alarms
+    alarms.memory = alarms.memoryLimit > 0 && residentMemory > alarms.memoryLimit
+    alarms.disk = diskFree < alarms.diskFreeLimit
+    guard alarms != self.alarms else { return }
+    let before = self.alarms
+    self.alarms = alarms
+    if alarms.memory != before.memory {
+      if alarms.memory {
+        self.logger.warning(
+          "memory alarm set: resident memory \(residentMemory) B is above the watermark \(alarms.memoryLimit) B; publishers are blocked"
+        )
+      } else {
+        self.logger.notice("memory alarm cleared: resident memory \(residentMemory) B")
+      }
+    }
+    if alarms.disk != before.disk {
+      if alarms.disk {
+        self.logger.warning(
+          "disk alarm set: free disk space \(diskFree) B is below the limit \(alarms.diskFreeLimit) B; publishers are blocked"
+        )
+      } else {
+        self.logger.notice("disk alarm cleared: free disk space \(diskFree) B")
+      }
+    }
+    if alarms.any != before.any || alarms.any {
+      for connection in self.connections.values {
+        connection.resourceAlarmChanged(active: alarms.any, reason: self.alarmReason)
+      }
+    }
   }
 
   /// A read started: flushes wait for its end.

@@ -56,6 +56,8 @@ public struct ChannelStateMachine: Sendable {
 
   /// Whether the channel is closing or closed (no deliveries).
   public var isClosing: Bool { self.state == .closing || self.state == .closed }
+  /// Whether a publish's header or body frames are still to come.
+  public var isReceivingContent: Bool { self.state == .awaitingHeader || self.state == .awaitingBody }
 
   /// The message completed by the last ``Action/publishReady``.
   public mutating func takeContent() -> Content {

@@ -79,6 +79,11 @@ public struct ConnectionStateMachine: Sendable {
   }
 
   /// Whether the client handles server-sent basic.cancel (`consumer_cancel_notify`).
+  /// Whether the client asked for connection.blocked and connection.unblocked.
+  public var clientSupportsConnectionBlocked: Bool {
+    self.clientProperties["capabilities"]?.tableValue?["connection.blocked"]?.boolValue == true
+  }
+
   public var clientSupportsConsumerCancelNotify: Bool {
     self.clientProperties["capabilities"]?.tableValue?["consumer_cancel_notify"]?.boolValue == true
   }

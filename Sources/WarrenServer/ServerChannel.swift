@@ -35,11 +35,14 @@ final class ServerChannel: DeliveryChannel {
   private var released = false
   private var lastExchange: Exchange?
   private var routeCache = RouteCache()
+  /// The broker's counters (messages received, routed, delivered, ...).
+  let counters: BrokerCounters
 
   init(number: UInt16, connection: AMQPConnectionHandler) {
     self.number = number
     self.connection = connection
     self.vhost = connection.vhost!
+    self.counters = connection.broker.counters
     self.machine = ChannelStateMachine(maxMessageSize: connection.broker.limits.maxMessageSize)
   }
 
@@ -215,9 +218,16 @@ final class ServerChannel: DeliveryChannel {
       try self.authorize(.read, "queue", m.queue)
       let queue = try self.vhost.queue(named: m.queue, connection: self.connectionID)
       guard let message = queue.get(noAck: m.noAck) else {
+        self.counters.values.messagesGetEmpty += 1
         self.reply(.basicGetEmpty(BasicGetEmpty()))
         return
       }
+      if m.noAck {
+        self.counters.values.messagesDeliveredGetAutoAck += 1
+      } else {
+        self.counters.values.messagesDeliveredGetManualAck += 1
+      }
+      if message.redelivered { self.counters.values.messagesRedelivered += 1 }
       self.nextDeliveryTag += 1
       if !m.noAck {
         self.unacked.append(
@@ -298,8 +308,18 @@ final class ServerChannel: DeliveryChannel {
     let message = Message.make(
       exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: properties, body: body)
     self.connection.publishesThisRead += 1
+    self.counters.values.messagesReceived &+= 1
+    self.counters.recordMessageSize(body.readableBytes)
+    exchange.messagesPublished &+= 1
     let routed = self.vhost.publish(
       message, routingKey: publish.routingKey, to: exchange, publisher: self.connection, cache: &self.routeCache)
+    if routed > 0 {
+      self.counters.values.messagesRouted &+= 1
+    } else if publish.mandatory {
+      self.counters.values.messagesUnroutableReturned += 1
+    } else {
+      self.counters.values.messagesUnroutableDropped += 1
+    }
     if routed == 0 && publish.mandatory {
       self.connection.writeContent(
         channel: self.number,
@@ -310,6 +330,7 @@ final class ServerChannel: DeliveryChannel {
     }
     if self.confirmMode {
       self.publishSequence += 1
+      self.counters.values.messagesReceivedConfirm &+= 1
     }
   }
 
@@ -317,6 +338,7 @@ final class ServerChannel: DeliveryChannel {
   func flushConfirms() {
     guard self.confirmMode, self.publishSequence > self.confirmedUpTo else { return }
     let multiple = self.publishSequence - self.confirmedUpTo > 1
+    self.counters.values.messagesConfirmed &+= Int(self.publishSequence - self.confirmedUpTo)
     self.confirmedUpTo = self.publishSequence
     self.reply(.basicAck(BasicAck(deliveryTag: self.publishSequence, multiple: multiple)))
   }
@@ -363,7 +385,11 @@ final class ServerChannel: DeliveryChannel {
     if !consumer.noAck {
       self.unacked.append(
         UnackedDelivery(tag: self.nextDeliveryTag, queue: queue, message: message, consumer: consumer))
+      self.counters.values.messagesDeliveredConsumeManualAck &+= 1
+    } else {
+      self.counters.values.messagesDeliveredConsumeAutoAck &+= 1
     }
+    if message.redelivered { self.counters.values.messagesRedelivered &+= 1 }
     self.connection.writeDelivery(
       channel: self.number, consumerTag: consumer.tagBytes, deliveryTag: self.nextDeliveryTag,
       redelivered: message.redelivered, message: message.message)
@@ -375,6 +401,19 @@ final class ServerChannel: DeliveryChannel {
       self.reply(.basicCancel(BasicCancel(consumerTag: consumer.tag, noWait: true)))
     }
   }
+
+  /// Cancels every consumer from the server's side (basic.cancel to clients that support it): the broker is
+  /// shutting down. Unacknowledged deliveries stay with the channel until it closes.
+  func cancelConsumersForShutdown() {
+    let consumers = Array(self.consumers.values)
+    for consumer in consumers {
+      self.vhost.removeConsumer(consumer)
+      self.consumerCancelledByServer(consumer)
+    }
+  }
+
+  /// Whether a publish is half received (its header or body frames are still to come).
+  var isReceivingContent: Bool { self.machine.isReceivingContent }
 
   /// Lets the queues of this channel's consumers deliver again (flow on, prefetch raised, socket writable).
   func resumeDeliveries() {
@@ -437,18 +476,20 @@ final class ServerChannel: DeliveryChannel {
     // The common case, one ack of the oldest delivery, without building arrays.
     if case .basicAck(let m) = method, !m.multiple, let head = self.unacked.first, head.tag == m.deliveryTag {
       self.unacked.removeFirst()
-      head.queue.settle(consumer: head.consumer)
+      self.counters.values.messagesAcknowledged &+= 1
+      head.queue.settle(head.message, consumer: head.consumer)
       head.queue.dispatch()
       return
     }
     let deliveries = try self.takeDeliveries(method)
+    if case .basicAck = method { self.counters.values.messagesAcknowledged += deliveries.count }
     self.settle(deliveries, requeue: requeue)
   }
 
   private func settle(_ deliveries: [UnackedDelivery], requeue: Bool) {
     self.touchedQueues.removeAll(keepingCapacity: true)
     for delivery in deliveries {
-      delivery.queue.settle(consumer: delivery.consumer)
+      delivery.queue.settle(delivery.message, consumer: delivery.consumer)
       if !self.touchedQueues.contains(where: { $0 === delivery.queue }) { self.touchedQueues.append(delivery.queue) }
     }
     let queues = self.touchedQueues

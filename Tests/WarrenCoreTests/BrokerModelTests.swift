@@ -7,12 +7,14 @@ import Testing
 /// A consumer's channel that records deliveries and can be told to refuse them.
 final class RecordingChannel: DeliveryChannel {
   var delivered: [(consumer: String, body: String, redelivered: Bool)] = []
+  var deliveredMessages: [QueuedMessage] = []
   var cancelled: [String] = []
   var accepting = true
 
   func canDeliver(to consumer: Consumer) -> Bool { self.accepting }
   func deliver(_ message: QueuedMessage, from queue: Queue, to consumer: Consumer) {
     self.delivered.append((consumer.tag, String(buffer: message.message.body), message.redelivered))
+    self.deliveredMessages.append(message)
   }
   func consumerCancelledByServer(_ consumer: Consumer) { self.cancelled.append(consumer.tag) }
 }
@@ -189,10 +191,12 @@ struct QueueTests {
     for i in 0..<5 { queue.enqueue(message("\(i)")) }
     #expect(channel.delivered.count == 2)
     #expect(queue.messageCount == 3 && queue.unackedCount == 2)
-    queue.settle(consumer: consumer)
+    #expect(queue.unackedBytes == 2 && queue.storage.bytes == 3)
+    queue.settle(channel.deliveredMessages[0], consumer: consumer)
     queue.dispatch()
     #expect(channel.delivered.count == 3)
-    #expect(queue.unackedCount == 2)
+    #expect(queue.unackedCount == 2 && queue.unackedBytes == 2 && queue.storage.bytes == 2)
+    #expect(queue.messagesPublished == 5)
   }
 
   @Test("requeued messages go back to their places, marked redelivered")

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+import WarrenConfig
+import WarrenCore
+import WarrenMetrics
+import WarrenServer
+
+/// The broker as a service of a `ServiceGroup`: applies the topology, opens the AMQP and HTTP listeners, reads the
+/// configuration again on SIGHUP, and on a graceful shutdown (SIGTERM, SIGINT) drains: no new connections,
+/// consumers cancelled, publishers given `shutdown_timeout` to finish with their confirms, then every connection
+/// closed with 320 CONNECTION_FORCED.
+struct BrokerService: Service {
+  let settings: ServerSettings
+  let configuration: WarrenConfiguration
+  let configPath: String?
+  let portFile: String?
+  let exchangeTypes: ExchangeRegistry
+  let logger: Logger
+
+  func run() async throws {
+    let logger = self.logger
+    let startTime = Date().timeIntervalSince1970
+    let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let amqp: AMQPServer
+    do {
+      // The topology is applied before the listener opens; a conflict stops the start.
+      amqp = try await AMQPServer.start(
+        host: self.settings.amqpBind, port: self.settings.amqpPort, eventLoop: eventLoops.next(), logger: logger,
+        makeBroker: { [settings, configuration, exchangeTypes] in
+          let broker = Broker(
+            registry: exchangeTypes, limits: settings.limits, defaultVirtualHost: settings.defaultVirtualHost)
+          try configuration.apply(to: broker)
+          return broker
+        })
+    } catch {
+      logger.critical("the configuration cannot be applied: \(error)")
+      try? await eventLoops.shutdownGracefully()
+      throw error
+    }
+    if let path = self.configPath { logger.info("configuration \(path) applied") }
+    try await amqp.monitorResources(
+      memoryLimit: self.settings.memoryLimit(totalMemory: ProcessStatistics.totalMemory()),
+      diskFreeLimit: self.settings.diskFreeLimit, dataDirectory: self.settings.dataDirectory)
+    let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost"
+    let routes = HTTPRoutes(
+      amqp: amqp,
+      renderer: MetricsRenderer(
+        prefix: self.settings.metricsPrefix, nodeName: "warren@\(host)", clusterName: "warren@\(host)",
+        version: warrenVersion, startTime: startTime),
+      dataDirectory: self.settings.dataDirectory)
+    let http = try await HTTPServer.start(
+      host: self.settings.metricsBind, port: self.settings.metricsPort, group: eventLoops, logger: logger
+    ) { request in
+      await routes.respond(to: request)
+    }
+    for warning in self.configuration.warnings { logger.warning("\(warning)") }
+    if let portFile = self.portFile, let port = amqp.localAddress.port {
+      try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
+    }
+
+    // Runs until a graceful shutdown is asked for; SIGHUP reads the configuration again meanwhile.
+    let reloads = await UnixSignalsSequence(trapping: [.sighup])
+    await cancelWhenGracefulShutdown {
+      for await _ in reloads { await self.reload(amqp) }
+    }
+
+    logger.info("shutting down: draining connections (up to \(self.settings.shutdownTimeout) s)")
+    try await amqp.drain(timeout: .milliseconds(Int64(self.settings.shutdownTimeout * 1000)))
+    await http.shutdown()
+    try await eventLoops.shutdownGracefully()
+    logger.info("stopped")
+  }
+
+  private func reload(_ amqp: AMQPServer) async {
+    guard let path = self.configPath else {
+      self.logger.notice("SIGHUP: no configuration file to read again")
+      return
+    }
+    do {
+      let reloaded = try ConfigLoader.load(path: path, registry: self.exchangeTypes)
+      let changes = try await amqp.withBroker { broker in reloaded.applyAdditions(to: broker) }
+      self.logger.notice("SIGHUP: configuration \(path) read again: \(changes.isEmpty ? "nothing to add" : "")")
+      for change in changes { self.logger.notice("SIGHUP: \(change)") }
+    } catch let problems as ConfigProblems {
+      self.logger.error("SIGHUP: configuration \(path) not applied, it has problems:\n\(problems)")
+    } catch {
+      self.logger.error("SIGHUP: configuration \(path) not applied: \(error)")
+    }
+  }
+}
+
+/// Warren's version.
+let warrenVersion = "0.1.0"
+
+/// `warren health`: asks a running broker's HTTP listener whether it is healthy (exit 0) or not (exit 1); the
+/// container image's HEALTHCHECK, which has no curl.
+struct Health: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Check a running broker over HTTP: exit 0 when /healthz (or --path) answers 200, else 1.")
+
+  @Option(help: "The broker's HTTP address (default 127.0.0.1 and WARREN_METRICS_PORT or 15692).")
+  var address: String?
+
+  @Option(help: "The path to ask: /healthz (alive), /readyz (ready for traffic) or /api/aliveness-test/%2F.")
+  var path: String = "/healthz"
+
+  func run() async throws {
+    let port = ProcessInfo.processInfo.environment["WARREN_METRICS_PORT"] ?? "15692"
+    let address = self.address ?? "127.0.0.1:\(port)"
+    do {
+      let body = try await httpGet(address: address, path: self.path)
+      print(body, terminator: "")
+    } catch {
+      printError("warren health: \(error)")
+      throw ExitCode(1)
+    }
+  }
+}

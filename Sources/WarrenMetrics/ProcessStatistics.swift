@@ -1,0 +1,73 @@
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Figures about the process and the machine, read from the operating system.
+public struct ProcessStatistics: Sendable {
+  /// Resident memory in bytes.
+  public var residentMemory: Int
+  /// Open file descriptors.
+  public var openFileDescriptors: Int
+  /// The open file descriptor limit.
+  public var maxFileDescriptors: Int
+  /// Free disk space where the data directory is, in bytes (available to unprivileged users).
+  public var diskFree: Int
+
+  /// Reads the figures now; `dataDirectory` is where disk space is measured.
+  public static func read(dataDirectory: String) -> ProcessStatistics {
+    ProcessStatistics(
+      residentMemory: Self.residentMemory(), openFileDescriptors: Self.openFileDescriptors(),
+      maxFileDescriptors: Self.maxFileDescriptors(), diskFree: Self.diskFree(path: dataDirectory))
+  }
+
+  /// The resident set size from /proc/self/statm (0 where there is none).
+  public static func residentMemory() -> Int {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = statm.split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+  }
+
+  static func openFileDescriptors() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+  }
+
+  static func maxFileDescriptors() -> Int {
+    var limit = rlimit()
+    #if canImport(Glibc)
+      let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    #else
+      let resource = RLIMIT_NOFILE
+    #endif
+    guard getrlimit(resource, &limit) == 0 else { return 0 }
+    return Int(clamping: limit.rlim_cur)
+  }
+
+  /// Free space for unprivileged users on the file system holding `path` (or its nearest existing parent).
+  public static func diskFree(path: String) -> Int {
+    var candidate = path.isEmpty ? "." : path
+    var stats = statvfs()
+    while statvfs(candidate, &stats) != 0 {
+      var parent = (candidate as NSString).deletingLastPathComponent
+      if parent.isEmpty { parent = "." }
+      if parent == candidate { return 0 }
+      candidate = parent
+    }
+    return Int(stats.f_bavail) * Int(stats.f_frsize)
+  }
+
+  /// The memory this process may use in bytes: the machine's, or a container's cgroup limit when lower.
+  public static func totalMemory() -> Int {
+    let physical = Int(ProcessInfo.processInfo.physicalMemory)
+    for path in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
+      if let text = try? String(contentsOfFile: path, encoding: .utf8),
+        let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), limit > 0, limit < physical
+      {
+        return limit
+      }
+    }
+    return physical
+  }
+}

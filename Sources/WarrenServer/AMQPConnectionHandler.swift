@@ -173,10 +173,15 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   func channelReadComplete(context: ChannelHandlerContext) {
     for channel in self.channels.values { channel.flushConfirms() }
     if self.runtime.alarms.any && self.publishesThisRead > 0 && !self.readingPausedByAlarm {
-      // A resource alarm is in effect: a connection that publishes is not read until it clears (RabbitMQ's
-      // "blocked" state). What this read held is routed and confirmed; nothing is dropped.
+      // A resource alarm is in effect: a connection that publishes is told (connection.blocked) and not read until
+      // it clears, as RabbitMQ blocks publishers. What this read held is routed and confirmed; nothing is dropped.
+      // Connections that only consume go on.
       self.readingPausedByAlarm = true
       context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+      if self.machine.clientSupportsConnectionBlocked && !self.blockedNotified {
+        self.blockedNotified = true
+        self.writeMethod(channel: 0, .connectionBlocked(ConnectionBlocked(reason: self.runtime.alarmReason)))
+      }
     }
     if self.throttled && !self.readingPaused && self.publishesThisRead >= Self.bulkPublishesPerRead {
       // A queue this connection floods is behind its consumers: stop reading until it catches up, or for
@@ -373,7 +378,6 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.perform(self.machine.virtualHostOpened(name, error: error))
       if error == nil {
         self.handshakeTimeout?.cancel()
-        if self.runtime.alarms.any { self.resourceAlarmChanged(active: true, reason: self.runtime.alarmReason) }
         self.logger.info(
           "connection open: user '\(self.machine.username ?? "")', vhost '\(name)'",
           metadata: ["client": "\(self.clientName)"])
@@ -585,17 +589,9 @@ extension AMQPConnectionHandler: FlowControlledPublisher {
     }
   }
 
-  /// A resource alarm was raised or cleared: tell the client (connection.blocked / unblocked, when it supports
-  /// them) and read again once clear.
-  func resourceAlarmChanged(active: Bool, reason: String) {
-    guard self.machine.isOpen, let context else { return }
-    if active {
-      if self.machine.clientSupportsConnectionBlocked && !self.blockedNotified {
-        self.blockedNotified = true
-        self.writeMethod(channel: 0, .connectionBlocked(ConnectionBlocked(reason: reason)))
-      }
-      return
-    }
+  /// The resource alarms cleared: a blocked publisher is told (connection.unblocked) and read again.
+  func resourceAlarmsCleared() {
+    guard let context else { return }
     if self.blockedNotified {
       self.blockedNotified = false
       self.writeMethod(channel: 0, .connectionUnblocked(ConnectionUnblocked()))

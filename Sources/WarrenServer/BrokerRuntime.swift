@@ -57,7 +57,9 @@ public final class BrokerRuntime {
     }
   }
 
-  /// Takes new readings of memory and free disk space: raises or clears the alarms and tells the connections.
+  /// Takes new readings of memory and free disk space and raises or clears the alarms. While one is in effect,
+  /// connections that publish are blocked (see ``AMQPConnectionHandler/channelReadComplete(context:)``); when all
+  /// clear, they are unblocked.
   func updateAlarms(residentMemory: Int, diskFree: Int) {
     var alarms = self.alarms
     alarms.memory = alarms.memoryLimit > 0 && residentMemory > alarms.memoryLimit
@@ -83,10 +85,8 @@ public final class BrokerRuntime {
         self.logger.notice("disk alarm cleared: free disk space \(diskFree) B")
       }
     }
-    if alarms.any != before.any || alarms.any {
-      for connection in self.connections.values {
-        connection.resourceAlarmChanged(active: alarms.any, reason: self.alarmReason)
-      }
+    if before.any && !alarms.any {
+      for connection in self.connections.values { connection.resourceAlarmsCleared() }
     }
   }
 

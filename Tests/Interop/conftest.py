@@ -11,13 +11,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class Broker:
-    def __init__(self, *extra_args):
+    def __init__(self, *extra_args, env=None):
         binary = os.environ.get("WARREN_BIN", os.path.join(ROOT, ".build", "debug", "warren"))
+        self.binary = binary
         self.process = subprocess.Popen(
             [binary, "--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", *extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.log = []
         self.port = None
@@ -54,6 +56,17 @@ class Broker:
                 self.process.kill()
                 self.process.wait()
         self.reader.join(timeout=5)
+
+    def http_get(self, path):
+        """GET from the broker's HTTP listener: (status, body)."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
     def logged(self, pattern):
         return any(re.search(pattern, line) for line in self.log)

@@ -25,7 +25,8 @@ struct FrameClient {
   func handshake(
     inbound: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator,
     outbound: NIOAsyncChannelOutboundWriter<Frame>,
-    password: String = "guest"
+    password: String = "guest",
+    clientProperties: FieldTable = [:]
   ) async throws -> Frame? {
     try await outbound.write(.protocolHeader(amqpProtocolHeader))
     guard case .method(0, .connectionStart) = try await inbound.next() else { return nil }
@@ -33,7 +34,8 @@ struct FrameClient {
       .method(
         channel: 0,
         .connectionStartOk(
-          ConnectionStartOk(clientProperties: [:], response: [0] + Array("guest".utf8) + [0] + Array(password.utf8)))))
+          ConnectionStartOk(
+            clientProperties: clientProperties, response: [0] + Array("guest".utf8) + [0] + Array(password.utf8)))))
     let tune = try await inbound.next()
     guard case .method(0, .connectionTune(let t)) = tune else { return tune }
     try await outbound.write(

@@ -1,0 +1,173 @@
+import AMQPProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+import WarrenCore
+import WarrenMetrics
+import WarrenServer
+
+/// Resource alarms, metrics snapshots and the graceful drain, over real sockets.
+@Suite("Operations: alarms, metrics, drain", .timeLimit(.minutes(1)))
+struct OperationsTests {
+  static let capabilities: FieldTable = [
+    "capabilities": .table(["connection.blocked": .bool(true), "consumer_cancel_notify": .bool(true)])
+  ]
+
+  func withServer(_ body: (AMQPServer, any EventLoopGroup) async throws -> Void) async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    let server = try await AMQPServer.start(
+      host: "127.0.0.1", port: 0, eventLoop: group.next(), logger: Logger(label: "test"), makeBroker: { Broker() })
+    do {
+      try await body(server, group)
+    } catch {
+      try await server.shutdown()
+      try await group.shutdownGracefully()
+      throw error
+    }
+    try await server.shutdown()
+    try await group.shutdownGracefully()
+  }
+
+  func publish(_ body: String, to queue: String, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
+    try await outbound.write(.method(channel: 1, .basicPublish(BasicPublish(routingKey: queue))))
+    try await outbound.write(
+      .header(channel: 1, ContentHeader(bodySize: UInt64(body.utf8.count), properties: BasicProperties())))
+    try await outbound.write(.body(channel: 1, ByteBuffer(string: body)))
+  }
+
+  @Test("a memory alarm sends connection.blocked, stops reading the publisher, and nothing is lost when it clears")
+  func memoryAlarm() async throws {
+    try await withServer { server, group in
+      let client = try await FrameClient.connect(to: server.localAddress, group: group)
+      try await client.channel.executeThenClose { inbound, outbound in
+        var frames = inbound.makeAsyncIterator()
+        _ = try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)
+        try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
+        #expect(try await frames.next() == .method(channel: 1, .channelOpenOk(ChannelOpenOk())))
+        try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "q"))))
+        _ = try await frames.next()
+        try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
+        _ = try await frames.next()
+
+        try await server.updateResources(memoryLimit: 100, diskFreeLimit: 10, residentMemory: 200, diskFree: 1000)
+        let (accepting, alarms) = try await server.readiness()
+        #expect(accepting && alarms.memory && !alarms.disk)
+        let reported = try await server.metricsSnapshot(perObject: false).alarms
+        #expect(reported.memory)
+
+        // The publish is taken and confirmed; the connection is then blocked: not read until the alarm clears.
+        try await self.publish("one", to: "q", outbound)
+        #expect(try await frames.next() == .method(channel: 1, .basicAck(BasicAck(deliveryTag: 1))))
+        #expect(
+          try await frames.next()
+            == .method(channel: 0, .connectionBlocked(ConnectionBlocked(reason: "low on memory"))))
+        try await self.publish("two", to: "q", outbound)
+
+        try await server.updateResources(memoryLimit: 100, diskFreeLimit: 10, residentMemory: 50, diskFree: 1000)
+        #expect(try await frames.next() == .method(channel: 0, .connectionUnblocked(ConnectionUnblocked())))
+        #expect(try await frames.next() == .method(channel: 1, .basicAck(BasicAck(deliveryTag: 2))))
+        let ready = try await server.withBroker { $0.vhosts["/"]!.queues["q"]!.messageCount }
+        #expect(ready == 2)
+        let cleared = try await server.readiness().alarms
+        #expect(!cleared.any)
+      }
+    }
+  }
+
+  @Test("during a disk alarm a new connection works until it publishes, then is blocked")
+  func diskAlarmAtOpen() async throws {
+    try await withServer { server, group in
+      try await server.updateResources(memoryLimit: 0, diskFreeLimit: 1000, residentMemory: 1, diskFree: 10)
+      let client = try await FrameClient.connect(to: server.localAddress, group: group)
+      try await client.channel.executeThenClose { inbound, outbound in
+        var frames = inbound.makeAsyncIterator()
+        let opened = try await client.handshake(
+          inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)
+        #expect(opened == .method(channel: 0, .connectionOpenOk(ConnectionOpenOk())))
+        try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
+        let channelOpened = try await frames.next()
+        #expect(channelOpened == .method(channel: 1, .channelOpenOk(ChannelOpenOk())))
+        try await self.publish("x", to: "nowhere", outbound)
+        let blocked = try await frames.next()
+        #expect(blocked == .method(channel: 0, .connectionBlocked(ConnectionBlocked(reason: "low on disk space"))))
+      }
+    }
+  }
+
+  @Test("a metrics snapshot counts what happened; a deleted queue leaves it")
+  func snapshot() async throws {
+    try await withServer { server, group in
+      let client = try await FrameClient.connect(to: server.localAddress, group: group)
+      try await client.channel.executeThenClose { inbound, outbound in
+        var frames = inbound.makeAsyncIterator()
+        _ = try await client.handshake(inbound: &frames, outbound: outbound)
+        try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
+        _ = try await frames.next()
+        try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "counted"))))
+        _ = try await frames.next()
+        try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
+        _ = try await frames.next()
+        try await self.publish("12345", to: "counted", outbound)
+        try await self.publish("x", to: "nowhere", outbound)
+        var confirmed: UInt64 = 0
+        while confirmed < 2 {
+          guard case .method(1, .basicAck(let ack)) = try await frames.next() else { return }
+          confirmed = ack.deliveryTag
+        }
+        var snapshot = try await server.metricsSnapshot(perObject: true)
+        #expect(snapshot.counters.messagesReceived == 2 && snapshot.counters.messagesConfirmed == 2)
+        #expect(snapshot.counters.messagesRouted == 1 && snapshot.counters.messagesUnroutableDropped == 1)
+        #expect(snapshot.connectionCount == 1 && snapshot.channelCount == 1)
+        let queue = snapshot.queues.first { $0.name == "counted" }
+        #expect(queue?.ready == 1 && queue?.readyBytes == 5 && queue?.published == 1)
+        #expect(snapshot.exchanges.first { $0.name == "" }?.published == 2)
+        #expect(snapshot.connections.first?.bytesReceived ?? 0 > 0)
+
+        try await outbound.write(.method(channel: 1, .queueDelete(QueueDelete(queue: "counted"))))
+        _ = try await frames.next()
+        snapshot = try await server.metricsSnapshot(perObject: true)
+        #expect(!snapshot.queues.contains { $0.name == "counted" })
+        #expect(snapshot.queueCount == 0 && snapshot.counters.queuesDeleted == 1)
+      }
+    }
+  }
+
+  @Test("drain cancels consumers, confirms what was published, then closes with 320")
+  func drain() async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    let server = try await AMQPServer.start(
+      host: "127.0.0.1", port: 0, eventLoop: group.next(), logger: Logger(label: "test"), makeBroker: { Broker() })
+    let client = try await FrameClient.connect(to: server.localAddress, group: group)
+    try await client.channel.executeThenClose { inbound, outbound in
+      var frames = inbound.makeAsyncIterator()
+      _ = try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)
+      try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
+      _ = try await frames.next()
+      try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "d"))))
+      _ = try await frames.next()
+      try await outbound.write(.method(channel: 1, .basicConsume(BasicConsume(queue: "d", consumerTag: "c1"))))
+      #expect(try await frames.next() == .method(channel: 1, .basicConsumeOk(BasicConsumeOk(consumerTag: "c1"))))
+      try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
+      _ = try await frames.next()
+
+      let draining = Task { try await server.drain(timeout: .seconds(10)) }
+      #expect(
+        try await frames.next() == .method(channel: 1, .basicCancel(BasicCancel(consumerTag: "c1", noWait: true))))
+      // Still publishing after the cancel: the drain waits for it, confirms it, and only then closes.
+      try await self.publish("late", to: "d", outbound)
+      #expect(try await frames.next() == .method(channel: 1, .basicAck(BasicAck(deliveryTag: 1))))
+      guard case .method(0, .connectionClose(let close)) = try await frames.next() else {
+        Issue.record("expected connection.close")
+        return
+      }
+      #expect(close.replyCode == 320)
+      try await outbound.write(.method(channel: 0, .connectionCloseOk(ConnectionCloseOk())))
+      try await draining.value
+      let remaining = try await server.connectionCount()
+      let readiness = try await server.readiness()
+      #expect(remaining == 0 && !readiness.accepting)
+    }
+    try await group.shutdownGracefully()
+  }
+}

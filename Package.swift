@@ -151,7 +151,9 @@ let package = Package(
       swiftSettings: upcoming),
     .executableTarget(
       name: "warren-microbench",
-      dependencies: ["AMQPProtocol", "WarrenCore", "TopicExchange", .product(name: "NIOCore", package: "swift-nio")],
+      dependencies: [
+        "AMQPProtocol", "WarrenCore", "WarrenMetrics", "TopicExchange", .product(name: "NIOCore", package: "swift-nio"),
+      ],
       path: "Benchmarks/Micro",
       swiftSettings: upcoming
     ),

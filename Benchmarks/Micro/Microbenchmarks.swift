@@ -2,6 +2,7 @@ import AMQPProtocol
 import NIOCore
 import TopicExchange
 import WarrenCore
+import WarrenMetrics
 
 /// Microbenchmarks of the hot pieces: frame decode and encode, routing per exchange type, queue enqueue and
 /// dequeue. A few seconds in all; run with `make microbench` (release build). They report, they assert nothing.
@@ -116,6 +117,16 @@ struct Microbenchmarks {
     measure("queue storage append + removeFirst", operations: count) {
       for i in 0..<count { storage.append(QueuedMessage(message: message, sequence: UInt32(truncatingIfNeeded: i))) }
       while storage.removeFirst() != nil {}
+    }
+
+    // A per-object scrape of 10,000 queues (rendering only; the snapshot is copied on the broker's loop).
+    var snapshot = MetricsSnapshot()
+    snapshot.queues = (0..<10_000).map { QueueSample(vhost: "/", name: "queue-\($0)") }
+    snapshot.queueCount = snapshot.queues.count
+    let renderer = MetricsRenderer(nodeName: "warren@bench", clusterName: "bench", version: "0", startTime: 0)
+    let process = ProcessStatistics(residentMemory: 0, openFileDescriptors: 0, maxFileDescriptors: 0, diskFree: 0)
+    measure("render /metrics/per-object, 10,000 queues (per scrape)", operations: 1) {
+      _ = renderer.perObject(snapshot, process: process, now: 1)
     }
   }
 }

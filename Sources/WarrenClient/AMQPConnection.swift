@@ -38,7 +38,7 @@ public final class AMQPConnection: Sendable {
     let eventLoop = group.next()
     let opened = eventLoop.makePromise(of: Void.self)
     let channel = try await ClientBootstrap(group: eventLoop)
-      .channelOption(.socketOption(.tcp_nodelay), value: 1)
+      .channelOption(.tcpOption(.tcp_nodelay), value: 1)
       .connectTimeout(.seconds(30))
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {

@@ -278,7 +278,7 @@ public enum PerfRunner {
     let eventLoop = loop ?? group.next()
     let ready = eventLoop.makePromise(of: Void.self)
     let channel = try await ClientBootstrap(group: eventLoop)
-      .channelOption(.socketOption(.tcp_nodelay), value: 1)
+      .channelOption(.tcpOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(

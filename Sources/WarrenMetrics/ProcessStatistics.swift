@@ -15,6 +15,13 @@ public struct ProcessStatistics: Sendable {
   /// Free disk space where the data directory is, in bytes (available to unprivileged users).
   public var diskFree: Int
 
+  public init(residentMemory: Int, openFileDescriptors: Int, maxFileDescriptors: Int, diskFree: Int) {
+    self.residentMemory = residentMemory
+    self.openFileDescriptors = openFileDescriptors
+    self.maxFileDescriptors = maxFileDescriptors
+    self.diskFree = diskFree
+  }
+
   /// Reads the figures now; `dataDirectory` is where disk space is measured.
   public static func read(dataDirectory: String) -> ProcessStatistics {
     ProcessStatistics(

@@ -85,10 +85,15 @@ public final class HTTPServer: Sendable {
           var headers = HTTPHeaders()
           headers.add(name: "Content-Type", value: response.contentType)
           headers.add(name: "Content-Length", value: "\(response.body.utf8.count)")
-          try await outbound.write(
-            .head(HTTPResponseHead(version: request.version, status: response.status, headers: headers)))
-          try await outbound.write(.body(.byteBuffer(ByteBuffer(string: response.body))))
-          try await outbound.write(.end(nil))
+          if !request.isKeepAlive { headers.add(name: "Connection", value: "close") }
+          // Written straight to the channel and awaited until flushed: closing after a large body must not cut it.
+          let channel = connection.channel
+          channel.write(
+            HTTPServerResponsePart.head(
+              HTTPResponseHead(version: request.version, status: response.status, headers: headers)),
+            promise: nil)
+          channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: response.body))), promise: nil)
+          try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
           if !request.isKeepAlive { return }
         }
       }

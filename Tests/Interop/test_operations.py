@@ -130,12 +130,12 @@ def test_metrics_count_a_known_sequence_and_pass_promtool(fresh_broker):
 def test_per_object_scrape_of_many_queues(fresh_broker):
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", fresh_broker.port, heartbeat=0))
     channel = connection.channel()
-    for i in range(2000):
+    for i in range(10000):
         channel.queue_declare(f"many-{i}", arguments={})
     status, text = fresh_broker.http_get("/metrics/per-object")
     assert status == 200
     m = samples(text)
-    assert sum(1 for key in m if key.startswith("rabbitmq_queue_messages_ready{")) == 2000
+    assert sum(1 for key in m if key.startswith("rabbitmq_queue_messages_ready{")) == 10000
     connection.close()
 
 

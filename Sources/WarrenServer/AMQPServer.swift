@@ -68,7 +68,7 @@ public final class AMQPServer: Sendable {
   /// Shuts down gracefully: stops accepting, cancels every consumer (basic.cancel), lets publishers finish what
   /// they are sending (until no connection has received anything for `quietPeriod`, or `timeout` passes) with
   /// their confirms, then closes every connection with 320 CONNECTION_FORCED and waits up to 5 s for them to go.
-  public func drain(timeout: Duration, quietPeriod: Duration = .milliseconds(100)) async throws {
+  public func drain(timeout: Duration, quietPeriod: Duration = .milliseconds(500)) async throws {
     let runtime = self.runtime
     try? await self.serverChannel.close()
     try await self.eventLoop.submit {

@@ -6,7 +6,8 @@
 # Configuration: the file /etc/warren/warren.yaml (mount your own over it; `config/warren.yaml` documents every
 # key) and WARREN_* environment variables, which override the file (see the README). Logs go to standard output.
 # SIGTERM (docker stop / podman stop) drains: consumers cancelled, confirms sent, connections closed with 320,
-# exit 0.
+# exit 0. The HEALTHCHECK asks 127.0.0.1 on WARREN_METRICS_PORT (default 15692): set that variable, not only the
+# file's metrics_port, if you move the HTTP listener.
 
 ARG SWIFT_IMAGE=swift:6.3-bookworm
 # Where the binary comes from: "binary-from-build" (compiled in the Swift image) or "binary-from-host" (a static

@@ -74,7 +74,17 @@ for scenario in "${SCENARIOS[@]}"; do
     latency)
       w=$(run warren --duration "$DURATION" --size 1024 --rate 1000); r=$(run rabbitmq --duration "$DURATION" --size 1024 --rate 1000)
       wv=$(field "$w" p99_us); rv=$(field "$r" p99_us)
-      row "latency p99 at 1,000 msg/s, 1 KiB (lower is better)" "$wv us" "$rv us" "$(ratio "$wv" "$rv")" "<= 0.33x" ;;
+      row "latency p99 at 1,000 msg/s, 1 KiB (lower is better)" "$wv us" "$rv us" "$(ratio "$wv" "$rv")" "<= 0.33x"
+      # The machine's floor: a bare C epoll relay (no broker, no AMQP) under the same rate and size.
+      if command -v gcc >/dev/null 2>&1; then
+        gcc -O2 -o "$WORK/floor-relay" Benchmarks/LatencyFloor/relay.c
+        gcc -O2 -pthread -o "$WORK/floor-client" Benchmarks/LatencyFloor/client.c
+        floor_port=$(free_port)
+        "$WORK/floor-relay" "$floor_port" & floor_pid=$!
+        fv=$("$WORK/floor-client" "$floor_port" $((DURATION * 1000)) 1000 | sed 's/.*p99_us=\([0-9]*\).*/\1/')
+        wait "$floor_pid" 2>/dev/null || true
+        row "  floor: bare C relay, no broker (p99, same load)" "-" "-" "$fv us = $(ratio "$fv" "$rv") of RabbitMQ" "-"
+      fi ;;
     queued)
       stop_brokers; start_brokers  # memory is measured on fresh brokers
       args=(--consumers 0 --count 1000000 --confirm 1000 --size 16)

@@ -14,21 +14,6 @@ struct OperationsTests {
     "capabilities": .table(["connection.blocked": .bool(true), "consumer_cancel_notify": .bool(true)])
   ]
 
-  func withServer(_ body: (AMQPServer, any EventLoopGroup) async throws -> Void) async throws {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    let server = try await AMQPServer.start(
-      host: "127.0.0.1", port: 0, eventLoop: group.next(), logger: Logger(label: "test"), makeBroker: { Broker() })
-    do {
-      try await body(server, group)
-    } catch {
-      try await server.shutdown()
-      try await group.shutdownGracefully()
-      throw error
-    }
-    try await server.shutdown()
-    try await group.shutdownGracefully()
-  }
-
   func publish(_ body: String, to queue: String, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
     try await outbound.write(.method(channel: 1, .basicPublish(BasicPublish(routingKey: queue))))
     try await outbound.write(

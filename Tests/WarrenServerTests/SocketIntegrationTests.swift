@@ -6,6 +6,23 @@ import Testing
 import WarrenCore
 import WarrenServer
 
+/// Runs `body` with a broker listening on 127.0.0.1 (a free port) and an event loop group for clients; shuts both
+/// down afterwards, whether `body` throws or not.
+func withServer(_ body: (AMQPServer, any EventLoopGroup) async throws -> Void) async throws {
+  let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+  let server = try await AMQPServer.start(
+    host: "127.0.0.1", port: 0, eventLoop: group.next(), logger: Logger(label: "test"), makeBroker: { Broker() })
+  do {
+    try await body(server, group)
+  } catch {
+    try await server.shutdown()
+    try await group.shutdownGracefully()
+    throw error
+  }
+  try await server.shutdown()
+  try await group.shutdownGracefully()
+}
+
 /// A frame-level client over a real socket, for scripting exact exchanges with the broker.
 struct FrameClient {
   let channel: NIOAsyncChannel<Frame, Frame>
@@ -48,22 +65,6 @@ struct FrameClient {
 
 @Suite("Broker over real sockets", .timeLimit(.minutes(1)))
 struct SocketIntegrationTests {
-  func withServer(_ body: (AMQPServer, any EventLoopGroup) async throws -> Void) async throws {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    let server = try await AMQPServer.start(
-      host: "127.0.0.1", port: 0, eventLoop: group.next(), logger: Logger(label: "test"),
-      makeBroker: { Broker() })
-    do {
-      try await body(server, group)
-    } catch {
-      try await server.shutdown()
-      try await group.shutdownGracefully()
-      throw error
-    }
-    try await server.shutdown()
-    try await group.shutdownGracefully()
-  }
-
   @Test("handshake, declare, confirmed publish, consume: the exact frames")
   func publishAndConsume() async throws {
     try await withServer { server, group in

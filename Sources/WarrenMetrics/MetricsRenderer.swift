@@ -244,6 +244,9 @@ public struct MetricsRenderer: Sendable {
     out.single(p + "process_resident_memory_bytes", .gauge, help: "Memory used in bytes", process.residentMemory)
     out.single(p + "process_open_fds", .gauge, help: "Open file descriptors", process.openFileDescriptors)
     out.single(p + "process_max_fds", .gauge, help: "Open file descriptors limit", process.maxFileDescriptors)
+    out.single(p + "process_open_tcp_sockets", .gauge, help: "Open TCP sockets", s.connectionCount)
+    out.single(
+      p + "process_max_tcp_sockets", .gauge, help: "Open TCP sockets limit", process.maxFileDescriptors)
     out.single(p + "disk_space_available_bytes", .gauge, help: "Disk space available in bytes", process.diskFree)
     out.single(
       p + "resident_memory_limit_bytes", .gauge, help: "Memory high watermark in bytes", s.alarms.memoryLimit)

@@ -91,6 +91,7 @@ struct MetricsRendererTests {
     #expect(samples[#"rabbitmq_global_messages_received_total{protocol="amqp091"}"#] == "7")
     #expect(samples[#"rabbitmq_global_messages_delivered_total{protocol="amqp091"}"#] == "5")
     #expect(samples["rabbitmq_process_resident_memory_bytes"] == "1")
+    #expect(samples["rabbitmq_process_max_tcp_sockets"] == "3")
     #expect(samples["rabbitmq_uptime_seconds"] == "10.0")
     #expect(!text.contains("queue=\""))
     #expect(!text.contains("exchange=\""))

@@ -9,6 +9,7 @@ import ServiceLifecycle
 import UnixSignals
 import WarrenConfig
 import WarrenCore
+import WarrenMetrics
 import WarrenServer
 
 /// The `warren` command line, as a library: an executable calls ``WarrenCommandLine/main(exchangeTypes:)`` with
@@ -107,7 +108,7 @@ struct Serve: AsyncParsableCommand {
       return handler
     }
     let logger = Logger(label: "warren")
-    raiseOpenFileLimit()
+    ProcessStatistics.raiseOpenFileLimit()
     let service = BrokerService(
       settings: server, configuration: configuration, configPath: self.config, portFile: self.portFile,
       exchangeTypes: configuredExchangeTypes, logger: logger)
@@ -217,20 +218,6 @@ func applyEnvironment(to server: inout ServerSettings) throws {
 func printError(_ text: String) {
   FileHandle.standardError.write(Data((text + "\n").utf8))
 }
-
-/// Raises the soft limit of open files to the hard limit: every connection is a file descriptor.
-func raiseOpenFileLimit() {
-  var limit = rlimit()
-  guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
-  limit.rlim_cur = limit.rlim_max
-  _ = setrlimit(RLIMIT_NOFILE_VALUE, &limit)
-}
-
-#if canImport(Glibc)
-  let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-#else
-  let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
-#endif
 
 /// A plain HTTP GET of `path` from `address` (host:port); the body, or an error for a status other than 200.
 func httpGet(address: String, path: String) async throws -> String {

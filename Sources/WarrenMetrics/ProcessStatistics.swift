@@ -43,14 +43,23 @@ public struct ProcessStatistics: Sendable {
 
   static func maxFileDescriptors() -> Int {
     var limit = rlimit()
-    #if canImport(Glibc)
-      let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-    #else
-      let resource = RLIMIT_NOFILE
-    #endif
-    guard getrlimit(resource, &limit) == 0 else { return 0 }
+    guard getrlimit(openFileResource, &limit) == 0 else { return 0 }
     return Int(clamping: limit.rlim_cur)
   }
+
+  /// Raises the soft limit of open files to the hard limit: every connection is a file descriptor.
+  public static func raiseOpenFileLimit() {
+    var limit = rlimit()
+    guard getrlimit(openFileResource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(openFileResource, &limit)
+  }
+
+  #if canImport(Glibc)
+    private static let openFileResource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+  #else
+    private static let openFileResource = RLIMIT_NOFILE
+  #endif
 
   /// Free space for unprivileged users on the file system holding `path` (or its nearest existing parent).
   public static func diskFree(path: String) -> Int {

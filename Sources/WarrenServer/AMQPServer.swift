@@ -78,13 +78,12 @@ public final class AMQPServer: Sendable {
     }.get()
     let clock = ContinuousClock()
     let deadline = clock.now + timeout
-    let quiet = TimeAmount.nanoseconds(
-      quietPeriod.components.seconds * 1_000_000_000 + quietPeriod.components.attoseconds / 1_000_000_000)
+    let quiet = TimeAmount(quietPeriod)
     while clock.now < deadline {
       let publishing = try await self.eventLoop.submit {
-        runtime.value.connections.values.filter { $0.mayBePublishing(quietPeriod: quiet) }.count
+        runtime.value.connections.values.contains { $0.mayBePublishing(quietPeriod: quiet) }
       }.get()
-      if publishing == 0 { break }
+      if !publishing { break }
       try await Task.sleep(for: .milliseconds(10))
     }
     try await self.shutdown()

@@ -71,7 +71,7 @@ public final class HTTPServer: Sendable {
     handler: @escaping @Sendable (HTTPRequestHead) async -> HTTPResponse
   ) async {
     // A request's errors end its connection only: the listener and every other connection go on.
-    try? await connection.executeThenClose { inbound, outbound in
+    try? await connection.executeThenClose { inbound, _ in
       var head: HTTPRequestHead?
       for try await part in inbound {
         switch part {

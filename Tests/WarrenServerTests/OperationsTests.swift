@@ -120,39 +120,37 @@ struct OperationsTests {
 
   @Test("drain cancels consumers, confirms what was published, then closes with 320")
   func drain() async throws {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    let server = try await AMQPServer.start(
-      host: "127.0.0.1", port: 0, eventLoop: group.next(), logger: Logger(label: "test"), makeBroker: { Broker() })
-    let client = try await FrameClient.connect(to: server.localAddress, group: group)
-    try await client.channel.executeThenClose { inbound, outbound in
-      var frames = inbound.makeAsyncIterator()
-      _ = try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)
-      try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
-      _ = try await frames.next()
-      try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "d"))))
-      _ = try await frames.next()
-      try await outbound.write(.method(channel: 1, .basicConsume(BasicConsume(queue: "d", consumerTag: "c1"))))
-      #expect(try await frames.next() == .method(channel: 1, .basicConsumeOk(BasicConsumeOk(consumerTag: "c1"))))
-      try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
-      _ = try await frames.next()
+    try await withServer { server, group in
+      let client = try await FrameClient.connect(to: server.localAddress, group: group)
+      try await client.channel.executeThenClose { inbound, outbound in
+        var frames = inbound.makeAsyncIterator()
+        _ = try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)
+        try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
+        _ = try await frames.next()
+        try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "d"))))
+        _ = try await frames.next()
+        try await outbound.write(.method(channel: 1, .basicConsume(BasicConsume(queue: "d", consumerTag: "c1"))))
+        #expect(try await frames.next() == .method(channel: 1, .basicConsumeOk(BasicConsumeOk(consumerTag: "c1"))))
+        try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
+        _ = try await frames.next()
 
-      let draining = Task { try await server.drain(timeout: .seconds(10)) }
-      #expect(
-        try await frames.next() == .method(channel: 1, .basicCancel(BasicCancel(consumerTag: "c1", noWait: true))))
-      // Still publishing after the cancel: the drain waits for it, confirms it, and only then closes.
-      try await self.publish("late", to: "d", outbound)
-      #expect(try await frames.next() == .method(channel: 1, .basicAck(BasicAck(deliveryTag: 1))))
-      guard case .method(0, .connectionClose(let close)) = try await frames.next() else {
-        Issue.record("expected connection.close")
-        return
+        let draining = Task { try await server.drain(timeout: .seconds(10)) }
+        #expect(
+          try await frames.next() == .method(channel: 1, .basicCancel(BasicCancel(consumerTag: "c1", noWait: true))))
+        // Still publishing after the cancel: the drain waits for it, confirms it, and only then closes.
+        try await self.publish("late", to: "d", outbound)
+        #expect(try await frames.next() == .method(channel: 1, .basicAck(BasicAck(deliveryTag: 1))))
+        guard case .method(0, .connectionClose(let close)) = try await frames.next() else {
+          Issue.record("expected connection.close")
+          return
+        }
+        #expect(close.replyCode == 320)
+        try await outbound.write(.method(channel: 0, .connectionCloseOk(ConnectionCloseOk())))
+        try await draining.value
+        let remaining = try await server.connectionCount()
+        let readiness = try await server.readiness()
+        #expect(remaining == 0 && !readiness.accepting)
       }
-      #expect(close.replyCode == 320)
-      try await outbound.write(.method(channel: 0, .connectionCloseOk(ConnectionCloseOk())))
-      try await draining.value
-      let remaining = try await server.connectionCount()
-      let readiness = try await server.readiness()
-      #expect(remaining == 0 && !readiness.accepting)
     }
-    try await group.shutdownGracefully()
   }
 }

@@ -58,6 +58,19 @@ struct ConfigTests {
         destination_type: exchange
     """
 
+  @Test("the operations keys: metrics prefix, watermarks, shutdown timeout")
+  func operationsKeys() throws {
+    let yaml =
+      "server:\n  metrics_prefix: warren\n  memory_high_watermark: 0.5\n  disk_free_limit: 1000\n"
+      + "  shutdown_timeout: 2.5\n"
+    let server = try ConfigLoader.load(text: yaml, file: "w.yaml", registry: registry()).server
+    #expect(server.metricsPrefix == "warren" && server.diskFreeLimit == 1000 && server.shutdownTimeout == 2.5)
+    #expect(server.memoryLimit(totalMemory: 1000) == 500)
+    var bytes = server
+    bytes.memoryHighWatermark = 4096
+    #expect(bytes.memoryLimit(totalMemory: 1000) == 4096)
+  }
+
   @Test("a good file is read and applied, and applying it again changes nothing")
   func good() throws {
     let configuration = try ConfigLoader.load(text: Self.good, file: "w.yaml", registry: registry())
@@ -98,6 +111,15 @@ struct ConfigTests {
     ),
     ("server:\n  amqp_port: high", ["w.yaml:2:14: amqp_port must be an integer"]),
     ("server:\n  amqp_port: 70000", ["w.yaml:2:14: amqp_port must be between 0 and 65535, not 70000"]),
+    (
+      "server:\n  metrics_prefix: 9lives",
+      ["w.yaml:2:19: metrics_prefix must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), not '9lives'"]
+    ),
+    (
+      "server:\n  memory_high_watermark: lots",
+      ["w.yaml:2:26: memory_high_watermark must be a fraction of memory (0 < x <= 1) or a number of bytes"]
+    ),
+    ("server:\n  shutdown_timeout: -1", ["w.yaml:2:21: shutdown_timeout must be a number of seconds, 0 or more"]),
     (
       "server:\n  log_level: loud",
       ["w.yaml:2:14: log_level must be one of trace, debug, info, notice, warning, error, critical, not 'loud'"]

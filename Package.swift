@@ -18,6 +18,8 @@ let package = Package(
     .library(name: "WarrenCore", targets: ["WarrenCore"]),
     .library(name: "WarrenServer", targets: ["WarrenServer"]),
     .library(name: "WarrenMetrics", targets: ["WarrenMetrics"]),
+    .library(name: "WarrenSystem", targets: ["WarrenSystem"]),
+    .library(name: "WarrenHTTP", targets: ["WarrenHTTP"]),
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
     .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
@@ -51,8 +53,12 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "WarrenSystem",
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "WarrenMetrics",
-      dependencies: ["WarrenCore"],
+      dependencies: ["WarrenCore", "WarrenSystem"],
       swiftSettings: upcoming
     ),
     .target(
@@ -60,7 +66,22 @@ let package = Package(
       dependencies: [
         "AMQPProtocol",
         "WarrenCore",
+        "WarrenSystem",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "DequeModule", package: "swift-collections"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .target(
+      name: "WarrenHTTP",
+      dependencies: [
+        "WarrenServer",
         "WarrenMetrics",
+        "WarrenConfig",
+        "WarrenSystem",
+        "WarrenCore",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -123,6 +144,8 @@ let package = Package(
         "WarrenServer",
         "WarrenMetrics",
         "WarrenConfig",
+        "WarrenHTTP",
+        "WarrenSystem",
         .product(name: "NIOHTTP1", package: "swift-nio"),
         "WarrenPerf",
         "WarrenCore",
@@ -152,7 +175,8 @@ let package = Package(
     .executableTarget(
       name: "warren-microbench",
       dependencies: [
-        "AMQPProtocol", "WarrenCore", "WarrenMetrics", "TopicExchange", .product(name: "NIOCore", package: "swift-nio"),
+        "AMQPProtocol", "WarrenCore", "WarrenMetrics", "WarrenSystem", "TopicExchange",
+        .product(name: "NIOCore", package: "swift-nio"),
       ],
       path: "Benchmarks/Micro",
       swiftSettings: upcoming
@@ -210,7 +234,7 @@ let package = Package(
     ),
     .testTarget(
       name: "WarrenMetricsTests",
-      dependencies: ["WarrenMetrics", "WarrenCore"],
+      dependencies: ["WarrenMetrics", "WarrenCore", "WarrenSystem"],
       swiftSettings: upcoming
     ),
     .testTarget(
@@ -221,7 +245,7 @@ let package = Package(
     .testTarget(
       name: "WarrenServerTests",
       dependencies: [
-        "WarrenServer", "WarrenCore", "AMQPProtocol",
+        "WarrenServer", "WarrenCore", "AMQPProtocol", "WarrenHTTP", "WarrenMetrics",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),

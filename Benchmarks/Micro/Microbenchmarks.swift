@@ -3,6 +3,7 @@ import NIOCore
 import TopicExchange
 import WarrenCore
 import WarrenMetrics
+import WarrenSystem
 
 /// Microbenchmarks of the hot pieces: frame decode and encode, routing per exchange type, queue enqueue and
 /// dequeue. A few seconds in all; run with `make microbench` (release build). They report, they assert nothing.

@@ -25,13 +25,13 @@ final class RoundRobinRouter: ExchangeRouter {
   private var next = 0
 
   func bindingAdded(_ binding: Binding) {
-    if !self.destinations.contains(where: { $0 === binding.destination }) {
+    if !self.destinations.contains(binding.destination) {
       self.destinations.append(binding.destination)
     }
   }
 
   func bindingRemoved(_ binding: Binding) {
-    self.destinations.removeAll { $0 === binding.destination }
+    self.destinations.removeAll { $0 == binding.destination }
   }
 
   func route(_ input: RoutingInput, into routes: inout RouteSet) {

@@ -88,7 +88,7 @@ public final class ConsistentHashRouter: ExchangeRouter {
       min(ConsistentHashExchangeType.pointsPerWeight, ConsistentHashExchangeType.maxRingPoints / max(1, totalWeight)))
     for binding in self.bindings {
       let weight = Int(binding.routingKey) ?? 1
-      let identity = "\(binding.destination.kind == .queue ? "q" : "e"):\(binding.destination.name)"
+      let identity = "\(binding.destination.queue != nil ? "q" : "e"):\(binding.destination.name)"
       for replica in 0..<(weight * perWeight) {
         ring.append((stableHash("\(identity)#\(binding.routingKey)#\(replica)"), binding.destination))
       }

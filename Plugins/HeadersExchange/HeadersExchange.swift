@@ -9,6 +9,7 @@ public struct HeadersExchangeType: ExchangeType {
   public init() {}
   public var name: String { "headers" }
   public var description: String { "AMQP headers exchange, as per the AMQP specification" }
+  public var predeclaredExchanges: [String] { ["amq.headers", "amq.match"] }
 
   public func validate(bindingKey: String, arguments: FieldTable) throws(BrokerError) {
     _ = try HeadersPattern(arguments)

@@ -10,6 +10,7 @@ public struct TopicExchangeType: ExchangeType {
   public init() {}
   public var name: String { "topic" }
   public var description: String { "AMQP topic exchange, as per the AMQP specification" }
+  public var predeclaredExchanges: [String] { ["amq.topic"] }
 
   public func validate(bindingKey: String, arguments: FieldTable) throws(BrokerError) {
     if bindingKey.utf8.count > 255 {
@@ -42,7 +43,7 @@ public final class TopicRouter: ExchangeRouter {
 
     func rebuildDestinations() {
       var unique: [Destination] = []
-      for b in self.bindings where !unique.contains(where: { $0 === b.destination }) { unique.append(b.destination) }
+      for b in self.bindings where !unique.contains(b.destination) { unique.append(b.destination) }
       self.destinations = unique
     }
   }

@@ -63,77 +63,6 @@ public enum Frame: Sendable, Equatable {
   }
 }
 
-/// Decodes AMQP 0-9-1 frames: type (u8), channel (u16), size (u32), payload, 0xCE.
-///
-/// Use it in a ``NIOSingleStepByteToMessageProcessor`` inside a connection handler (all frames of one socket read
-/// decoded in one pass), or in a `ByteToMessageHandler`.
-public struct AMQPFrameDecoder: NIOSingleStepByteToMessageDecoder {
-  public typealias InboundOut = Frame
-
-  /// The largest frame accepted, header and frame-end included (the negotiated frame_max); 0 means no limit.
-  public var maxFrameSize: Int
-  /// Whether the next eight bytes are the client's protocol header (a server's decoder starts so).
-  public var expectsProtocolHeader: Bool
-
-  /// Creates a decoder; a server's starts expecting the protocol header.
-  public init(maxFrameSize: Int = 131_072, expectsProtocolHeader: Bool = false) {
-    self.maxFrameSize = maxFrameSize
-    self.expectsProtocolHeader = expectsProtocolHeader
-  }
-
-  public mutating func decode(buffer: inout ByteBuffer) throws -> Frame? {
-    try self.decodeFrame(&buffer)
-  }
-
-  public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Frame? {
-    try self.decodeFrame(&buffer)
-  }
-
-  /// Decodes one frame if the buffer holds a whole one.
-  public mutating func decodeFrame(_ buffer: inout ByteBuffer) throws(AMQPProtocolError) -> Frame? {
-    if self.expectsProtocolHeader {
-      // A wrong header is answered as soon as its first bytes show it is wrong.
-      let available = min(buffer.readableBytes, 8)
-      guard let prefix = buffer.getBytes(at: buffer.readerIndex, length: available) else { return nil }
-      if available < 8 && prefix[...] == amqpProtocolHeader[..<available] { return nil }
-      buffer.moveReaderIndex(forwardBy: available)
-      self.expectsProtocolHeader = false
-      return .protocolHeader(prefix)
-    }
-    guard buffer.readableBytes >= 7 else { return nil }
-    let start = buffer.readerIndex
-    let type = buffer.getInteger(at: start, as: UInt8.self)!
-    let channel = buffer.getInteger(at: start + 1, as: UInt16.self)!
-    let size = Int(buffer.getInteger(at: start + 3, as: UInt32.self)!)
-    if self.maxFrameSize > 0 && size + 8 > self.maxFrameSize {
-      throw .frameTooLarge(size: size, max: self.maxFrameSize - 8)
-    }
-    guard buffer.readableBytes >= size + 8 else { return nil }
-    let end = buffer.getInteger(at: start + 7 + size, as: UInt8.self)!
-    guard end == amqpFrameEnd else { throw .badFrameEnd(end) }
-    buffer.moveReaderIndex(forwardBy: 7)
-    var payload = buffer.readSlice(length: size)!
-    buffer.moveReaderIndex(forwardBy: 1)
-    switch type {
-    case 1:
-      let method = try AMQPMethod.decode(from: &payload)
-      return .method(channel: channel, method)
-    case 2:
-      let classID = try payload.readAMQPShort()
-      _ = try payload.readAMQPShort()  // weight, unused
-      let bodySize = try payload.readAMQPLongLong()
-      try BasicProperties.validate(payload)
-      return .header(channel: channel, ContentHeader(classID: classID, bodySize: bodySize, rawProperties: payload))
-    case 3:
-      return .body(channel: channel, payload)
-    case 8:
-      return .heartbeat(channel: channel)
-    default:
-      throw .unknownFrameType(type)
-    }
-  }
-}
-
 extension ByteBuffer {
   /// Writes a method frame.
   public mutating func writeAMQPMethodFrame(channel: UInt16, _ method: AMQPMethod) {
@@ -317,32 +246,5 @@ public struct AMQPFrameEncoder: MessageToByteEncoder {
   public init() {}
   public func encode(data: Frame, out: inout ByteBuffer) throws {
     out.writeAMQPFrame(data)
-  }
-}
-
-/// Frames from a stream of socket reads: keeps a frame cut by one read until the next completes it. For clients
-/// and tools; the broker's connection handler has its own zero-copy version of this.
-public struct AMQPFrameReader {
-  /// The decoder (its limits can be changed after tuning).
-  public var decoder: AMQPFrameDecoder
-  private var pending: ByteBuffer?
-
-  public init(decoder: AMQPFrameDecoder = AMQPFrameDecoder(maxFrameSize: 0)) {
-    self.decoder = decoder
-  }
-
-  /// Calls `body` with every whole frame the bytes read so far hold.
-  public mutating func read(_ bytes: ByteBuffer, _ body: (Frame) -> Void) throws(AMQPProtocolError) {
-    var buffer = bytes
-    if var pending = self.pending {
-      self.pending = nil
-      pending.writeBuffer(&buffer)
-      buffer = pending
-    }
-    while let frame = try self.decoder.decodeFrame(&buffer) { body(frame) }
-    if buffer.readableBytes > 0 {
-      buffer.discardReadBytes()
-      self.pending = buffer
-    }
   }
 }

@@ -1,3 +1,4 @@
+import WarrenHTTP
 import ArgumentParser
 import Foundation
 import Logging
@@ -8,6 +9,7 @@ import UnixSignals
 import WarrenConfig
 import WarrenCore
 import WarrenMetrics
+import WarrenSystem
 import WarrenServer
 
 /// The broker as a service of a `ServiceGroup`: applies the topology, opens the AMQP and HTTP listeners, reads the

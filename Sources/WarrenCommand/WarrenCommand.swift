@@ -10,6 +10,7 @@ import UnixSignals
 import WarrenConfig
 import WarrenCore
 import WarrenMetrics
+import WarrenSystem
 import WarrenServer
 
 /// The `warren` command line, as a library: an executable calls ``WarrenCommandLine/main(exchangeTypes:)`` with

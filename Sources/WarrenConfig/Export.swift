@@ -119,15 +119,14 @@ extension WarrenConfiguration {
       }
       for binding in vhost.bindings.sorted(by: { ($0.source, $0.destination.name) < ($1.source, $1.destination.name) })
       {
-        if binding.destination.kind == .queue,
-          (binding.destination as? Queue)?.exclusiveOwner != nil
+        if binding.destination.queue?.exclusiveOwner != nil
         {
           continue
         }
         self.bindings.append(
           BindingDefinition(
             vhost: vhostName, source: binding.source, destination: binding.destination.name,
-            destinationKind: binding.destination.kind == .queue ? .queue : .exchange,
+            destinationKind: binding.destination.queue != nil ? .queue : .exchange,
             routingKey: binding.routingKey, arguments: binding.arguments))
       }
     }

@@ -101,6 +101,8 @@ public final class Broker {
   public let version: String
   /// What the broker has done since it started (for the metrics endpoint).
   public let counters = BrokerCounters()
+  /// The broker's time (refreshed by the event loop once per batch; manual in tests).
+  public let clock: BrokerClock
 
   private var lastConnectionID: UInt64 = 0
 
@@ -108,9 +110,10 @@ public final class Broker {
   /// only, all permissions in the default vhost), as RabbitMQ does.
   public init(
     registry: ExchangeRegistry = ExchangeRegistry(), limits: BrokerLimits = BrokerLimits(), version: String = "0.1.0",
-    defaultVirtualHost: String = "/"
+    defaultVirtualHost: String = "/", clock: BrokerClock = BrokerClock()
   ) {
     self.registry = registry
+    self.clock = clock
     self.limits = limits
     self.version = version
     self.addVirtualHost(defaultVirtualHost)
@@ -147,7 +150,7 @@ public final class Broker {
   @discardableResult
   public func addVirtualHost(_ name: String) -> VirtualHost {
     if let existing = self.vhosts[name] { return existing }
-    let vhost = VirtualHost(name: name, registry: self.registry, counters: self.counters)
+    let vhost = VirtualHost(name: name, registry: self.registry, counters: self.counters, clock: self.clock)
     self.vhosts[name] = vhost
     return vhost
   }

@@ -19,7 +19,7 @@ public struct Binding: Equatable {
   }
 
   public static func == (lhs: Binding, rhs: Binding) -> Bool {
-    lhs.source == rhs.source && lhs.destination === rhs.destination && lhs.routingKey == rhs.routingKey
+    lhs.source == rhs.source && lhs.destination == rhs.destination && lhs.routingKey == rhs.routingKey
       && lhs.arguments == rhs.arguments
   }
 }
@@ -78,9 +78,12 @@ public protocol ExchangeType: Sendable {
   func validate(bindingKey: String, arguments: FieldTable) throws(BrokerError)
   /// Makes the router of a newly created exchange of this type.
   func makeRouter(exchangeName: String, arguments: FieldTable) -> any ExchangeRouter
+  /// The exchanges of this type every virtual host has from the start (`amq.topic` for topic); none by default.
+  var predeclaredExchanges: [String] { get }
 }
 
 extension ExchangeType {
+  public var predeclaredExchanges: [String] { [] }
   public func validate(exchangeArguments: FieldTable) throws(BrokerError) {}
   public func validate(bindingKey: String, arguments: FieldTable) throws(BrokerError) {}
 }
@@ -103,7 +106,7 @@ extension ExchangeRouter {
 
 /// Exchange types by name. The core registers direct and fanout; plugins register theirs at start-up.
 public struct ExchangeRegistry: Sendable {
-  private var types: [String: any ExchangeType] = [:]
+  private var byName: [String: any ExchangeType] = [:]
 
   /// A registry with the core's types: direct and fanout.
   public init() {
@@ -113,16 +116,19 @@ public struct ExchangeRegistry: Sendable {
 
   /// Adds (or replaces) a type under its name.
   public mutating func register(_ type: any ExchangeType) {
-    self.types[type.name] = type
+    self.byName[type.name] = type
   }
 
   /// The type registered under a name.
   public func type(named name: String) -> (any ExchangeType)? {
-    self.types[name]
+    self.byName[name]
   }
 
   /// The names of every registered type, sorted.
-  public var names: [String] { self.types.keys.sorted() }
+  public var names: [String] { self.byName.keys.sorted() }
+
+  /// Every registered type, sorted by name.
+  public var types: [any ExchangeType] { self.names.compactMap { self.byName[$0] } }
 }
 
 /// `direct`: a message goes to the bindings whose key equals its routing key.
@@ -130,6 +136,7 @@ public struct DirectExchangeType: ExchangeType {
   public init() {}
   public var name: String { "direct" }
   public var description: String { "AMQP direct exchange, as per the AMQP specification" }
+  public var predeclaredExchanges: [String] { ["amq.direct"] }
   public func makeRouter(exchangeName: String, arguments: FieldTable) -> any ExchangeRouter { DirectRouter() }
 }
 
@@ -161,8 +168,8 @@ final class DirectRouter: ExchangeRouter {
       return
     }
     var unique: [Destination] = []
-    for b in list where !unique.contains(where: { $0 === b.destination }) { unique.append(b.destination) }
-    let single = unique.count == 1 && unique[0].kind == .queue ? unsafeDowncast(unique[0], to: Queue.self) : nil
+    for b in list where !unique.contains(b.destination) { unique.append(b.destination) }
+    let single = unique.count == 1 ? unique[0].queue : nil
     self.byKey[key] = Route(destinations: unique, singleQueue: single)
   }
 
@@ -183,6 +190,7 @@ public struct FanoutExchangeType: ExchangeType {
   public init() {}
   public var name: String { "fanout" }
   public var description: String { "AMQP fanout exchange, as per the AMQP specification" }
+  public var predeclaredExchanges: [String] { ["amq.fanout"] }
   public func makeRouter(exchangeName: String, arguments: FieldTable) -> any ExchangeRouter { FanoutRouter() }
 }
 
@@ -202,7 +210,7 @@ final class FanoutRouter: ExchangeRouter {
 
   private func rebuild() {
     var unique: [Destination] = []
-    for b in self.bindings where !unique.contains(where: { $0 === b.destination }) { unique.append(b.destination) }
+    for b in self.bindings where !unique.contains(b.destination) { unique.append(b.destination) }
     self.destinations = unique
   }
 

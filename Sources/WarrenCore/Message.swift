@@ -115,17 +115,20 @@ public final class Message: ManagedBuffer<MessageLayout, UInt8> {
   public var isPersistent: Bool { self.properties.deliveryMode == 2 }
 }
 
-/// A message in a queue: the shared message plus what is particular to this queue (16 bytes).
+/// A message in a queue: the shared message plus what is particular to this queue (24 bytes).
 public struct QueuedMessage {
   /// The message.
   public var message: Message
+  /// When it was enqueued, in nanoseconds of uptime of the queue's ``BrokerClock`` (for TTL).
+  public var enqueuedAt: UInt64
   /// The position in the queue, increasing with each enqueue (wrapping); requeued messages go back to it.
   public var sequence: UInt32
   /// Whether it was delivered before and requeued.
   public var redelivered: Bool
 
-  public init(message: Message, sequence: UInt32, redelivered: Bool = false) {
+  public init(message: Message, sequence: UInt32, enqueuedAt: UInt64 = 0, redelivered: Bool = false) {
     self.message = message
+    self.enqueuedAt = enqueuedAt
     self.sequence = sequence
     self.redelivered = redelivered
   }

@@ -1,6 +1,7 @@
 import DequeModule
 
-/// Where a queue keeps its ready messages. The in-memory store is the default; a disk-backed store plugs in here.
+/// Where a queue keeps its ready messages, each at its position (``QueuedMessage/sequence``). The in-memory store is
+/// the default; a disk-backed store plugs in here and hears when a delivered message is settled.
 public protocol QueueStorage: AnyObject {
   /// The number of ready messages.
   var count: Int { get }
@@ -14,6 +15,12 @@ public protocol QueueStorage: AnyObject {
   func requeue(_ messages: [QueuedMessage])
   /// Removes every ready message and returns how many there were.
   func purge() -> Int
+  /// A message taken from here is done with (acknowledged, rejected, or got with no-ack): a store forgets it.
+  func settled(_ message: QueuedMessage)
+}
+
+extension QueueStorage {
+  public func settled(_ message: QueuedMessage) {}
 }
 
 /// Ready messages in memory, in a deque ordered by sequence number.

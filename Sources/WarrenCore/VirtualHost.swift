@@ -14,6 +14,8 @@ public final class VirtualHost {
   let registry: ExchangeRegistry
   /// The broker's counters (queues declared, created and deleted).
   public let counters: BrokerCounters
+  /// The broker's time: queues stamp messages with it.
+  public let clock: BrokerClock
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
   private var routes = RouteSet()
@@ -22,21 +24,22 @@ public final class VirtualHost {
 
   /// Creates a virtual host with the default exchange and the predeclared `amq.*` exchanges of every registered
   /// type that has one.
-  public init(name: String, registry: ExchangeRegistry, counters: BrokerCounters = BrokerCounters()) {
+  public init(
+    name: String, registry: ExchangeRegistry, counters: BrokerCounters = BrokerCounters(),
+    clock: BrokerClock = BrokerClock()
+  ) {
     self.name = name
     self.registry = registry
     self.counters = counters
+    self.clock = clock
     self.defaultExchange = Exchange(
       name: "", type: DirectExchangeType(), durable: true, autoDelete: false, isInternal: false, arguments: [:])
     self.exchanges[""] = self.defaultExchange
-    let predeclared: [(String, String)] = [
-      ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"), ("amq.headers", "headers"),
-      ("amq.match", "headers"),
-    ]
-    for (exchangeName, typeName) in predeclared {
-      guard let type = registry.type(named: typeName) else { continue }
-      self.exchanges[exchangeName] = Exchange(
-        name: exchangeName, type: type, durable: true, autoDelete: false, isInternal: false, arguments: [:])
+    for type in registry.types {
+      for exchangeName in type.predeclaredExchanges {
+        self.exchanges[exchangeName] = Exchange(
+          name: exchangeName, type: type, durable: true, autoDelete: false, isInternal: false, arguments: [:])
+      }
     }
   }
 
@@ -180,10 +183,10 @@ public final class VirtualHost {
       }
       return existing
     }
-    try QueueArguments.validate(arguments, queue: name, vhost: self.name)
+    let options = try QueueOptions(arguments: arguments, queue: name, vhost: self.name)
     let queue = Queue(
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
-      autoDelete: autoDelete, arguments: arguments)
+      autoDelete: autoDelete, arguments: arguments, options: options, clock: self.clock)
     self.queues[name] = queue
     self.counters.values.queuesCreated += 1
     self.topologyVersion &+= 1
@@ -282,7 +285,7 @@ public final class VirtualHost {
     let queue = try self.queue(named: queueName, connection: connection)
     let exchange = try self.exchangeForBinding(exchangeName)
     try exchange.type.validate(bindingKey: routingKey, arguments: arguments)
-    self.addBinding(Binding(source: exchange.name, destination: queue, routingKey: routingKey, arguments: arguments))
+    self.addBinding(Binding(source: exchange.name, destination: .queue(queue), routingKey: routingKey, arguments: arguments))
   }
 
   /// queue.unbind.
@@ -296,7 +299,7 @@ public final class VirtualHost {
     let queue = try self.queue(named: queueName, connection: connection)
     if exchangeName.isEmpty { throw .accessRefused("operation not permitted on the default exchange") }
     guard let exchange = self.exchanges[exchangeName] else { return }  // nothing to unbind, as RabbitMQ
-    let binding = Binding(source: exchange.name, destination: queue, routingKey: routingKey, arguments: arguments)
+    let binding = Binding(source: exchange.name, destination: .queue(queue), routingKey: routingKey, arguments: arguments)
     if exchange.outgoingBindings.contains(binding) { self.removeBinding(binding, autoDeleteSource: true) }
   }
 
@@ -308,7 +311,7 @@ public final class VirtualHost {
     let sourceExchange = try self.exchangeForBinding(source)
     try sourceExchange.type.validate(bindingKey: routingKey, arguments: arguments)
     self.addBinding(
-      Binding(source: source, destination: destinationExchange, routingKey: routingKey, arguments: arguments))
+      Binding(source: source, destination: .exchange(destinationExchange), routingKey: routingKey, arguments: arguments))
   }
 
   /// exchange.unbind.
@@ -322,7 +325,7 @@ public final class VirtualHost {
       return
     }
     let binding = Binding(
-      source: source, destination: destinationExchange, routingKey: routingKey, arguments: arguments)
+      source: source, destination: .exchange(destinationExchange), routingKey: routingKey, arguments: arguments)
     if sourceExchange.outgoingBindings.contains(binding) { self.removeBinding(binding, autoDeleteSource: true) }
   }
 
@@ -364,23 +367,31 @@ public final class VirtualHost {
   /// before, while the topology is unchanged, goes straight to the queue found last time (when that was exactly
   /// one queue), without hashing its key.
   @inlinable
-  @discardableResult
   public func publish(
     _ message: Message, routingKey: String, to exchange: Exchange, publisher: (any FlowControlledPublisher)?,
     cache: inout RouteCache
-  ) -> Int {
+  ) -> PublishOutcome {
     if cache.version == self.topologyVersion, cache.exchange === exchange, cache.routingKey == routingKey,
       let queue = cache.queue, !message.hasHeaders
     {
-      queue.enqueue(message)
-      if let publisher, queue.isCongested { queue.throttle(publisher) }
-      return 1
+      return Self.enqueue(message, on: queue, publisher: publisher)
     }
     cache.queue = self.singleQueue(for: routingKey, exchange: exchange)
     cache.exchange = exchange
     cache.routingKey = routingKey
     cache.version = self.topologyVersion
     return self.publish(message, routingKey: routingKey, to: exchange, publisher: publisher)
+  }
+
+  /// Offers a message to one queue; a queue whose consumers fall behind holds `publisher` back.
+  @inlinable
+  static func enqueue(_ message: Message, on queue: Queue, publisher: (any FlowControlledPublisher)?)
+    -> PublishOutcome
+  {
+    var outcome = PublishOutcome()
+    outcome.add(queue.enqueue(message))
+    if let publisher, queue.isCongested { queue.throttle(publisher) }
+    return outcome
   }
 
   /// The only queue a routing key reaches from an exchange, when it reaches exactly one queue and nothing else.
@@ -394,30 +405,26 @@ public final class VirtualHost {
   @discardableResult
   public func publish(
     _ message: Message, to exchange: Exchange, publisher: (any FlowControlledPublisher)? = nil
-  ) -> Int {
+  ) -> PublishOutcome {
     self.publish(message, routingKey: message.routingKey, to: exchange, publisher: publisher)
   }
 
   /// Routes a message from an exchange to its queues (through exchange-to-exchange bindings, alternate exchanges
-  /// and the `CC`/`BCC` headers) and enqueues it on each; returns how many queues took it. A queue whose consumers
-  /// fall behind holds `publisher` back (see ``Queue/isCongested``).
+  /// and the `CC`/`BCC` headers) and offers it to each; returns what the queues did. A queue whose consumers fall
+  /// behind holds `publisher` back (see ``Queue/isCongested``).
   @discardableResult
   public func publish(
     _ message: Message, routingKey: String, to exchange: Exchange, publisher: (any FlowControlledPublisher)? = nil
-  ) -> Int {
+  ) -> PublishOutcome {
     if message.hasHeaders, let selected = SenderSelectedKeys(message) {
       return self.route(selected.message, keys: [routingKey] + selected.keys, from: exchange, publisher: publisher)
     }
     if exchange === self.defaultExchange {
-      guard let queue = self.queues[routingKey] else { return 0 }
-      queue.enqueue(message)
-      if let publisher, queue.isCongested { queue.throttle(publisher) }
-      return 1
+      guard let queue = self.queues[routingKey] else { return PublishOutcome() }
+      return Self.enqueue(message, on: queue, publisher: publisher)
     }
     if let direct = exchange.directRouter, let queue = direct.singleQueue(for: routingKey) {
-      queue.enqueue(message)
-      if let publisher, queue.isCongested { queue.throttle(publisher) }
-      return 1
+      return Self.enqueue(message, on: queue, publisher: publisher)
     }
     return self.route(message, keys: CollectionOfOne(routingKey), from: exchange, publisher: publisher)
   }
@@ -425,7 +432,7 @@ public final class VirtualHost {
   private func route(
     _ message: Message, keys: some Collection<String>, from exchange: Exchange,
     publisher: (any FlowControlledPublisher)?
-  ) -> Int {
+  ) -> PublishOutcome {
     self.routeEpoch &+= 1
     var routes = self.routes
     self.routes = RouteSet()
@@ -436,7 +443,7 @@ public final class VirtualHost {
     for key in keys {
       let input = RoutingInput(routingKey: key, message: message)
       if exchange === self.defaultExchange {
-        if let queue = self.queues[key] { routes.insert(queue) }
+        if let queue = self.queues[key] { routes.insert(.queue(queue)) }
       } else {
         exchange.router.route(input, into: &routes)
       }
@@ -453,15 +460,16 @@ public final class VirtualHost {
       alternate.router.route(input, into: &routes)
       queueCount += Self.expand(&routes, from: &index, input: input)
     }
+    var outcome = PublishOutcome()
     if queueCount > 0 {
-      for destination in routes.destinations where destination.kind == .queue {
-        let queue = unsafeDowncast(destination, to: Queue.self)
-        queue.enqueue(message)
+      for destination in routes.destinations {
+        guard case .queue(let queue) = destination else { continue }
+        outcome.add(queue.enqueue(message))
         if let publisher, queue.isCongested { queue.throttle(publisher) }
       }
     }
     self.routes = routes
-    return queueCount
+    return outcome
   }
 
   /// Routes through the exchanges among the new destinations (exchange-to-exchange bindings); counts the queues.
@@ -470,13 +478,44 @@ public final class VirtualHost {
     while index < routes.destinations.count {
       let destination = routes.destinations[index]
       index += 1
-      if destination.kind == .queue {
-        queues += 1
-      } else {
-        unsafeDowncast(destination, to: Exchange.self).router.route(input, into: &routes)
+      switch destination {
+      case .queue: queues += 1
+      case .exchange(let exchange): exchange.router.route(input, into: &routes)
       }
     }
     return queues
+  }
+}
+
+/// What became of a published message: how many queues took it and how many refused it. With no queue at all it
+/// was unroutable (basic.return when mandatory); refused by every queue it is nacked in confirm mode.
+public struct PublishOutcome: Sendable, Equatable {
+  /// Queues that took it.
+  public var accepted = 0
+  /// Queues that refused it (full, `reject-publish`).
+  public var refused = 0
+  /// Queues that took it by dropping their oldest message.
+  public var droppedOldest = 0
+
+  public init(accepted: Int = 0, refused: Int = 0, droppedOldest: Int = 0) {
+    self.accepted = accepted
+    self.refused = refused
+    self.droppedOldest = droppedOldest
+  }
+
+  /// Whether no queue was reached.
+  @inlinable public var isUnroutable: Bool { self.accepted == 0 && self.refused == 0 }
+
+  /// Counts one queue's answer.
+  @inlinable
+  public mutating func add(_ result: EnqueueResult) {
+    switch result {
+    case .accepted: self.accepted += 1
+    case .acceptedDroppingOldest:
+      self.accepted += 1
+      self.droppedOldest += 1
+    case .refused: self.refused += 1
+    }
   }
 }
 

@@ -1,3 +1,4 @@
+import WarrenSystem
 import WarrenCore
 
 /// Renders a ``MetricsSnapshot`` as RabbitMQ's rabbitmq_prometheus plugin does, with its metric and label names

@@ -2,10 +2,9 @@ import AMQPProtocol
 import Logging
 import NIOCore
 import WarrenCore
-import WarrenMetrics
 
-/// One client connection: decodes frames from each socket read, drives the connection and channel state
-/// machines, calls into the broker, and writes replies and deliveries into one outbound buffer per batch.
+/// One client connection: decodes the frames of each socket read (``AMQPFrameReader``), drives the connection state
+/// machine and its channels, and writes through one ``OutboundWriter`` flushed once per batch.
 final class AMQPConnectionHandler: ChannelInboundHandler {
   typealias InboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
@@ -14,46 +13,40 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   let id: UInt64
   var logger: Logger
   var machine: ConnectionStateMachine
-  var decoder = AMQPFrameDecoder(maxFrameSize: 131_072, expectsProtocolHeader: true)
-  var inbound: ByteBuffer?
+  let outbound: OutboundWriter
+  private var reader = AMQPFrameReader(decoder: AMQPFrameDecoder(expectsProtocolHeader: true))
+  /// The largest frame accepted: the server's offer until tune-ok, then what was negotiated.
+  private(set) var maxFrameSize = 131_072
   var channels: [UInt16: ServerChannel] = [:]
   private var lastChannelNumber: UInt16 = 0
   private var lastChannel: ServerChannel?
   var vhost: VirtualHost?
-  var outbound = ByteBuffer()
-  var isDirty = false
   var isWritable = true
-  var frameMax = 131_072
   var context: ChannelHandlerContext?
   private var stopDecoding = false
-  private var receivedSinceTick = false
-  private var sentSinceTick = false
-  private var silentTicks = 0
+  private var heartbeats = HeartbeatMonitor(seconds: 0)
   private var heartbeatTask: RepeatedTask?
   private var handshakeTimeout: Scheduled<Void>?
   private var closeTimeout: Scheduled<Void>?
   private var remoteIsLoopback = false
   private var tornDown = false
-  /// A queue asked this publisher to wait (flow control).
-  private var throttled = false
-  private var readingPaused = false
-  /// A resource alarm stopped reading from this publishing connection.
-  private var readingPausedByAlarm = false
-  /// connection.blocked was sent and connection.unblocked is owed.
-  private var blockedNotified = false
-  private var resumeTimer: Scheduled<Void>?
+  /// Whether the socket is read, and why not.
+  private(set) var readGate = ReadGate()
+  private var pauseTimer: Scheduled<Void>?
   /// Messages published during the current read.
   var publishesThisRead = 0
-  /// Bytes received from and sent to the client (for the metrics endpoint).
+  /// Bytes received from the client (for the metrics endpoint).
   private(set) var bytesReceived = 0
-  private(set) var bytesSent = 0
-  /// When bytes last arrived.
-  private(set) var lastReadAt = NIODeadline.now()
+  /// Bytes sent to the client (for the metrics endpoint).
+  var bytesSent: Int { self.outbound.bytesSent }
+  /// When bytes last arrived (the broker clock's time).
+  private(set) var lastReadAt = NIODeadline.uptimeNanoseconds(0)
   /// The peer's and the listener's addresses, RabbitMQ's connection name ("127.0.0.1:54321 -> 127.0.0.1:5672").
   private(set) var name = ""
-  /// Only publishers that send at least this many messages per read are held back: one waiting for each
-  /// confirm is never flooding anything.
-  static let bulkPublishesPerRead = 64
+  /// How long a client has to finish the handshake.
+  static let handshakeTimeout = TimeAmount.seconds(10)
+  /// How long to wait for close-ok after connection.close.
+  static let closeTimeout = TimeAmount.seconds(5)
   /// The longest a held-back publisher waits before it reads again.
   static let longestPause = TimeAmount.milliseconds(50)
 
@@ -63,6 +56,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.logger = runtime.logger
     self.logger[metadataKey: "connection"] = "\(self.id)"
     self.machine = ConnectionStateMachine(limits: runtime.broker.limits, serverProperties: runtime.serverProperties)
+    self.outbound = OutboundWriter(runtime: runtime)
+    self.maxFrameSize = Int(runtime.broker.limits.frameMax)
   }
 
   var broker: Broker { self.runtime.broker }
@@ -71,11 +66,13 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
+    self.outbound.context = context
     self.notePeer(context)
     self.runtime.connections[self.id] = self
     self.broker.counters.values.connectionsOpened += 1
+    self.lastReadAt = self.broker.clock.now
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    self.handshakeTimeout = context.eventLoop.scheduleTask(in: .seconds(10)) {
+    self.handshakeTimeout = context.eventLoop.scheduleTask(in: Self.handshakeTimeout) {
       let handler = bound.value
       guard !handler.machine.isOpen else { return }
       handler.logger.warning("closing connection: handshake not completed within 10 s")
@@ -101,6 +98,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   func handlerRemoved(context: ChannelHandlerContext) {
     self.teardown()
     self.context = nil
+    self.outbound.context = nil
   }
 
   func channelInactive(context: ChannelHandlerContext) {
@@ -111,89 +109,44 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     guard !self.stopDecoding else { return }
     self.runtime.readStarted()
-    self.receivedSinceTick = true
-    var buffer = self.unwrapInboundIn(data)
+    self.heartbeats.received()
+    let buffer = self.unwrapInboundIn(data)
     self.bytesReceived &+= buffer.readableBytes
-    self.lastReadAt = .now()
+    self.lastReadAt = self.broker.clock.now
     do {
-      // A frame cut by the previous read: complete it with just the bytes it lacks, so the rest of this read is
-      // decoded in place and never copied.
-      if var pending = self.inbound {
-        self.inbound = nil
-        if self.decoder.expectsProtocolHeader {
-          pending.writeBuffer(&buffer)
-          buffer = pending
-        } else {
-          while buffer.readableBytes > 0 {
-            let needed: Int
-            if pending.readableBytes < 7 {
-              needed = 7 - pending.readableBytes
-            } else {
-              let size = Int(pending.getInteger(at: pending.readerIndex + 3, as: UInt32.self)!)
-              if self.decoder.maxFrameSize > 0 && size + 8 > self.decoder.maxFrameSize {
-                needed = 0  // let the decoder report the oversized frame
-              } else {
-                needed = size + 8 - pending.readableBytes
-              }
-            }
-            if needed == 0 { break }
-            var part = buffer.readSlice(length: min(needed, buffer.readableBytes))!
-            pending.writeBuffer(&part)
-            if needed > part.readableBytes && buffer.readableBytes == 0 { break }
-          }
-          while !self.stopDecoding, let frame = try self.decoder.decodeFrame(&pending) {
-            self.handleFrame(frame)
-          }
-          if pending.readableBytes > 0 {
-            // Still incomplete: this read held less than the frame's remainder.
-            self.inbound = pending
-            return
-          }
-        }
-      }
-      while !self.stopDecoding {
-        if try self.decodePublishFrame(&buffer) { continue }
-        guard let frame = try self.decoder.decodeFrame(&buffer) else { break }
-        self.handleFrame(frame)
-      }
+      var handler = self
+      try self.reader.read(buffer, into: &handler)
     } catch {
       self.logger.warning("closing connection: \(error)")
       self.stopDecoding = true
       self.closeWithError(BrokerError(replyCode: error.replyCode, replyText: error.description))
     }
-    if buffer.readableBytes > 0 && !self.stopDecoding {
-      // Keep only the partial frame, in a buffer of its own (not a slice that pins this whole read).
-      var rest = ByteBuffer()
-      rest.reserveCapacity(max(buffer.readableBytes, 4096))
-      rest.writeBuffer(&buffer)
-      self.inbound = rest
-    }
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
     for channel in self.channels.values { channel.flushConfirms() }
-    if self.runtime.alarms.any && self.publishesThisRead > 0 && !self.readingPausedByAlarm {
-      // A resource alarm is in effect: a connection that publishes is told (connection.blocked) and not read until
-      // it clears, as RabbitMQ blocks publishers. What this read held is routed and confirmed; nothing is dropped.
-      // Connections that only consume go on.
-      self.readingPausedByAlarm = true
-      context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
-      if self.machine.clientSupportsConnectionBlocked && !self.blockedNotified {
-        self.blockedNotified = true
-        self.writeMethod(channel: 0, .connectionBlocked(ConnectionBlocked(reason: self.runtime.alarmReason)))
-      }
-    }
-    if self.throttled && !self.readingPaused && self.publishesThisRead >= Self.bulkPublishesPerRead {
-      // A queue this connection floods is behind its consumers: stop reading until it catches up, or for
-      // a bounded time (a consumer that stopped reading must not stop the publisher for good).
-      self.readingPaused = true
-      context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
-      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-      self.resumeTimer = context.eventLoop.scheduleTask(in: Self.longestPause) { bound.value.resumePublishing() }
-    }
-    self.throttled = false
+    let action = self.readGate.readCompleted(
+      publishes: self.publishesThisRead, alarm: self.runtime.alarms.any,
+      clientWantsBlocked: self.machine.clientSupportsConnectionBlocked)
+    self.apply(action)
     self.publishesThisRead = 0
     self.runtime.readCompleted()
+  }
+
+  /// Carries out what the read gate decided.
+  private func apply(_ action: ReadGate.Action) {
+    guard let context else { return }
+    if action.sendBlocked {
+      self.outbound.writeMethod(channel: 0, .connectionBlocked(ConnectionBlocked(reason: self.runtime.alarmReason)))
+    }
+    if action.sendUnblocked { self.outbound.writeMethod(channel: 0, .connectionUnblocked(ConnectionUnblocked())) }
+    if action.startPauseTimer {
+      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+      self.pauseTimer = context.eventLoop.scheduleTask(in: Self.longestPause) { bound.value.resumePublishing() }
+    }
+    if let reading = action.setReading {
+      context.channel.setOption(ChannelOptions.autoRead, value: reading).whenFailure { _ in }
+    }
   }
 
   func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -210,76 +163,6 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   }
 
   // MARK: Frames
-
-  private func handleFrame(_ frame: Frame) {
-    switch frame {
-    case .protocolHeader(let bytes):
-      self.perform(self.machine.protocolHeaderReceived(bytes))
-    case .heartbeat(let channel):
-      if channel != 0 {
-        self.connectionError(.unexpectedFrame("heartbeat frame on channel \(channel)"))
-      }
-    case .method(0, let method):
-      self.perform(self.machine.methodReceived(method))
-    case .method(let number, let method):
-      guard let channel = self.channelForFrame(number, method: method) else { return }
-      channel.methodReceived(method)
-    case .header(let number, let header):
-      guard number != 0 else {
-        return self.connectionError(.unexpectedFrame("content header frame on channel 0"))
-      }
-      guard let channel = self.channelForFrame(number, method: nil) else { return }
-      channel.headerReceived(header)
-    case .body(let number, let body):
-      guard number != 0 else {
-        return self.connectionError(.unexpectedFrame("content body frame on channel 0"))
-      }
-      guard let channel = self.channelForFrame(number, method: nil) else { return }
-      channel.bodyReceived(body)
-    }
-  }
-
-  /// The fast path for the three frames of a publish (basic.publish, content header, body) on the channel of the
-  /// frame before: decoded and handed to the channel without building a ``Frame``. Anything else, anything
-  /// incomplete or malformed, is left to the general decoder (which reports errors).
-  @inline(__always)
-  private func decodePublishFrame(_ buffer: inout ByteBuffer) throws(AMQPProtocolError) -> Bool {
-    guard let channel = self.lastChannel, buffer.readableBytes >= 8, self.machine.isOpen else { return false }
-    let start = buffer.readerIndex
-    guard let type = buffer.getInteger(at: start, as: UInt8.self),
-      let number = buffer.getInteger(at: start + 1, as: UInt16.self),
-      let size32 = buffer.getInteger(at: start + 3, as: UInt32.self)
-    else { return false }
-    let size = Int(size32)
-    guard number == self.lastChannelNumber, size + 8 <= self.decoder.maxFrameSize || self.decoder.maxFrameSize == 0,
-      buffer.readableBytes >= size + 8, buffer.getInteger(at: start + 7 + size, as: UInt8.self) == amqpFrameEnd
-    else { return false }
-    switch type {
-    case 3:
-      let body = buffer.getSlice(at: start + 7, length: size)!
-      buffer.moveReaderIndex(forwardBy: size + 8)
-      channel.bodyReceived(body)
-      return true
-    case 2:
-      guard size >= 14, let classID = buffer.getInteger(at: start + 7, as: UInt16.self),
-        let bodySize = buffer.getInteger(at: start + 11, as: UInt64.self)
-      else { return false }
-      let properties = buffer.getSlice(at: start + 19, length: size - 12)!
-      try BasicProperties.validate(properties)
-      buffer.moveReaderIndex(forwardBy: size + 8)
-      channel.headerReceived(ContentHeader(classID: classID, bodySize: bodySize, rawProperties: properties))
-      return true
-    case 1:
-      guard size >= 4, buffer.getInteger(at: start + 7, as: UInt32.self) == 0x003C_0028 else { return false }
-      var arguments = buffer.getSlice(at: start + 11, length: size - 4)!
-      let publish = try BasicPublish(from: &arguments)
-      buffer.moveReaderIndex(forwardBy: size + 8)
-      channel.publishReceived(publish)
-      return true
-    default:
-      return false
-    }
-  }
 
   /// The open channel a frame belongs to; opens one on channel.open; raises the connection errors RabbitMQ does.
   private func channelForFrame(_ number: UInt16, method: AMQPMethod?) -> ServerChannel? {
@@ -326,10 +209,10 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
         classID: 20, methodID: 10)
       return nil
     }
-    let channel = ServerChannel(number: number, connection: self)
+    let channel = ServerChannel(number: number, connection: self, vhost: self.vhost!)
     self.channels[number] = channel
     self.broker.counters.values.channelsOpened += 1
-    self.writeMethod(channel: number, .channelOpenOk(ChannelOpenOk()))
+    self.outbound.writeMethod(channel: number, .channelOpenOk(ChannelOpenOk()))
     return nil
   }
 
@@ -340,12 +223,12 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     case .none:
       break
     case .send(let method):
-      self.writeMethod(channel: 0, method)
+      self.outbound.writeMethod(channel: 0, method)
     case .sendProtocolHeaderAndClose:
       self.logger.info("closing connection: bad protocol header")
       self.outbound.writeBytes(amqpProtocolHeader)
       self.stopDecoding = true
-      self.flushAndClose()
+      self.outbound.flushAndClose()
     case .authenticate(let mechanism, let username, let password):
       let user = self.broker.authenticate(user: username, password: password, fromLoopback: self.remoteIsLoopback)
       if user == nil {
@@ -360,8 +243,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       }
       self.perform(self.machine.authenticated(user?.name))
     case .applyTuning(let tuning):
-      self.frameMax = Int(tuning.frameMax)
-      self.decoder.maxFrameSize = Int(tuning.frameMax)
+      self.outbound.frameMax = Int(tuning.frameMax)
+      self.maxFrameSize = Int(tuning.frameMax)
       self.startHeartbeats(seconds: Int(tuning.heartbeat))
     case .openVirtualHost(let name):
       var error: BrokerError?
@@ -385,7 +268,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
         self.logger.warning("closing connection: \(error!)")
       }
     case .sendClose(let error, let classID, let methodID):
-      self.writeMethod(
+      self.outbound.writeMethod(
         channel: 0,
         .connectionClose(
           ConnectionClose(
@@ -393,23 +276,25 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.closeChannelsForConnectionClose()
       if let context {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        self.closeTimeout = context.eventLoop.scheduleTask(in: .seconds(5)) { bound.value.context?.close(promise: nil) }
+        self.closeTimeout = context.eventLoop.scheduleTask(in: Self.closeTimeout) {
+          bound.value.context?.close(promise: nil)
+        }
       }
     case .sendCloseOkAndClose:
       self.closeChannelsForConnectionClose()  // consumers gone and deliveries requeued before close-ok
-      self.writeMethod(channel: 0, .connectionCloseOk(ConnectionCloseOk()))
+      self.outbound.writeMethod(channel: 0, .connectionCloseOk(ConnectionCloseOk()))
       self.stopDecoding = true
-      self.flushAndClose()
+      self.outbound.flushAndClose()
     case .closeSocket:
       self.stopDecoding = true
-      self.flushAndClose()
+      self.outbound.flushAndClose()
     case .sendCloseAndCloseSocket(let error):
-      self.writeMethod(
+      self.outbound.writeMethod(
         channel: 0,
         .connectionClose(
           ConnectionClose(replyCode: error.replyCode, replyText: error.replyText, classID: 10, methodID: 11)))
       self.stopDecoding = true
-      self.flushAndClose()
+      self.outbound.flushAndClose()
     }
   }
 
@@ -426,21 +311,21 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   private func closeWithError(_ error: BrokerError) {
     self.perform(self.machine.connectionError(error))
-    self.flushAndClose()
+    self.outbound.flushAndClose()
   }
 
   /// Closes with 320 CONNECTION_FORCED (broker shutdown).
   func forceClose(reason: String) {
     self.perform(self.machine.shutdown(reason: reason))
-    self.runtime.markDirty(self)
+    self.runtime.markDirty(self.outbound)
   }
 
   /// Whether a publish may still be arriving: part of a frame is buffered, a channel awaits a publish's content, or
   /// bytes arrived within `quietPeriod`.
   func mayBePublishing(quietPeriod: TimeAmount) -> Bool {
     guard self.machine.isOpen, !self.stopDecoding else { return false }
-    if self.inbound != nil || self.channels.values.contains(where: { $0.isReceivingContent }) { return true }
-    return self.lastReadAt + quietPeriod > .now()
+    if self.reader.hasPartialFrame || self.channels.values.contains(where: { $0.isReceivingContent }) { return true }
+    return self.lastReadAt + quietPeriod > self.broker.clock.refresh()
   }
 
   /// Cancels every consumer of every channel (the broker is shutting down).
@@ -451,92 +336,34 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   // MARK: Heartbeats
 
   private func startHeartbeats(seconds: Int) {
+    self.heartbeats = HeartbeatMonitor(seconds: seconds)
     guard seconds > 0, let context else { return }
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    // Tick at half the interval: send a heartbeat when nothing else was sent; give up after two silent intervals.
-    let tick = TimeAmount.milliseconds(Int64(seconds) * 500)
+    let tick = self.heartbeats.tickInterval
     self.heartbeatTask = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
-      bound.value.heartbeatTick(seconds: seconds)
+      bound.value.heartbeatTick()
     }
   }
 
-  private func heartbeatTick(seconds: Int) {
-    if self.receivedSinceTick || self.readingPausedByAlarm {
-      // A client blocked by an alarm is not read, so its heartbeats are not seen: it is not silent.
-      self.receivedSinceTick = false
-      self.silentTicks = 0
-    } else {
-      self.silentTicks += 1
-      if self.silentTicks >= 4 {
-        self.logger.warning("closing connection: missed heartbeats from client, timeout: \(seconds)s")
-        self.stopDecoding = true
-        self.context?.close(promise: nil)
-        return
-      }
+  private func heartbeatTick() {
+    if self.outbound.flushedSinceTick {
+      self.outbound.flushedSinceTick = false
+      self.heartbeats.sent()
     }
-    if !self.sentSinceTick {
-      self.outbound.writeAMQPHeartbeatFrame()
-      self.flushOutbound()
+    // A client blocked by an alarm is not read, so its heartbeats are not seen: it is not silent.
+    switch self.heartbeats.tick(peerPaused: self.readGate.isBlockedByAlarm) {
+    case .none:
+      break
+    case .sendHeartbeat:
+      self.outbound.writeHeartbeat()
+      self.outbound.flush()
+      self.outbound.flushedSinceTick = false
+      self.heartbeats.heartbeatWritten()
+    case .peerTimedOut:
+      self.logger.warning("closing connection: missed heartbeats from client, timeout: \(self.heartbeats.seconds)s")
+      self.stopDecoding = true
+      self.context?.close(promise: nil)
     }
-    self.sentSinceTick = false
-  }
-
-  // MARK: Output
-
-  /// Writes a method frame into the outbound buffer.
-  func writeMethod(channel: UInt16, _ method: AMQPMethod) {
-    self.outbound.writeAMQPMethodFrame(channel: channel, method)
-    self.runtime.markDirty(self)
-  }
-
-  /// Writes a basic.deliver with its content into the outbound buffer: the delivery hot path, straight from the
-  /// message's bytes.
-  @inline(__always)
-  func writeDelivery(
-    channel: UInt16, consumerTag: [UInt8], deliveryTag: UInt64, redelivered: Bool, message: Message
-  ) {
-    let frameMax = self.frameMax
-    consumerTag.withUnsafeBytes { tag in
-      message.withBytes { exchange, routingKey, properties, body in
-        self.outbound.writeAMQPDelivery(
-          channel: channel, consumerTag: tag, deliveryTag: deliveryTag, redelivered: redelivered,
-          exchange: exchange, routingKey: routingKey, properties: properties, body: body, maxFrameSize: frameMax)
-      }
-    }
-    self.runtime.markDirty(self)
-  }
-
-  /// Writes a method with content (get-ok, return) into the outbound buffer.
-  func writeContent(channel: UInt16, _ method: AMQPMethod, message: Message) {
-    self.outbound.writeAMQPMethodFrame(channel: channel, method)
-    let frameMax = self.frameMax
-    message.withBytes { _, _, properties, body in
-      self.outbound.writeAMQPContentHeaderFrame(
-        channel: channel, bodySize: UInt64(body.count), rawProperties: properties)
-      self.outbound.writeAMQPBodyFrames(channel: channel, body: body, maxFrameSize: frameMax)
-    }
-    self.runtime.markDirty(self)
-  }
-
-  func flushOutbound() {
-    guard let context, self.outbound.readableBytes > 0 else { return }
-    self.sentSinceTick = true
-    let buffer = self.outbound
-    self.bytesSent &+= buffer.readableBytes
-    // A busy connection gets a buffer as large as its last batch; a quiet one holds no memory until it writes.
-    self.outbound =
-      buffer.readableBytes > 16384
-      ? context.channel.allocator.buffer(capacity: min(buffer.readableBytes, 1 << 18)) : ByteBuffer()
-    context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
-  }
-
-  private func flushAndClose() {
-    guard let context else { return }
-    let buffer = self.outbound
-    self.bytesSent &+= buffer.readableBytes
-    self.outbound.clear()
-    let channel = context.channel
-    context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
   }
 
   // MARK: Teardown
@@ -553,7 +380,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     guard !self.tornDown else { return }
     self.tornDown = true
     self.heartbeatTask?.cancel()
-    self.resumeTimer?.cancel()
+    self.pauseTimer?.cancel()
     self.handshakeTimeout?.cancel()
     self.closeTimeout?.cancel()
     self.closeChannelsForConnectionClose()
@@ -574,33 +401,68 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   }
 }
 
+extension AMQPConnectionHandler: AMQPFrameHandler {
+  var continuesDecoding: Bool { !self.stopDecoding }
+
+  func protocolHeaderReceived(_ bytes: [UInt8]) {
+    self.perform(self.machine.protocolHeaderReceived(bytes))
+  }
+
+  func methodReceived(_ method: AMQPMethod, channel number: UInt16) {
+    if number == 0 {
+      self.perform(self.machine.methodReceived(method))
+    } else if let channel = self.channelForFrame(number, method: method) {
+      channel.methodReceived(method)
+    }
+  }
+
+  @inline(__always)
+  func publishReceived(_ publish: BasicPublish, channel number: UInt16) {
+    if number == self.lastChannelNumber, let channel = self.lastChannel, self.machine.isOpen {
+      channel.publishReceived(publish)
+    } else {
+      self.methodReceived(.basicPublish(publish), channel: number)
+    }
+  }
+
+  @inline(__always)
+  func headerReceived(_ header: ContentHeader, channel number: UInt16) {
+    guard number != 0 else {
+      return self.connectionError(.unexpectedFrame("content header frame on channel 0"))
+    }
+    guard let channel = self.channelForFrame(number, method: nil) else { return }
+    channel.headerReceived(header)
+  }
+
+  @inline(__always)
+  func bodyReceived(_ body: ByteBuffer, channel number: UInt16) {
+    guard number != 0 else {
+      return self.connectionError(.unexpectedFrame("content body frame on channel 0"))
+    }
+    guard let channel = self.channelForFrame(number, method: nil) else { return }
+    channel.bodyReceived(body)
+  }
+
+  func heartbeatReceived(channel: UInt16) {
+    if channel != 0 {
+      self.connectionError(.unexpectedFrame("heartbeat frame on channel \(channel)"))
+    }
+  }
+}
+
 extension AMQPConnectionHandler: FlowControlledPublisher {
   func holdBackPublishing() {
-    self.throttled = true
+    self.readGate.throttleRequestedByQueue()
   }
 
   func resumePublishing() {
-    guard self.readingPaused, let context else { return }
-    self.readingPaused = false
-    self.resumeTimer?.cancel()
-    self.resumeTimer = nil
-    if !self.readingPausedByAlarm {
-      context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
-    }
+    self.pauseTimer?.cancel()
+    self.pauseTimer = nil
+    self.apply(self.readGate.pauseEnded())
   }
 
   /// The resource alarms cleared: a blocked publisher is told (connection.unblocked) and read again.
   func resourceAlarmsCleared() {
-    guard let context else { return }
-    if self.blockedNotified {
-      self.blockedNotified = false
-      self.writeMethod(channel: 0, .connectionUnblocked(ConnectionUnblocked()))
-    }
-    if self.readingPausedByAlarm {
-      self.readingPausedByAlarm = false
-      if !self.readingPaused {
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
-      }
-    }
+    self.apply(self.readGate.alarmsCleared())
   }
 }

@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import WarrenCore
-import WarrenMetrics
+import WarrenSystem
 
 /// The AMQP listener: accepts connections onto the broker's event loop.
 public final class AMQPServer: Sendable {
@@ -57,6 +57,13 @@ public final class AMQPServer: Sendable {
     guard let address = channel.localAddress else { throw ChannelError.unknownLocalAddress }
     logger.info("AMQP listener on \(address)")
     return AMQPServer(localAddress: address, eventLoop: eventLoop, serverChannel: channel, runtime: runtime)
+  }
+
+  /// Runs `body` on the broker's event loop with a read-only view of the broker and its connections: how a scrape
+  /// or an HTTP request learns the broker's state (one hop, nothing copied that it does not ask for).
+  public func inspect<T: Sendable>(_ body: @escaping @Sendable (BrokerInspection) -> T) async throws -> T {
+    let runtime = self.runtime
+    return try await self.eventLoop.submit { body(BrokerInspection(runtime: runtime.value)) }.get()
   }
 
   /// Runs `body` with the broker model on its event loop.
@@ -158,7 +165,7 @@ extension AMQPServer {
         let body = "test_message"
         let routed = vhost.publish(
           Message.make(exchange: "", routingKey: queue.name, body: ByteBuffer(string: body)), to: vhost.defaultExchange)
-        guard routed == 1 else { return "the test message was not routed" }
+        guard routed.accepted == 1 else { return "the test message was not routed" }
         guard let got = queue.get(noAck: true), String(buffer: got.message.body) == body else {
           return "the test message did not come back"
         }
@@ -168,4 +175,40 @@ extension AMQPServer {
       }
     }.get()
   }
+}
+
+/// What ``AMQPServer/inspect(_:)`` sees on the broker's event loop. Not to be kept beyond the call.
+public struct BrokerInspection {
+  let runtime: BrokerRuntime
+
+  /// The broker model.
+  public var broker: Broker { self.runtime.broker }
+  /// The resource alarms and their limits.
+  public var alarms: ResourceAlarms { self.runtime.alarms }
+  /// Whether a graceful shutdown has begun.
+  public var isDraining: Bool { self.runtime.isDraining }
+  /// The number of client connections (handshaking ones included).
+  public var connectionCount: Int { self.runtime.connections.count }
+
+  /// Calls `body` with a summary of each client connection.
+  public func forEachConnection(_ body: (ConnectionSummary) -> Void) {
+    for connection in self.runtime.connections.values {
+      body(
+        ConnectionSummary(
+          vhost: connection.vhost?.name ?? "", name: connection.name, user: connection.machine.username ?? "",
+          channels: connection.channels.count, bytesReceived: connection.bytesReceived,
+          bytesSent: connection.bytesSent))
+    }
+  }
+}
+
+/// One client connection as an inspection sees it.
+public struct ConnectionSummary: Sendable, Equatable {
+  public var vhost: String
+  /// RabbitMQ's connection name: "peer -> listener".
+  public var name: String
+  public var user: String
+  public var channels: Int
+  public var bytesReceived: Int
+  public var bytesSent: Int
 }

@@ -2,7 +2,7 @@ import AMQPProtocol
 import Logging
 import NIOCore
 import WarrenCore
-import WarrenMetrics
+import WarrenSystem
 
 /// The broker and its connections on the event loop that owns them.
 ///
@@ -20,7 +20,7 @@ public final class BrokerRuntime {
   var alarms = ResourceAlarms()
   /// A graceful shutdown has begun.
   var isDraining = false
-  private var dirty: [AMQPConnectionHandler] = []
+  private var dirty: [OutboundWriter] = []
   private var inReadCycle = false
   private var flushScheduled = false
 
@@ -93,6 +93,7 @@ public final class BrokerRuntime {
   /// A read started: flushes wait for its end.
   func readStarted() {
     self.inReadCycle = true
+    self.broker.clock.refresh()
   }
 
   /// A read ended: flush every connection written to.
@@ -102,7 +103,7 @@ public final class BrokerRuntime {
   }
 
   /// A connection has bytes to send.
-  func markDirty(_ connection: AMQPConnectionHandler) {
+  func markDirty(_ connection: OutboundWriter) {
     guard !connection.isDirty else { return }
     connection.isDirty = true
     self.dirty.append(connection)
@@ -121,7 +122,7 @@ public final class BrokerRuntime {
     while i < self.dirty.count {  // a flush may make more connections dirty
       let connection = self.dirty[i]
       connection.isDirty = false
-      connection.flushOutbound()
+      connection.flush()
       i += 1
     }
     self.dirty.removeAll(keepingCapacity: true)

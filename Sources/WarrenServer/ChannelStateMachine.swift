@@ -1,14 +1,52 @@
 import AMQPProtocol
+import DequeModule
 import NIOCore
 import WarrenCore
 
-/// The frame-level protocol of one channel as a value type: methods, and content (basic.publish + header +
-/// body frames) assembled into whole messages; the close handshake. It takes frames and returns actions.
+/// A delivery the client has not settled yet.
+public struct UnackedDelivery {
+  @usableFromInline init(tag: UInt64, queue: Queue, message: QueuedMessage, consumer: Consumer?) {
+    self.tag = tag
+    self.queue = queue
+    self.message = message
+    self.consumer = consumer
+  }
+
+  /// Its delivery tag on the channel.
+  public let tag: UInt64
+  /// The queue it came from.
+  public let queue: Queue
+  /// The message as the queue holds it.
+  public let message: QueuedMessage
+  /// The consumer it went to; nil for basic.get.
+  public let consumer: Consumer?
+}
+
+/// Deliveries settled by one ack, nack, reject, recover or release.
+public struct Settlement {
+  /// The deliveries, in tag order.
+  public var deliveries: [UnackedDelivery]
+  /// Whether they go back to their queues (nack/reject with requeue, recover, release) or are done with.
+  public var requeue: Bool
+  /// Whether the client acknowledged them (ack), for the counters.
+  public var acknowledged: Bool
+}
+
+/// What a committed transaction does, in order: its publishes, then its settlements.
+public struct Transaction {
+  public var publishes: [ChannelStateMachine.Content] = []
+  public var settlements: [Settlement] = []
+}
+
+/// The semantics of one channel as a value type: the close handshake, content (basic.publish + header + body frames)
+/// assembled into whole messages, delivery tags and the unacknowledged deliveries, prefetch credit per consumer and
+/// for the channel, channel.flow, publisher confirms and transactions. It takes events and returns actions;
+/// ``ServerChannel`` carries them out against the broker and writes the replies.
 ///
 /// The content being assembled lives in stored properties, not in the state: a publish passes through here for
 /// every message, and moving it through enum payloads cost a fifth of the publish path.
-public struct ChannelStateMachine: Sendable {
-  /// Where the channel is.
+public struct ChannelStateMachine {
+  /// Where the channel's frames are.
   public enum State: Sendable, Equatable {
     case open
     case awaitingHeader
@@ -18,18 +56,35 @@ public struct ChannelStateMachine: Sendable {
     case closed
   }
 
-  /// What the handler must do.
-  public enum Action: Sendable {
-    /// Nothing (more frames needed, or a frame dropped while closing).
+  /// Plain, publisher confirms or transactional (exclusive of each other).
+  public enum Mode: Sendable, Equatable {
+    case plain, confirm, transactional
+  }
+
+  /// What the executor must do.
+  public enum Action {
+    /// Nothing (more frames needed, a frame dropped while closing, or state changed silently).
     case none
-    /// Carry out a method (not basic.publish, whose content is awaited).
-    case method(AMQPMethod)
+    /// Send this method.
+    case reply(AMQPMethod)
+    /// Send this method, then let the queues of this channel's consumers deliver again (credit or flow returned).
+    case replyAndResume(AMQPMethod)
+    /// A broker operation for the executor (declare, bind, delete, purge, get, consume, cancel).
+    case perform(AMQPMethod)
     /// A whole message arrived: take it with ``takeContent()``.
     case publishReady
-    /// A soft error: send channel.close with it.
+    /// Settle these deliveries with their queues, then send `reply` if any.
+    case settle(Settlement, reply: AMQPMethod?)
+    /// The oldest delivery was acknowledged on its own: the common case, without building an array.
+    case settleOne(UnackedDelivery)
+    /// tx.commit: route the publishes, settle the settlements, then send tx.commit-ok.
+    case commit(Transaction)
+    /// A soft error: close the channel with it.
     case channelError(BrokerError, classID: UInt16, methodID: UInt16)
     /// A hard error: close the connection with it.
     case connectionError(BrokerError, classID: UInt16, methodID: UInt16)
+    /// The client sent channel.close: release everything, answer close-ok, free the number.
+    case closeRequested
     /// The client answered our channel.close: the channel number is free.
     case closed
   }
@@ -42,12 +97,34 @@ public struct ChannelStateMachine: Sendable {
   }
 
   public private(set) var state: State = .open
+  public private(set) var mode: Mode = .plain
   let maxMessageSize: Int
+
+  // Content being assembled.
   private var publish = BasicPublish()
   private var properties = ByteBuffer()
   private var body = ByteBuffer()
   private var bodySize = 0
   private var received = 0
+
+  // Deliveries.
+  private var nextDeliveryTag: UInt64 = 0
+  /// Unacknowledged deliveries in tag order.
+  public private(set) var unacked = Deque<UnackedDelivery>()
+  /// Consumers by tag.
+  public private(set) var consumers: [String: Consumer] = [:]
+  /// The prefetch count for consumers created from now on (basic.qos global=false).
+  public private(set) var consumerPrefetch = 0
+  /// The most unacknowledged deliveries for the whole channel (basic.qos global=true); 0 is no limit.
+  public private(set) var channelPrefetch = 0
+  /// channel.flow: whether the client takes deliveries.
+  public private(set) var flowActive = true
+
+  /// Publisher confirms.
+  public private(set) var confirms = ConfirmTracker()
+  private var transaction = Transaction()
+  /// Deliveries settled inside the open transaction (back to unacked on rollback).
+  private var transactionSettled: [UnackedDelivery] = []
 
   /// Creates an open channel's machine.
   public init(maxMessageSize: Int) {
@@ -59,13 +136,7 @@ public struct ChannelStateMachine: Sendable {
   /// Whether a publish's header or body frames are still to come.
   public var isReceivingContent: Bool { self.state == .awaitingHeader || self.state == .awaitingBody }
 
-  /// The message completed by the last ``Action/publishReady``.
-  public mutating func takeContent() -> Content {
-    let content = Content(publish: self.publish, properties: self.properties, body: self.body)
-    self.properties = ByteBuffer()
-    self.body = ByteBuffer()
-    return content
-  }
+  // MARK: Frames
 
   /// A method frame arrived.
   public mutating func methodReceived(_ method: AMQPMethod) -> Action {
@@ -78,18 +149,17 @@ public struct ChannelStateMachine: Sendable {
         self.state = .closed
         return .closed
       case .channelClose:
-        return .method(method)  // answered with close-ok; we still wait for ours
+        self.state = .closed  // both sides closed at once: answer, and the number is free
+        return .closeRequested
       default:
         return .none
       }
     case .awaitingHeader, .awaitingBody:
       return .connectionError(
         .unexpectedFrame("expected content header for class 60, got non content header frame instead"),
-        classID: 60, methodID: BasicPublish.amqpMethodID)
+        classID: BasicPublish.amqpClassID, methodID: BasicPublish.amqpMethodID)
     case .open:
-      if case .basicPublish(let publish) = method { return self.publishReceived(publish) }
-      if case .channelClose = method { self.state = .closed }
-      return .method(method)
+      return self.semantics(of: method)
     }
   }
 
@@ -108,17 +178,17 @@ public struct ChannelStateMachine: Sendable {
     case .closing, .closed:
       return .none
     case .awaitingHeader:
-      if header.classID != 60 {
+      if header.classID != BasicPublish.amqpClassID {
         return .connectionError(
-          .unexpectedFrame("expected content header for class 60, got class \(header.classID)"), classID: 60,
-          methodID: 40)
+          .unexpectedFrame("expected content header for class 60, got class \(header.classID)"),
+          classID: BasicPublish.amqpClassID, methodID: BasicPublish.amqpMethodID)
       }
       if header.bodySize > UInt64(self.maxMessageSize) {
         self.state = .open
         return .channelError(
           .preconditionFailed(
             "message size \(header.bodySize) is larger than configured max size \(self.maxMessageSize)"),
-          classID: 60, methodID: 40)
+          classID: BasicPublish.amqpClassID, methodID: BasicPublish.amqpMethodID)
       }
       self.properties = header.rawProperties
       if header.bodySize == 0 {
@@ -146,17 +216,14 @@ public struct ChannelStateMachine: Sendable {
       if size > remaining {
         return .connectionError(
           .unexpectedFrame("content body of \(self.bodySize) bytes exceeded by \(size - remaining) bytes"),
-          classID: 60, methodID: 40)
+          classID: BasicPublish.amqpClassID, methodID: BasicPublish.amqpMethodID)
       }
       if self.received == 0 && size == remaining {
         self.body = part  // one frame: no copy
       } else {
-        if self.received == 0 {
-          self.body = ByteBuffer()
-          self.body.reserveCapacity(self.bodySize)
-        }
+        if self.received == 0 { self.body = ByteBuffer() }
         var part = part
-        self.body.writeBuffer(&part)
+        self.body.writeBuffer(&part)  // grows with what arrives, never by what the header claims
       }
       self.received += size
       if self.received == self.bodySize {
@@ -170,8 +237,270 @@ public struct ChannelStateMachine: Sendable {
     }
   }
 
-  /// The server sent channel.close: drop everything but close/close-ok from now on.
+  /// The message completed by the last ``Action/publishReady``.
+  public mutating func takeContent() -> Content {
+    let content = Content(publish: self.publish, properties: self.properties, body: self.body)
+    self.properties = ByteBuffer()
+    self.body = ByteBuffer()
+    return content
+  }
+
+  /// The server closes the channel (an error): drop everything but close/close-ok from now on.
   public mutating func serverClosing() {
     self.state = .closing
   }
+
+  // MARK: Methods
+
+  private mutating func semantics(of method: AMQPMethod) -> Action {
+    switch method {
+    case .basicPublish(let publish):
+      return self.publishReceived(publish)
+    case .channelClose:
+      self.state = .closed
+      return .closeRequested
+    case .channelOpen:
+      return .channelError(.channelError("second 'channel.open' seen"), classID: 20, methodID: 10)
+    case .channelFlow(let flow):
+      self.flowActive = flow.active
+      let reply = AMQPMethod.channelFlowOk(ChannelFlowOk(active: flow.active))
+      return flow.active ? .replyAndResume(reply) : .reply(reply)
+    case .channelFlowOk:
+      return .none
+    case .accessRequest:
+      return .reply(.accessRequestOk(AccessRequestOk(ticket: 1)))
+
+    case .basicQos(let m):
+      if m.prefetchSize != 0 { return self.error(.notImplemented("prefetch_size!=0 (\(m.prefetchSize))"), method) }
+      let reply = AMQPMethod.basicQosOk(BasicQosOk())
+      if m.global {
+        self.channelPrefetch = Int(m.prefetchCount)
+        return .replyAndResume(reply)
+      }
+      self.consumerPrefetch = Int(m.prefetchCount)
+      return .reply(reply)
+    case .basicAck, .basicNack, .basicReject:
+      return self.settlementReceived(method)
+    case .basicRecover(let m):
+      return self.recover(requeue: m.requeue, reply: .basicRecoverOk(BasicRecoverOk()), method)
+    case .basicRecoverAsync(let m):
+      return self.recover(requeue: m.requeue, reply: nil, method)
+
+    case .confirmSelect(let m):
+      if self.mode == .transactional { return self.error(.preconditionFailed("cannot switch from tx to confirm mode"), method) }
+      self.mode = .confirm
+      return m.noWait ? .none : .reply(.confirmSelectOk(ConfirmSelectOk()))
+    case .txSelect:
+      if self.mode == .confirm { return self.error(.preconditionFailed("cannot switch from confirm to tx mode"), method) }
+      self.mode = .transactional
+      return .reply(.txSelectOk(TxSelectOk()))
+    case .txCommit:
+      guard self.mode == .transactional else { return self.error(.preconditionFailed("channel is not transactional"), method) }
+      let committed = self.transaction
+      self.transaction = Transaction()
+      self.transactionSettled.removeAll()
+      return .commit(committed)
+    case .txRollback:
+      guard self.mode == .transactional else { return self.error(.preconditionFailed("channel is not transactional"), method) }
+      // As RabbitMQ: acknowledgements made in the transaction are forgotten; those deliveries are unacked again.
+      self.restoreUnacked(self.transactionSettled)
+      self.transaction = Transaction()
+      self.transactionSettled.removeAll()
+      return .reply(.txRollbackOk(TxRollbackOk()))
+
+    case .exchangeDeclare, .exchangeDelete, .exchangeBind, .exchangeUnbind, .queueDeclare, .queueBind, .queueUnbind,
+      .queuePurge, .queueDelete, .basicGet, .basicConsume, .basicCancel:
+      return .perform(method)
+    default:
+      return self.error(.commandInvalid("unexpected method from client: \(method.name)"), method)
+    }
+  }
+
+  private func error(_ error: BrokerError, _ method: AMQPMethod) -> Action {
+    error.closesConnection
+      ? .connectionError(error, classID: method.classID, methodID: method.methodID)
+      : .channelError(error, classID: method.classID, methodID: method.methodID)
+  }
+
+  // MARK: Publishing
+
+  /// A message taken with ``takeContent()`` joins the open transaction (routed at tx.commit).
+  public mutating func addToTransaction(_ content: Content) {
+    self.transaction.publishes.append(content)
+  }
+
+  /// The outcome of a routed publish, in confirm mode: its confirm is sent by ``nextConfirm()`` when due.
+  @inlinable
+  public mutating func published(_ outcome: ConfirmTracker.Outcome) {
+    if self.mode == .confirm { self.confirmsRecord(outcome) }
+  }
+
+  @usableFromInline mutating func confirmsRecord(_ outcome: ConfirmTracker.Outcome) {
+    self.confirms.record(outcome)
+  }
+
+  /// Storage made everything up to `token` durable.
+  public mutating func storageCompleted(upTo token: StorageToken) {
+    self.confirms.storageCompleted(upTo: token)
+  }
+
+  /// The next confirm to send (call until nil, once per read batch).
+  public mutating func nextConfirm() -> ConfirmTracker.Confirm? {
+    guard self.mode == .confirm else { return nil }
+    return self.confirms.nextConfirm()
+  }
+
+  // MARK: Consumers and deliveries
+
+  /// The tag for a new consumer: the client's, unless already used on this channel (530), or a generated one.
+  public func consumerTag(requested: String) throws(BrokerError) -> String {
+    if requested.isEmpty {
+      var tag: String
+      repeat { tag = "amq.ctag-" + randomSuffix() } while self.consumers[tag] != nil
+      return tag
+    }
+    if self.consumers[requested] != nil { throw .notAllowed("attempt to reuse consumer tag '\(requested)'") }
+    return requested
+  }
+
+  /// A consumer was created on this channel.
+  public mutating func addConsumer(_ consumer: Consumer) {
+    self.consumers[consumer.tag] = consumer
+  }
+
+  /// basic.cancel, or the queue went away: forgets the consumer (its deliveries stay unacked).
+  public mutating func removeConsumer(tag: String) -> Consumer? {
+    self.consumers.removeValue(forKey: tag)
+  }
+
+  /// Whether a consumer may take another delivery: flow on, channel open, and both prefetch limits have room.
+  @inlinable
+  public func canDeliver(to consumer: Consumer) -> Bool {
+    self.flowActive && self.state != .closing && self.state != .closed
+      && (self.channelPrefetch == 0 || self.unacked.count < self.channelPrefetch)
+      && (consumer.prefetchCount == 0 || consumer.unacked < consumer.prefetchCount)
+  }
+
+  /// A delivery goes out to a consumer (or, with `consumer` nil, in answer to basic.get): returns its tag and,
+  /// unless no-ack, tracks it until settled.
+  @inlinable
+  public mutating func delivered(_ message: QueuedMessage, from queue: Queue, to consumer: Consumer?, noAck: Bool)
+    -> UInt64
+  {
+    let tag = self.takeDeliveryTag()
+    if !noAck {
+      consumer?.unacked += 1
+      self.appendUnacked(UnackedDelivery(tag: tag, queue: queue, message: message, consumer: consumer))
+    }
+    return tag
+  }
+
+  @usableFromInline mutating func takeDeliveryTag() -> UInt64 {
+    self.nextDeliveryTag += 1
+    return self.nextDeliveryTag
+  }
+
+  @usableFromInline mutating func appendUnacked(_ delivery: UnackedDelivery) {
+    self.unacked.append(delivery)
+  }
+
+  private mutating func settlementReceived(_ method: AMQPMethod) -> Action {
+    let tag: UInt64
+    let multiple: Bool
+    let requeue: Bool
+    let acknowledged: Bool
+    switch method {
+    case .basicAck(let m): (tag, multiple, requeue, acknowledged) = (m.deliveryTag, m.multiple, false, true)
+    case .basicNack(let m): (tag, multiple, requeue, acknowledged) = (m.deliveryTag, m.multiple, m.requeue, false)
+    case .basicReject(let m): (tag, multiple, requeue, acknowledged) = (m.deliveryTag, false, m.requeue, false)
+    default: return .none
+    }
+    // The common case, one ack of the oldest delivery, without building an array.
+    if acknowledged, !multiple, self.mode != .transactional, let head = self.unacked.first, head.tag == tag {
+      self.unacked.removeFirst()
+      head.consumer?.unacked -= 1
+      return .settleOne(head)
+    }
+    guard let deliveries = self.takeDeliveries(tag: tag, multiple: multiple) else {
+      return .channelError(
+        .preconditionFailed("unknown delivery tag \(tag)"), classID: method.classID, methodID: method.methodID)
+    }
+    let settlement = Settlement(deliveries: deliveries, requeue: requeue, acknowledged: acknowledged)
+    if self.mode == .transactional {
+      self.transaction.settlements.append(settlement)
+      self.transactionSettled.append(contentsOf: deliveries)
+      return .none
+    }
+    return .settle(settlement, reply: nil)
+  }
+
+  /// Removes the deliveries a tag names (`multiple`: all up to it; tag 0 with multiple: all), or nil if unknown.
+  private mutating func takeDeliveries(tag: UInt64, multiple: Bool) -> [UnackedDelivery]? {
+    var taken: [UnackedDelivery] = []
+    if multiple {
+      if tag == 0 {
+        taken = Array(self.unacked)
+        self.unacked.removeAll()
+      } else {
+        guard let first = self.unacked.first, first.tag <= tag else { return nil }
+        while let head = self.unacked.first, head.tag <= tag { taken.append(self.unacked.removeFirst()) }
+      }
+    } else if let head = self.unacked.first, head.tag == tag {
+      taken = [self.unacked.removeFirst()]
+    } else {
+      guard let index = self.index(ofTag: tag) else { return nil }
+      taken = [self.unacked.remove(at: index)]
+    }
+    for delivery in taken { delivery.consumer?.unacked -= 1 }
+    return taken
+  }
+
+  private func index(ofTag tag: UInt64) -> Int? {
+    var low = 0
+    var high = self.unacked.count - 1
+    while low <= high {
+      let mid = (low + high) / 2
+      let t = self.unacked[mid].tag
+      if t == tag { return mid }
+      if t < tag { low = mid + 1 } else { high = mid - 1 }
+    }
+    return nil
+  }
+
+  /// Puts deliveries back among the unacked, in tag order (tx.rollback).
+  private mutating func restoreUnacked(_ deliveries: [UnackedDelivery]) {
+    guard !deliveries.isEmpty else { return }
+    for delivery in deliveries { delivery.consumer?.unacked += 1 }
+    var merged = Array(self.unacked) + deliveries
+    merged.sort { $0.tag < $1.tag }
+    self.unacked = Deque(merged)
+  }
+
+  private mutating func recover(requeue: Bool, reply: AMQPMethod?, _ method: AMQPMethod) -> Action {
+    guard requeue else { return self.error(.notImplemented("requeue=false"), method) }
+    let all = self.takeDeliveries(tag: 0, multiple: true) ?? []
+    return .settle(Settlement(deliveries: all, requeue: true, acknowledged: false), reply: reply)
+  }
+
+  // MARK: Release
+
+  /// The channel goes away (closed, or its connection did): forgets every consumer and unacked delivery and the
+  /// open transaction, and returns them for the executor to hand back to their queues.
+  public mutating func release() -> (consumers: [Consumer], unacked: Settlement) {
+    if self.state != .closed { self.state = .closing }
+    let consumers = Array(self.consumers.values)
+    self.consumers.removeAll()
+    self.restoreUnacked(self.transactionSettled)  // an uncommitted transaction's acknowledgements do not count
+    self.transaction = Transaction()
+    self.transactionSettled.removeAll()
+    let all = self.takeDeliveries(tag: 0, multiple: true) ?? []
+    return (consumers, Settlement(deliveries: all, requeue: true, acknowledged: false))
+  }
+}
+
+/// 22 random characters of the alphabet RabbitMQ uses for generated names.
+func randomSuffix() -> String {
+  let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+  var generator = SystemRandomNumberGenerator()
+  return String((0..<22).map { _ in alphabet[Int(generator.next() % 64)] })
 }

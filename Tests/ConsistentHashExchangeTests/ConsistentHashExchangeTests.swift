@@ -25,7 +25,7 @@ struct ConsistentHashExchangeTests {
     let total = 100_000
     for i in 0..<total {
       #expect(
-        vhost.publish(Message.make(exchange: "hash", routingKey: "key-\(i)", body: ByteBuffer()), to: exchange) == 1)
+        vhost.publish(Message.make(exchange: "hash", routingKey: "key-\(i)", body: ByteBuffer()), to: exchange).accepted == 1)
     }
     let weightSum = Double(weights.reduce(0, +))
     for (queue, weight) in zip(queues, weights) {
@@ -72,7 +72,8 @@ struct ConsistentHashExchangeTests {
     func send(_ user: String?, key: String) -> Int {
       let properties = BasicProperties(headers: user.map { ["user": .longString($0)] })
       return vhost.publish(
-        Message.make(exchange: "byheader", routingKey: key, properties: properties, body: ByteBuffer()), to: exchange)
+        Message.make(exchange: "byheader", routingKey: key, properties: properties, body: ByteBuffer()), to: exchange
+      ).accepted
     }
     // The routing key does not matter, the header does.
     for i in 0..<50 { #expect(send("alice", key: "r\(i)") == 1) }

@@ -85,12 +85,12 @@ struct ConfigTests {
     let orders = try #require(root.queues["orders"])
     #expect(
       root.publish(
-        Message.make(exchange: "events", routingKey: "order.new", body: .init()), to: root.exchanges["events"]!) == 1)
+        Message.make(exchange: "events", routingKey: "order.new", body: .init()), to: root.exchanges["events"]!).accepted == 1)
     #expect(orders.messageCount == 1)
     #expect(
       root.publish(
         Message.make(exchange: "amq.fanout", routingKey: "order.x", body: .init()), to: root.exchanges["amq.fanout"]!)
-        == 1)
+        .accepted == 1)
     #expect(broker.vhosts["staging"]?.queues["log"] != nil)
     #expect(broker.authenticate(user: "app", password: "s3cret", fromLoopback: false) != nil)
   }

@@ -4,15 +4,17 @@ import Testing
 
 @testable import WarrenCore
 
-/// A consumer's channel that records deliveries and can be told to refuse them.
+/// A consumer's channel that records deliveries, keeps each consumer's prefetch credit as a server channel does, and
+/// can be told to refuse deliveries.
 final class RecordingChannel: DeliveryChannel {
   var delivered: [(consumer: String, body: String, redelivered: Bool)] = []
   var deliveredMessages: [QueuedMessage] = []
   var cancelled: [String] = []
   var accepting = true
 
-  func canDeliver(to consumer: Consumer) -> Bool { self.accepting }
+  func canDeliver(to consumer: Consumer) -> Bool { self.accepting && consumer.hasCapacity }
   func deliver(_ message: QueuedMessage, from queue: Queue, to consumer: Consumer) {
+    if !consumer.noAck { consumer.unacked += 1 }
     self.delivered.append((consumer.tag, String(buffer: message.message.body), message.redelivered))
     self.deliveredMessages.append(message)
   }
@@ -29,8 +31,8 @@ struct RoutingTests {
   func defaultExchange() throws {
     let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
     let queue = try vhost.declareQueue(name: "q", connection: 1)
-    #expect(vhost.publish(message("a", key: "q"), to: vhost.defaultExchange) == 1)
-    #expect(vhost.publish(message("b", key: "other"), to: vhost.defaultExchange) == 0)
+    #expect(vhost.publish(message("a", key: "q"), to: vhost.defaultExchange).accepted == 1)
+    #expect(vhost.publish(message("b", key: "other"), to: vhost.defaultExchange).accepted == 0)
     #expect(queue.messageCount == 1)
   }
 
@@ -43,14 +45,14 @@ struct RoutingTests {
     try vhost.bindQueue("a", to: "d", routingKey: "red", connection: 1)
     try vhost.bindQueue("a", to: "d", routingKey: "red", arguments: ["x": .int32(1)], connection: 1)
     try vhost.bindQueue("b", to: "d", routingKey: "blue", connection: 1)
-    #expect(vhost.publish(message("1", key: "red"), to: exchange) == 1)
-    #expect(vhost.publish(message("2", key: "blue"), to: exchange) == 1)
-    #expect(vhost.publish(message("3", key: "green"), to: exchange) == 0)
+    #expect(vhost.publish(message("1", key: "red"), to: exchange).accepted == 1)
+    #expect(vhost.publish(message("2", key: "blue"), to: exchange).accepted == 1)
+    #expect(vhost.publish(message("3", key: "green"), to: exchange).accepted == 0)
     #expect(a.messageCount == 1 && b.messageCount == 1)
     try vhost.unbindQueue("a", from: "d", routingKey: "red", connection: 1)
-    #expect(vhost.publish(message("4", key: "red"), to: exchange) == 1)  // the binding with arguments remains
+    #expect(vhost.publish(message("4", key: "red"), to: exchange).accepted == 1)  // the binding with arguments remains
     try vhost.unbindQueue("a", from: "d", routingKey: "red", arguments: ["x": .int32(1)], connection: 1)
-    #expect(vhost.publish(message("5", key: "red"), to: exchange) == 0)
+    #expect(vhost.publish(message("5", key: "red"), to: exchange).accepted == 0)
   }
 
   @Test("fanout routes to every bound queue")
@@ -61,7 +63,7 @@ struct RoutingTests {
       try vhost.declareQueue(name: name, connection: 1)
       try vhost.bindQueue(name, to: "f", routingKey: name, connection: 1)
     }
-    #expect(vhost.publish(message("x", key: "anything"), to: exchange) == 3)
+    #expect(vhost.publish(message("x", key: "anything"), to: exchange).accepted == 3)
   }
 
   @Test("exchange-to-exchange bindings: one copy per queue, cycles end")
@@ -74,7 +76,7 @@ struct RoutingTests {
     let queue = try vhost.declareQueue(name: "q", connection: 1)
     try vhost.bindQueue("q", to: "m", routingKey: "", connection: 1)
     try vhost.bindQueue("q", to: "s", routingKey: "k", connection: 1)
-    #expect(vhost.publish(message("x", key: "k"), to: source) == 1)
+    #expect(vhost.publish(message("x", key: "k"), to: source).accepted == 1)
     #expect(queue.messageCount == 1)
   }
 
@@ -86,7 +88,7 @@ struct RoutingTests {
       name: "main", type: "direct", arguments: ["alternate-exchange": .longString("ae")])
     let unrouted = try vhost.declareQueue(name: "unrouted", connection: 1)
     try vhost.bindQueue("unrouted", to: "ae", routingKey: "", connection: 1)
-    #expect(vhost.publish(message("x", key: "nobody"), to: main) == 1)
+    #expect(vhost.publish(message("x", key: "nobody"), to: main).accepted == 1)
     #expect(unrouted.messageCount == 1)
   }
 
@@ -192,7 +194,8 @@ struct QueueTests {
     #expect(channel.delivered.count == 2)
     #expect(queue.messageCount == 3 && queue.unackedCount == 2)
     #expect(queue.unackedBytes == 2 && queue.storage.bytes == 3)
-    queue.settle(channel.deliveredMessages[0], consumer: consumer)
+    queue.settle(channel.deliveredMessages[0])
+    consumer.unacked -= 1
     queue.dispatch()
     #expect(channel.delivered.count == 3)
     #expect(queue.unackedCount == 2 && queue.unackedBytes == 2 && queue.storage.bytes == 2)
@@ -323,7 +326,7 @@ struct RouteCacheTests {
     try vhost.bindQueue("a", to: "d", routingKey: "k", connection: 1)
     var cache = RouteCache()
     func send() -> Int {
-      vhost.publish(message("m", key: "k"), routingKey: "k", to: exchange, publisher: nil, cache: &cache)
+      vhost.publish(message("m", key: "k"), routingKey: "k", to: exchange, publisher: nil, cache: &cache).accepted
     }
     #expect(send() == 1)
     #expect(send() == 1)  // from the cache
@@ -340,11 +343,11 @@ struct RouteCacheTests {
     var defaultCache = RouteCache()
     #expect(
       vhost.publish(message("x"), routingKey: "late", to: vhost.defaultExchange, publisher: nil, cache: &defaultCache)
-        == 0)
+        .accepted == 0)
     let late = try vhost.declareQueue(name: "late", connection: 1)
     #expect(
       vhost.publish(message("x"), routingKey: "late", to: vhost.defaultExchange, publisher: nil, cache: &defaultCache)
-        == 1)
+        .accepted == 1)
     #expect(late.messageCount == 1)
   }
 }
@@ -365,7 +368,7 @@ struct SenderSelectedTests {
       "other": .int32(1),
     ])
     let m = Message.make(exchange: "d", routingKey: "main", properties: properties, body: ByteBuffer(string: "x"))
-    #expect(vhost.publish(m, to: exchange) == 3)  // main once, though named twice
+    #expect(vhost.publish(m, to: exchange).accepted == 3)  // main once, though named twice
     for queue in queues.values {
       let delivered = try #require(queue.get(noAck: true)).message
       let headers = try #require(delivered.properties.headers)
@@ -378,6 +381,6 @@ struct SenderSelectedTests {
     let cc = Message.make(
       exchange: "", routingKey: "main", properties: BasicProperties(headers: ["CC": .array([.longString("copy")])]),
       body: ByteBuffer())
-    #expect(vhost.publish(cc, to: vhost.defaultExchange) == 2)
+    #expect(vhost.publish(cc, to: vhost.defaultExchange).accepted == 2)
   }
 }

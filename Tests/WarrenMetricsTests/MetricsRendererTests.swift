@@ -1,4 +1,5 @@
 import Testing
+import WarrenSystem
 import WarrenCore
 
 @testable import WarrenMetrics

@@ -183,7 +183,7 @@ struct ChannelStateMachineTests {
     }
     let content = machine.takeContent()
     #expect(content.publish == publish && content.body == ByteBuffer(string: "hello"))
-    guard case .method(.basicQos) = machine.methodReceived(.basicQos(BasicQos())) else {
+    guard case .reply(.basicQosOk) = machine.methodReceived(.basicQos(BasicQos())) else {
       Issue.record("channel not open again")
       return
     }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Testing
 import WarrenCore
+import WarrenHTTP
 import WarrenMetrics
 import WarrenServer
 

@@ -1,18 +1,28 @@
 import Foundation
 import NIOHTTP1
 import WarrenConfig
+import WarrenCore
 import WarrenMetrics
 import WarrenServer
+import WarrenSystem
 
 /// The HTTP listener's routes: health, readiness, aliveness, metrics and the running topology.
-struct HTTPRoutes: Sendable {
+public struct HTTPRoutes: Sendable {
   let amqp: AMQPServer
   let renderer: MetricsRenderer
   let dataDirectory: String
 
   static let prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
 
-  func respond(to request: HTTPRequestHead) async -> HTTPResponse {
+  /// Routes for a broker; `dataDirectory` is where free disk space is measured.
+  public init(amqp: AMQPServer, renderer: MetricsRenderer, dataDirectory: String) {
+    self.amqp = amqp
+    self.renderer = renderer
+    self.dataDirectory = dataDirectory
+  }
+
+  /// The answer to one request.
+  public func respond(to request: HTTPRequestHead) async -> HTTPResponse {
     guard request.method == .GET else { return HTTPResponse(status: .methodNotAllowed, body: "GET only\n") }
     let components = URLComponents(string: request.uri)
     let path = components?.percentEncodedPath ?? request.uri

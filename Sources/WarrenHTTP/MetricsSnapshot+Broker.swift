@@ -1,35 +1,35 @@
 import NIOCore
 import WarrenCore
 import WarrenMetrics
+import WarrenServer
 
 extension AMQPServer {
   /// Copies the broker's figures for a scrape, in one hop to its event loop: the counters, the gauges and the
   /// totals always, a sample per queue, exchange and connection when `perObject`.
   public func metricsSnapshot(perObject: Bool) async throws -> MetricsSnapshot {
-    let runtime = self.runtime
-    return try await self.eventLoop.submit { runtime.value.metricsSnapshot(perObject: perObject) }.get()
+    try await self.inspect { MetricsSnapshot(of: $0, perObject: perObject) }
   }
 }
 
-extension BrokerRuntime {
-  func metricsSnapshot(perObject: Bool) -> MetricsSnapshot {
+extension MetricsSnapshot {
+  /// The figures of an inspected broker.
+  public init(of inspection: BrokerInspection, perObject: Bool) {
     var snapshot = MetricsSnapshot()
-    snapshot.counters = self.broker.counters.values
-    snapshot.alarms = self.alarms
-    snapshot.connectionCount = self.connections.count
-    for connection in self.connections.values {
-      snapshot.channelCount += connection.channels.count
+    snapshot.counters = inspection.broker.counters.values
+    snapshot.alarms = inspection.alarms
+    snapshot.connectionCount = inspection.connectionCount
+    inspection.forEachConnection { connection in
+      snapshot.channelCount += connection.channels
       snapshot.connectionBytesReceived += connection.bytesReceived
       snapshot.connectionBytesSent += connection.bytesSent
       if perObject {
         snapshot.connections.append(
           ConnectionSample(
-            vhost: connection.vhost?.name ?? "", name: connection.name, user: connection.machine.username ?? "",
-            channels: connection.channels.count, bytesReceived: connection.bytesReceived,
-            bytesSent: connection.bytesSent))
+            vhost: connection.vhost, name: connection.name, user: connection.user, channels: connection.channels,
+            bytesReceived: connection.bytesReceived, bytesSent: connection.bytesSent))
       }
     }
-    for vhost in self.broker.vhosts.values {
+    for vhost in inspection.broker.vhosts.values {
       snapshot.queueCount += vhost.queues.count
       for queue in vhost.queues.values {
         var sample = QueueSample(vhost: vhost.name, name: queue.name)
@@ -51,6 +51,6 @@ extension BrokerRuntime {
         }
       }
     }
-    return snapshot
+    self = snapshot
   }
 }

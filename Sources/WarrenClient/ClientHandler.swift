@@ -120,8 +120,7 @@ final class ClientHandler: ChannelInboundHandler {
   private var reader = AMQPFrameReader()
   private var isOpen = false
   private var heartbeatTask: RepeatedTask?
-  private var receivedSinceTick = false
-  private var silentTicks = 0
+  private var heartbeats = HeartbeatMonitor(seconds: 0)
 
   init(
     username: String, password: String, virtualHost: String, heartbeat: UInt16, connectionName: String,
@@ -161,7 +160,7 @@ final class ClientHandler: ChannelInboundHandler {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    self.receivedSinceTick = true
+    self.heartbeats.received()
     do {
       try self.reader.read(self.unwrapInboundIn(data)) { self.handle($0, context: context) }
     } catch {
@@ -175,6 +174,7 @@ final class ClientHandler: ChannelInboundHandler {
     guard let context else { return }
     var buffer = context.channel.allocator.buffer(capacity: 64)
     buffer.writeAMQPMethodFrame(channel: channel, method)
+    self.heartbeats.sent()
     context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
   }
 
@@ -209,6 +209,7 @@ final class ClientHandler: ChannelInboundHandler {
     properties.encode(into: &raw)
     buffer.writeAMQPContentHeaderFrame(channel: channel, bodySize: UInt64(body.readableBytes), rawProperties: raw)
     buffer.writeAMQPBodyFrames(channel: channel, body: body, maxFrameSize: self.frameMax)
+    self.heartbeats.sent()
     context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
     guard state.confirmMode else { return nil }
     state.publishSequence += 1
@@ -357,21 +358,23 @@ final class ClientHandler: ChannelInboundHandler {
   }
 
   private func startHeartbeats(seconds: Int, context: ChannelHandlerContext) {
+    self.heartbeats = HeartbeatMonitor(seconds: seconds)
     guard seconds > 0 else { return }
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    let tick = TimeAmount.milliseconds(Int64(seconds) * 500)
+    let tick = self.heartbeats.tickInterval
     self.heartbeatTask = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
       let handler = bound.value
       guard let context = handler.context else { return }
-      var buffer = context.channel.allocator.buffer(capacity: 8)
-      buffer.writeAMQPHeartbeatFrame()
-      context.writeAndFlush(handler.wrapOutboundOut(buffer), promise: nil)
-      if handler.receivedSinceTick {
-        handler.receivedSinceTick = false
-        handler.silentTicks = 0
-      } else {
-        handler.silentTicks += 1
-        if handler.silentTicks >= 4 { context.close(promise: nil) }
+      switch handler.heartbeats.tick() {
+      case .none:
+        break
+      case .sendHeartbeat:
+        var buffer = context.channel.allocator.buffer(capacity: 8)
+        buffer.writeAMQPHeartbeatFrame()
+        context.writeAndFlush(handler.wrapOutboundOut(buffer), promise: nil)
+        handler.heartbeats.heartbeatWritten()
+      case .peerTimedOut:
+        context.close(promise: nil)
       }
     }
   }

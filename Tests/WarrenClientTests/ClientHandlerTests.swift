@@ -40,7 +40,11 @@ struct EmbeddedClient {
       .method(channel: 0, .connectionStart(ConnectionStart(serverProperties: [:]))),
       .method(channel: 0, .connectionTune(ConnectionTune(channelMax: 100, frameMax: 65536, heartbeat: 60))),
       .method(channel: 0, .connectionOpenOk(ConnectionOpenOk())))
-    _ = try self.sent()
+    let names = try self.sent().compactMap { frame -> String? in
+      if case .method(_, let method) = frame { return method.name }
+      return nil
+    }
+    #expect(names == ["connection.start-ok", "connection.tune-ok", "connection.open"])
   }
 }
 
@@ -110,7 +114,7 @@ struct ClientHandlerTests {
     client.handler.call(.queueDeclare(QueueDeclare(queue: "q", passive: true)), channel: 1, promise: promise)
     let failure = Box<(any Error)?>(nil)
     promise.futureResult.whenFailure { failure.value = $0 }
-    _ = try client.sent()
+    #expect(try client.sent() == [.method(channel: 1, .queueDeclare(QueueDeclare(queue: "q", passive: true)))])
     try client.receive(
       .method(
         channel: 1,

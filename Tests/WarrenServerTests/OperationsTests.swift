@@ -28,13 +28,15 @@ struct OperationsTests {
       let client = try await FrameClient.connect(to: server.localAddress, group: group)
       try await client.channel.executeThenClose { inbound, outbound in
         var frames = inbound.makeAsyncIterator()
-        _ = try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)
+        #expect(
+          try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)?
+            .methodName == "connection.open-ok")
         try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
         #expect(try await frames.next() == .method(channel: 1, .channelOpenOk(ChannelOpenOk())))
         try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "q"))))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "queue.declare-ok")
         try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "confirm.select-ok")
 
         try await server.updateResources(memoryLimit: 100, diskFreeLimit: 10, residentMemory: 200, diskFree: 1000)
         let (accepting, alarms) = try await server.readiness()
@@ -87,18 +89,21 @@ struct OperationsTests {
       let client = try await FrameClient.connect(to: server.localAddress, group: group)
       try await client.channel.executeThenClose { inbound, outbound in
         var frames = inbound.makeAsyncIterator()
-        _ = try await client.handshake(inbound: &frames, outbound: outbound)
+        #expect(try await client.handshake(inbound: &frames, outbound: outbound)?.methodName == "connection.open-ok")
         try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "channel.open-ok")
         try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "counted"))))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "queue.declare-ok")
         try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "confirm.select-ok")
         try await self.publish("12345", to: "counted", outbound)
         try await self.publish("x", to: "nowhere", outbound)
         var confirmed: UInt64 = 0
         while confirmed < 2 {
-          guard case .method(1, .basicAck(let ack)) = try await frames.next() else { return }
+          guard case .method(1, .basicAck(let ack)) = try await frames.next() else {
+            Issue.record("expected confirms")
+            return
+          }
           confirmed = ack.deliveryTag
         }
         var snapshot = try await server.metricsSnapshot(perObject: true)
@@ -111,7 +116,7 @@ struct OperationsTests {
         #expect(snapshot.connections.first?.bytesReceived ?? 0 > 0)
 
         try await outbound.write(.method(channel: 1, .queueDelete(QueueDelete(queue: "counted"))))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "queue.delete-ok")
         snapshot = try await server.metricsSnapshot(perObject: true)
         #expect(!snapshot.queues.contains { $0.name == "counted" })
         #expect(snapshot.queueCount == 0 && snapshot.counters.queuesDeleted == 1)
@@ -125,15 +130,17 @@ struct OperationsTests {
       let client = try await FrameClient.connect(to: server.localAddress, group: group)
       try await client.channel.executeThenClose { inbound, outbound in
         var frames = inbound.makeAsyncIterator()
-        _ = try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)
+        #expect(
+          try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)?
+            .methodName == "connection.open-ok")
         try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "channel.open-ok")
         try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "d"))))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "queue.declare-ok")
         try await outbound.write(.method(channel: 1, .basicConsume(BasicConsume(queue: "d", consumerTag: "c1"))))
         #expect(try await frames.next() == .method(channel: 1, .basicConsumeOk(BasicConsumeOk(consumerTag: "c1"))))
         try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
-        _ = try await frames.next()
+        #expect(try await frames.next()?.methodName == "confirm.select-ok")
 
         let draining = Task { try await server.drain(timeout: .seconds(10)) }
         #expect(

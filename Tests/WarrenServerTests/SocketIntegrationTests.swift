@@ -132,9 +132,11 @@ struct SocketIntegrationTests {
       let client = try await FrameClient.connect(to: server.localAddress, group: group)
       try await client.channel.executeThenClose { inbound, outbound in
         var frames = inbound.makeAsyncIterator()
-        // Without authentication_failure_close the broker just closes.
+        // Without authentication_failure_close the broker just closes: the stream ends (a silent broker would hit
+        // the time limit instead of passing).
         let reply = try await client.handshake(inbound: &frames, outbound: outbound, password: "wrong")
         #expect(reply == nil)
+        #expect(try await frames.next() == nil)
       }
     }
   }
@@ -147,7 +149,7 @@ struct SocketIntegrationTests {
     let client = try await FrameClient.connect(to: server.localAddress, group: group)
     try await client.channel.executeThenClose { inbound, outbound in
       var frames = inbound.makeAsyncIterator()
-      _ = try await client.handshake(inbound: &frames, outbound: outbound)
+      #expect(try await client.handshake(inbound: &frames, outbound: outbound)?.methodName == "connection.open-ok")
       try await server.shutdown(reason: "bye")
       guard case .method(0, .connectionClose(let close)) = try await frames.next() else {
         Issue.record("expected connection.close")
@@ -159,5 +161,13 @@ struct SocketIntegrationTests {
       #expect(try await frames.next() == nil)
     }
     try await group.shutdownGracefully()
+  }
+}
+
+extension Frame {
+  /// The method's name ("queue.declare-ok"), or nil for other frames.
+  var methodName: String? {
+    if case .method(_, let method) = self { return method.name }
+    return nil
   }
 }

@@ -33,7 +33,7 @@ struct Warren: AsyncParsableCommand {
     commandName: "warren",
     abstract: "An AMQP 0-9-1 message broker.",
     version: "0.1.0",
-    subcommands: [Serve.self, CheckConfig.self, ExportDefinitions.self, Perf.self, Health.self],
+    subcommands: [Serve.self, CheckConfig.self, ExportDefinitions.self, Settings.self, Perf.self, Health.self],
     defaultSubcommand: Serve.self
   )
 }
@@ -42,35 +42,25 @@ struct Warren: AsyncParsableCommand {
 struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Run the broker (the default).")
 
-  @Option(help: "The address the AMQP listener binds to (default 127.0.0.1).")
-  var bind: String?
+  @Option(help: flagHelp("amqp_bind")) var bind: String?
+  @Option(help: flagHelp("amqp_port")) var port: String?
+  @Option(help: "A YAML configuration file (see config/warren.yaml).") var config: String?
+  @Option(help: flagHelp("metrics_port")) var metricsPort: String?
+  @Option(help: "Write the bound AMQP port to this file once listening (for test harnesses).") var portFile: String?
+  @Option(help: flagHelp("max_message_size")) var maxMessageSize: String?
+  @Option(help: flagHelp("frame_max")) var frameMax: String?
+  @Option(help: flagHelp("channel_max")) var channelMax: String?
+  @Option(help: flagHelp("heartbeat")) var heartbeat: String?
+  @Option(help: flagHelp("log_level")) var logLevel: String?
 
-  @Option(help: "The AMQP port, 0 picks a free one (default 5672).")
-  var port: Int?
-
-  @Option(help: "A YAML configuration file (see config/warren.yaml).")
-  var config: String?
-
-  @Option(help: "The HTTP (health, definitions, metrics) port, 0 picks a free one (default 15692).")
-  var metricsPort: Int?
-
-  @Option(help: "Write the bound AMQP port to this file once listening (for test harnesses).")
-  var portFile: String?
-
-  @Option(help: "The largest message body accepted, in bytes (default 128 MiB, as RabbitMQ 3.x).")
-  var maxMessageSize: Int?
-
-  @Option(help: "The frame_max offered to clients (default 131072).")
-  var frameMax: UInt32?
-
-  @Option(help: "The channel_max offered to clients (default 2047).")
-  var channelMax: UInt16?
-
-  @Option(help: "The heartbeat interval offered to clients, in seconds, 0 disables (default 60).")
-  var heartbeat: UInt16?
-
-  @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
-  var logLevel: String?
+  /// The flags given, by the settings-table key they set.
+  var settingFlags: [(key: String, value: String?)] {
+    [
+      ("amqp_bind", self.bind), ("amqp_port", self.port), ("metrics_port", self.metricsPort),
+      ("max_message_size", self.maxMessageSize), ("frame_max", self.frameMax), ("channel_max", self.channelMax),
+      ("heartbeat", self.heartbeat), ("log_level", self.logLevel),
+    ]
+  }
 
   func run() async throws {
     // A SIGHUP that arrives while starting must not end the process (SIGTERM and SIGINT stop it, gracefully once
@@ -93,14 +83,13 @@ struct Serve: AsyncParsableCommand {
       printError("warren: \(error)")
       throw ExitCode(1)
     }
-    if let bind = self.bind { server.amqpBind = bind }
-    if let port = self.port { server.amqpPort = port }
-    if let port = self.metricsPort { server.metricsPort = port }
-    if let size = self.maxMessageSize { server.maxMessageSize = size }
-    if let frameMax = self.frameMax { server.frameMax = frameMax }
-    if let channelMax = self.channelMax { server.channelMax = channelMax }
-    if let heartbeat = self.heartbeat { server.heartbeat = heartbeat }
-    if let level = self.logLevel { server.logLevel = level }
+    for (key, value) in self.settingFlags {
+      guard let value, let setting = ServerSetting.named(key) else { continue }
+      if let problem = setting.set(value, in: &server) {
+        printError("warren: --\(setting.flag ?? key): \(problem)")
+        throw ExitCode(1)
+      }
+    }
 
     let level = Logger.Level(rawValue: server.logLevel) ?? .info
     LoggingSystem.bootstrap { label in
@@ -122,6 +111,22 @@ struct Serve: AsyncParsableCommand {
       logger.critical("warren stopped: \(error)")
       throw ExitCode(1)
     }
+  }
+}
+
+/// A flag's help, from the settings table.
+func flagHelp(_ key: String) -> ArgumentHelp {
+  guard let setting = ServerSetting.named(key) else { return "" }
+  return ArgumentHelp("\(setting.help.prefix(1).uppercased() + setting.help.dropFirst()) (default \(setting.defaultValue)).")
+}
+
+/// `warren settings`: the settings table (YAML key, environment variable, flag, default, meaning) as Markdown.
+struct Settings: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Print every server setting: YAML key, environment variable, flag, default, meaning.")
+
+  func run() {
+    print(ServerSetting.markdownTable)
   }
 }
 
@@ -177,43 +182,10 @@ struct ExportDefinitions: AsyncParsableCommand {
   }
 }
 
-/// The server keys that environment variables override (documented in the README).
+/// The `WARREN_*` environment variables of the settings table override the file.
 func applyEnvironment(to server: inout ServerSettings) throws {
-  let environment = ProcessInfo.processInfo.environment
-  func integer(_ name: String) throws -> Int? {
-    guard let text = environment[name] else { return nil }
-    guard let value = Int(text) else { throw ValidationError("\(name) must be an integer, not '\(text)'") }
-    return value
-  }
-  if let value = environment["WARREN_AMQP_BIND"] { server.amqpBind = value }
-  if let value = try integer("WARREN_AMQP_PORT") { server.amqpPort = value }
-  if let value = environment["WARREN_METRICS_BIND"] { server.metricsBind = value }
-  if let value = try integer("WARREN_METRICS_PORT") { server.metricsPort = value }
-  if let value = environment["WARREN_DATA_DIR"] { server.dataDirectory = value }
-  if let value = environment["WARREN_LOG_LEVEL"] { server.logLevel = value }
-  if let value = try integer("WARREN_HEARTBEAT") { server.heartbeat = UInt16(clamping: value) }
-  if let value = try integer("WARREN_FRAME_MAX") { server.frameMax = UInt32(clamping: value) }
-  if let value = try integer("WARREN_CHANNEL_MAX") { server.channelMax = UInt16(clamping: value) }
-  if let value = try integer("WARREN_MAX_MESSAGE_SIZE") { server.maxMessageSize = value }
-  if let value = environment["WARREN_METRICS_PREFIX"] {
-    guard ServerSettings.isValidMetricsPrefix(value) else {
-      throw ValidationError("WARREN_METRICS_PREFIX must be a Prometheus metric name, not '\(value)'")
-    }
-    server.metricsPrefix = value
-  }
-  if let text = environment["WARREN_MEMORY_HIGH_WATERMARK"] {
-    guard let value = Double(text), value > 0 else {
-      throw ValidationError("WARREN_MEMORY_HIGH_WATERMARK must be a fraction (0 < x <= 1) or bytes, not '\(text)'")
-    }
-    server.memoryHighWatermark = value
-  }
-  if let value = try integer("WARREN_DISK_FREE_LIMIT") { server.diskFreeLimit = value }
-  if let text = environment["WARREN_SHUTDOWN_TIMEOUT"] {
-    guard let value = Double(text), value >= 0 else {
-      throw ValidationError("WARREN_SHUTDOWN_TIMEOUT must be a number of seconds, not '\(text)'")
-    }
-    server.shutdownTimeout = value
-  }
+  let problems = ServerSetting.applyEnvironment(ProcessInfo.processInfo.environment, to: &server)
+  if !problems.isEmpty { throw ValidationError(problems.joined(separator: "\n")) }
 }
 
 func printError(_ text: String) {

@@ -81,58 +81,13 @@ public struct ConfigLoader {
 
   private mutating func parseServer(_ node: Node, into server: inout ServerSettings) {
     guard let mapping = self.mapping(node, "server") else { return }
-    let keys = [
-      "amqp_bind", "amqp_port", "metrics_bind", "metrics_port", "data_dir", "heartbeat", "frame_max", "channel_max",
-      "max_message_size", "default_vhost", "log_level", "metrics_prefix", "memory_high_watermark", "disk_free_limit",
-      "shutdown_timeout",
-    ]
-    for (key, value) in self.entries(mapping, allowed: keys, in: "server") {
-      switch key {
-      case "amqp_bind": server.amqpBind = self.string(value, key) ?? server.amqpBind
-      case "amqp_port": server.amqpPort = self.integer(value, key, 0...65535) ?? server.amqpPort
-      case "metrics_bind": server.metricsBind = self.string(value, key) ?? server.metricsBind
-      case "metrics_port": server.metricsPort = self.integer(value, key, 0...65535) ?? server.metricsPort
-      case "data_dir": server.dataDirectory = self.string(value, key) ?? server.dataDirectory
-      case "heartbeat": server.heartbeat = self.integer(value, key, 0...65535).map(UInt16.init) ?? server.heartbeat
-      case "frame_max":
-        server.frameMax = self.integer(value, key, 4096...(1 << 30)).map(UInt32.init) ?? server.frameMax
-      case "channel_max":
-        server.channelMax = self.integer(value, key, 1...65535).map(UInt16.init) ?? server.channelMax
-      case "max_message_size": server.maxMessageSize = self.integer(value, key, 0...(1 << 31)) ?? server.maxMessageSize
-      case "default_vhost": server.defaultVirtualHost = self.string(value, key) ?? server.defaultVirtualHost
-      case "metrics_prefix":
-        if let prefix = self.string(value, key) {
-          if ServerSettings.isValidMetricsPrefix(prefix) {
-            server.metricsPrefix = prefix
-          } else {
-            self.problem(
-              value, "metrics_prefix must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), not '\(prefix)'")
-          }
-        }
-      case "memory_high_watermark":
-        if let number = self.number(value, key), number > 0 {
-          server.memoryHighWatermark = number
-        } else {
-          self.problem(value, "memory_high_watermark must be a fraction of memory (0 < x <= 1) or a number of bytes")
-        }
-      case "disk_free_limit": server.diskFreeLimit = self.integer(value, key, 0...Int.max) ?? server.diskFreeLimit
-      case "shutdown_timeout":
-        if let number = self.number(value, key), number >= 0 {
-          server.shutdownTimeout = number
-        } else {
-          self.problem(value, "shutdown_timeout must be a number of seconds, 0 or more")
-        }
-      case "log_level":
-        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
-        if let level = self.string(value, key) {
-          if levels.contains(level) {
-            server.logLevel = level
-          } else {
-            self.problem(value, "log_level must be one of \(levels.joined(separator: ", ")), not '\(level)'")
-          }
-        }
-      default: break
+    for (key, value) in self.entries(mapping, allowed: ServerSetting.all.map(\.key), in: "server") {
+      guard let setting = ServerSetting.named(key) else { continue }
+      guard let scalar = value.scalar else {
+        self.problem(value, "\(key) must be a single value")
+        continue
       }
+      if let problem = setting.set(scalar.string, in: &server) { self.problem(value, problem) }
     }
   }
 

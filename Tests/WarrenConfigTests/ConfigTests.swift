@@ -246,3 +246,36 @@ struct DefinitionsTests {
     #expect(again.exchanges == original.exchanges && again.queues == original.queues)
   }
 }
+
+@Suite("The settings table")
+struct SettingsTableTests {
+  @Test("each default in the table is the built-in default, and keys and variables are unique")
+  func defaults() {
+    for setting in ServerSetting.all {
+      var settings = ServerSettings()
+      #expect(setting.set(setting.defaultValue, in: &settings) == nil, "\(setting.key)")
+      #expect(settings == ServerSettings(), "\(setting.key): the documented default differs from the built-in one")
+    }
+    #expect(Set(ServerSetting.all.map(\.key)).count == ServerSetting.all.count)
+    #expect(Set(ServerSetting.all.map(\.environment)).count == ServerSetting.all.count)
+  }
+
+  @Test("environment variables go through the same checks as the file")
+  func environment() {
+    var settings = ServerSettings()
+    let problems = ServerSetting.applyEnvironment(
+      ["WARREN_AMQP_PORT": "70000", "WARREN_HEARTBEAT": "5", "WARREN_LOG_LEVEL": "loud"], to: &settings)
+    #expect(settings.heartbeat == 5 && settings.amqpPort == 5672)
+    #expect(
+      problems.sorted() == [
+        "WARREN_AMQP_PORT: amqp_port must be between 0 and 65535, not 70000",
+        "WARREN_LOG_LEVEL: log_level must be one of trace, debug, info, notice, warning, error, critical, not 'loud'",
+      ])
+  }
+
+  @Test("the README shows the table as the code has it")
+  func readme() throws {
+    let readme = try String(contentsOfFile: #filePath.components(separatedBy: "/Tests/")[0] + "/README.md", encoding: .utf8)
+    #expect(readme.contains(ServerSetting.markdownTable))
+  }
+}

@@ -1,0 +1,160 @@
+/// One server setting: its YAML key under `server:`, its environment variable, its command-line flag, its default and
+/// what it means. The one list the loader, the environment overrides, the flags' help and the README's table are
+/// made from.
+public struct ServerSetting: Sendable {
+  /// The key under `server:` in the YAML file.
+  public let key: String
+  /// The environment variable that overrides the file.
+  public let environment: String
+  /// The `warren serve` flag that overrides both, if there is one (without `--`).
+  public let flag: String?
+  /// The default, as shown to people.
+  public let defaultValue: String
+  /// What it is, one line.
+  public let help: String
+  /// Sets the value from its text form (YAML scalar, environment variable, flag); returns the problem, if any.
+  let apply: @Sendable (inout ServerSettings, String) -> String?
+
+  /// Every server setting, in the order they are documented.
+  public static let all: [ServerSetting] = [
+    text("amqp_bind", flag: "bind", "127.0.0.1", "the address the AMQP listener binds to") { $0.amqpBind = $1 },
+    integer("amqp_port", flag: "port", "5672", "the AMQP port; 0 picks a free one (logged)", 0...65535) {
+      $0.amqpPort = $1
+    },
+    text("metrics_bind", flag: nil, "127.0.0.1", "the address the HTTP listener binds to") { $0.metricsBind = $1 },
+    integer(
+      "metrics_port", flag: "metrics-port", "15692", "the HTTP (health, definitions, metrics) port; 0 picks a free one",
+      0...65535
+    ) { $0.metricsPort = $1 },
+    text("data_dir", flag: nil, "data", "where data lives (its free space drives the disk alarm)") {
+      $0.dataDirectory = $1
+    },
+    choice(
+      "log_level", flag: "log-level", "info", "trace, debug, info, notice, warning, error or critical",
+      ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    ) { $0.logLevel = $1 },
+    integer("heartbeat", flag: "heartbeat", "60", "the heartbeat interval offered, in seconds; 0 disables", 0...65535) {
+      $0.heartbeat = UInt16($1)
+    },
+    integer("frame_max", flag: "frame-max", "131072", "the frame_max offered to clients", 4096...(1 << 30)) {
+      $0.frameMax = UInt32($1)
+    },
+    integer("channel_max", flag: "channel-max", "2047", "the channel_max offered to clients", 1...65535) {
+      $0.channelMax = UInt16($1)
+    },
+    integer(
+      "max_message_size", flag: "max-message-size", "134217728", "the largest message body accepted, in bytes",
+      0...(1 << 31)
+    ) { $0.maxMessageSize = $1 },
+    text("default_vhost", flag: nil, "/", "the vhost created at start, where guest has its permissions") {
+      $0.defaultVirtualHost = $1
+    },
+    ServerSetting(
+      key: "metrics_prefix", environment: "WARREN_METRICS_PREFIX", flag: nil, defaultValue: "rabbitmq",
+      help: "the prefix of metric names (RabbitMQ's dashboards expect rabbitmq)"
+    ) { settings, value in
+      guard ServerSettings.isValidMetricsPrefix(value) else {
+        return "metrics_prefix must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), not '\(value)'"
+      }
+      settings.metricsPrefix = value
+      return nil
+    },
+    ServerSetting(
+      key: "memory_high_watermark", environment: "WARREN_MEMORY_HIGH_WATERMARK", flag: nil, defaultValue: "0.4",
+      help: "publishers are blocked above this share of memory (0 < x <= 1) or number of bytes (> 1)"
+    ) { settings, value in
+      guard let number = Double(value), number > 0 else {
+        return "memory_high_watermark must be a fraction of memory (0 < x <= 1) or a number of bytes"
+      }
+      settings.memoryHighWatermark = number
+      return nil
+    },
+    integer(
+      "disk_free_limit", flag: nil, "50000000", "publishers are blocked below this much free disk, in bytes",
+      0...Int.max
+    ) { $0.diskFreeLimit = $1 },
+    ServerSetting(
+      key: "shutdown_timeout", environment: "WARREN_SHUTDOWN_TIMEOUT", flag: nil, defaultValue: "10",
+      help: "seconds a graceful shutdown waits for publishers and confirms"
+    ) { settings, value in
+      guard let number = Double(value), number >= 0 else {
+        return "shutdown_timeout must be a number of seconds, 0 or more"
+      }
+      settings.shutdownTimeout = number
+      return nil
+    },
+  ]
+
+  /// The setting with this YAML key.
+  public static func named(_ key: String) -> ServerSetting? { self.all.first { $0.key == key } }
+
+  /// Sets this setting from its text form; returns the problem, if any.
+  public func set(_ value: String, in settings: inout ServerSettings) -> String? {
+    self.apply(&settings, value)
+  }
+
+  /// Applies the `WARREN_*` variables present in `environment`; returns the problems ("NAME: problem").
+  public static func applyEnvironment(_ environment: [String: String], to settings: inout ServerSettings) -> [String] {
+    self.all.compactMap { setting in
+      guard let value = environment[setting.environment] else { return nil }
+      return setting.set(value, in: &settings).map { "\(setting.environment): \($0)" }
+    }
+  }
+
+  /// The Markdown table of the settings, as the README shows it.
+  public static var markdownTable: String {
+    var lines = [
+      "| `server:` key | environment variable | flag | default | meaning |", "| --- | --- | --- | --- | --- |",
+    ]
+    for s in self.all {
+      lines.append(
+        "| `\(s.key)` | `\(s.environment)` | \(s.flag.map { "`--\($0)`" } ?? "") | `\(s.defaultValue)` | \(s.help) |")
+    }
+    return lines.joined(separator: "\n")
+  }
+
+  // MARK: Kinds
+
+  private static func environmentName(_ key: String) -> String { "WARREN_" + key.uppercased() }
+
+  private static func text(
+    _ key: String, flag: String?, _ defaultValue: String, _ help: String,
+    _ set: @escaping @Sendable (inout ServerSettings, String) -> Void
+  ) -> ServerSetting {
+    ServerSetting(
+      key: key, environment: environmentName(key), flag: flag, defaultValue: defaultValue, help: help
+    ) { settings, value in
+      set(&settings, value)
+      return nil
+    }
+  }
+
+  private static func choice(
+    _ key: String, flag: String?, _ defaultValue: String, _ help: String, _ choices: [String],
+    _ set: @escaping @Sendable (inout ServerSettings, String) -> Void
+  ) -> ServerSetting {
+    ServerSetting(
+      key: key, environment: environmentName(key), flag: flag, defaultValue: defaultValue, help: help
+    ) { settings, value in
+      guard choices.contains(value) else { return "\(key) must be one of \(choices.joined(separator: ", ")), not '\(value)'" }
+      set(&settings, value)
+      return nil
+    }
+  }
+
+  private static func integer(
+    _ key: String, flag: String?, _ defaultValue: String, _ help: String, _ range: ClosedRange<Int>,
+    _ set: @escaping @Sendable (inout ServerSettings, Int) -> Void
+  ) -> ServerSetting {
+    ServerSetting(
+      key: key, environment: environmentName(key), flag: flag, defaultValue: defaultValue, help: help
+    ) { settings, value in
+      guard let number = Int(value) else { return "\(key) must be an integer" }
+      guard range.contains(number) else {
+        return "\(key) must be between \(range.lowerBound) and \(range.upperBound), not \(number)"
+      }
+      set(&settings, number)
+      return nil
+    }
+  }
+}

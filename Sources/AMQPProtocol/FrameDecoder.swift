@@ -245,7 +245,9 @@ struct ClosureFrameHandler: AMQPFrameHandler {
 
   mutating func protocolHeaderReceived(_ bytes: [UInt8]) { self.body(.protocolHeader(bytes)) }
   mutating func methodReceived(_ method: AMQPMethod, channel: UInt16) { self.body(.method(channel: channel, method)) }
-  mutating func headerReceived(_ header: ContentHeader, channel: UInt16) { self.body(.header(channel: channel, header)) }
+  mutating func headerReceived(_ header: ContentHeader, channel: UInt16) {
+    self.body(.header(channel: channel, header))
+  }
   mutating func bodyReceived(_ body: ByteBuffer, channel: UInt16) { self.body(.body(channel: channel, body)) }
   mutating func heartbeatReceived(channel: UInt16) { self.body(.heartbeat(channel: channel)) }
 }

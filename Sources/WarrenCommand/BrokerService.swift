@@ -1,4 +1,3 @@
-import WarrenHTTP
 import ArgumentParser
 import Foundation
 import Logging
@@ -8,9 +7,10 @@ import ServiceLifecycle
 import UnixSignals
 import WarrenConfig
 import WarrenCore
+import WarrenHTTP
 import WarrenMetrics
-import WarrenSystem
 import WarrenServer
+import WarrenSystem
 
 /// The broker as a service of a `ServiceGroup`: applies the topology, opens the AMQP and HTTP listeners, reads the
 /// configuration again on SIGHUP, and on a graceful shutdown (SIGTERM, SIGINT) drains: no new connections,

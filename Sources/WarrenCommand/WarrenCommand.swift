@@ -10,8 +10,8 @@ import UnixSignals
 import WarrenConfig
 import WarrenCore
 import WarrenMetrics
-import WarrenSystem
 import WarrenServer
+import WarrenSystem
 
 /// The `warren` command line, as a library: an executable calls ``WarrenCommandLine/main(exchangeTypes:)`` with
 /// the exchange types it registers, so a user's own package can build a `warren` with more of them.
@@ -117,7 +117,8 @@ struct Serve: AsyncParsableCommand {
 /// A flag's help, from the settings table.
 func flagHelp(_ key: String) -> ArgumentHelp {
   guard let setting = ServerSetting.named(key) else { return "" }
-  return ArgumentHelp("\(setting.help.prefix(1).uppercased() + setting.help.dropFirst()) (default \(setting.defaultValue)).")
+  return ArgumentHelp(
+    "\(setting.help.prefix(1).uppercased() + setting.help.dropFirst()) (default \(setting.defaultValue)).")
 }
 
 /// `warren settings`: the settings table (YAML key, environment variable, flag, default, meaning) as Markdown.

@@ -119,8 +119,7 @@ extension WarrenConfiguration {
       }
       for binding in vhost.bindings.sorted(by: { ($0.source, $0.destination.name) < ($1.source, $1.destination.name) })
       {
-        if binding.destination.queue?.exclusiveOwner != nil
-        {
+        if binding.destination.queue?.exclusiveOwner != nil {
           continue
         }
         self.bindings.append(

@@ -136,7 +136,9 @@ public struct ServerSetting: Sendable {
     ServerSetting(
       key: key, environment: environmentName(key), flag: flag, defaultValue: defaultValue, help: help
     ) { settings, value in
-      guard choices.contains(value) else { return "\(key) must be one of \(choices.joined(separator: ", ")), not '\(value)'" }
+      guard choices.contains(value) else {
+        return "\(key) must be one of \(choices.joined(separator: ", ")), not '\(value)'"
+      }
       set(&settings, value)
       return nil
     }

@@ -285,7 +285,8 @@ public final class VirtualHost {
     let queue = try self.queue(named: queueName, connection: connection)
     let exchange = try self.exchangeForBinding(exchangeName)
     try exchange.type.validate(bindingKey: routingKey, arguments: arguments)
-    self.addBinding(Binding(source: exchange.name, destination: .queue(queue), routingKey: routingKey, arguments: arguments))
+    self.addBinding(
+      Binding(source: exchange.name, destination: .queue(queue), routingKey: routingKey, arguments: arguments))
   }
 
   /// queue.unbind.
@@ -299,7 +300,8 @@ public final class VirtualHost {
     let queue = try self.queue(named: queueName, connection: connection)
     if exchangeName.isEmpty { throw .accessRefused("operation not permitted on the default exchange") }
     guard let exchange = self.exchanges[exchangeName] else { return }  // nothing to unbind, as RabbitMQ
-    let binding = Binding(source: exchange.name, destination: .queue(queue), routingKey: routingKey, arguments: arguments)
+    let binding = Binding(
+      source: exchange.name, destination: .queue(queue), routingKey: routingKey, arguments: arguments)
     if exchange.outgoingBindings.contains(binding) { self.removeBinding(binding, autoDeleteSource: true) }
   }
 
@@ -311,7 +313,8 @@ public final class VirtualHost {
     let sourceExchange = try self.exchangeForBinding(source)
     try sourceExchange.type.validate(bindingKey: routingKey, arguments: arguments)
     self.addBinding(
-      Binding(source: source, destination: .exchange(destinationExchange), routingKey: routingKey, arguments: arguments))
+      Binding(source: source, destination: .exchange(destinationExchange), routingKey: routingKey, arguments: arguments)
+    )
   }
 
   /// exchange.unbind.

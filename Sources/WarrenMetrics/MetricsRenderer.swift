@@ -1,5 +1,5 @@
-import WarrenSystem
 import WarrenCore
+import WarrenSystem
 
 /// Renders a ``MetricsSnapshot`` as RabbitMQ's rabbitmq_prometheus plugin does, with its metric and label names
 /// where the meaning is the same, so that dashboards made for RabbitMQ work.

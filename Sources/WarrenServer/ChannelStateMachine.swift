@@ -287,21 +287,29 @@ public struct ChannelStateMachine {
       return self.recover(requeue: m.requeue, reply: nil, method)
 
     case .confirmSelect(let m):
-      if self.mode == .transactional { return self.error(.preconditionFailed("cannot switch from tx to confirm mode"), method) }
+      if self.mode == .transactional {
+        return self.error(.preconditionFailed("cannot switch from tx to confirm mode"), method)
+      }
       self.mode = .confirm
       return m.noWait ? .none : .reply(.confirmSelectOk(ConfirmSelectOk()))
     case .txSelect:
-      if self.mode == .confirm { return self.error(.preconditionFailed("cannot switch from confirm to tx mode"), method) }
+      if self.mode == .confirm {
+        return self.error(.preconditionFailed("cannot switch from confirm to tx mode"), method)
+      }
       self.mode = .transactional
       return .reply(.txSelectOk(TxSelectOk()))
     case .txCommit:
-      guard self.mode == .transactional else { return self.error(.preconditionFailed("channel is not transactional"), method) }
+      guard self.mode == .transactional else {
+        return self.error(.preconditionFailed("channel is not transactional"), method)
+      }
       let committed = self.transaction
       self.transaction = Transaction()
       self.transactionSettled.removeAll()
       return .commit(committed)
     case .txRollback:
-      guard self.mode == .transactional else { return self.error(.preconditionFailed("channel is not transactional"), method) }
+      guard self.mode == .transactional else {
+        return self.error(.preconditionFailed("channel is not transactional"), method)
+      }
       // As RabbitMQ: acknowledgements made in the transaction are forgotten; those deliveries are unacked again.
       self.restoreUnacked(self.transactionSettled)
       self.transaction = Transaction()

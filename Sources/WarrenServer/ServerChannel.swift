@@ -255,8 +255,7 @@ final class ServerChannel: DeliveryChannel {
   /// Lets the queues of this channel's consumers deliver again (flow on, prefetch raised, socket writable).
   func resumeDeliveries() {
     self.touchedQueues.removeAll(keepingCapacity: true)
-    for consumer in self.machine.consumers.values where !self.touchedQueues.contains(where: { $0 === consumer.queue })
-    {
+    for consumer in self.machine.consumers.values where !self.touchedQueues.contains(where: { $0 === consumer.queue }) {
       self.touchedQueues.append(consumer.queue)
     }
     for queue in self.touchedQueues { queue.dispatch() }

@@ -208,9 +208,11 @@ struct CodecTests {
     var generator = SplitMix64(seed: seed)
     var valid = ByteBuffer()
     valid.writeAMQPFrame(.method(channel: 1, .basicPublish(BasicPublish(exchange: "ex", routingKey: "rk"))))
-    valid.writeAMQPFrame(.header(channel: 1, ContentHeader(bodySize: 3, properties: BasicProperties(headers: ["a": .int32(1)]))))
+    valid.writeAMQPFrame(
+      .header(channel: 1, ContentHeader(bodySize: 3, properties: BasicProperties(headers: ["a": .int32(1)]))))
     valid.writeAMQPFrame(.body(channel: 1, ByteBuffer(string: "abc")))
-    valid.writeAMQPFrame(.method(channel: 0, .connectionClose(ConnectionClose(replyCode: 200, replyText: "bye", classID: 0, methodID: 0))))
+    valid.writeAMQPFrame(
+      .method(channel: 0, .connectionClose(ConnectionClose(replyCode: 200, replyText: "bye", classID: 0, methodID: 0))))
     let original = Array(valid.readableBytesView)
     var outcomes = (frames: 0, errors: 0)
     for _ in 0..<2000 {

@@ -36,7 +36,8 @@ struct FrameReaderTests {
   static func stream() -> (ByteBuffer, [RecordingFrameHandler.Event]) {
     var bytes = ByteBuffer(bytes: amqpProtocolHeader)
     var expected: [RecordingFrameHandler.Event] = [.protocolHeader(amqpProtocolHeader)]
-    let startOk = AMQPMethod.connectionStartOk(ConnectionStartOk(clientProperties: ["product": .longString("t")], response: [0, 0]))
+    let startOk = AMQPMethod.connectionStartOk(
+      ConnectionStartOk(clientProperties: ["product": .longString("t")], response: [0, 0]))
     bytes.writeAMQPFrame(.method(channel: 0, startOk))
     expected.append(.method(0, startOk))
     for (i, size) in [0, 5, 3000].enumerated() {

@@ -25,7 +25,8 @@ struct ConsistentHashExchangeTests {
     let total = 100_000
     for i in 0..<total {
       #expect(
-        vhost.publish(Message.make(exchange: "hash", routingKey: "key-\(i)", body: ByteBuffer()), to: exchange).accepted == 1)
+        vhost.publish(Message.make(exchange: "hash", routingKey: "key-\(i)", body: ByteBuffer()), to: exchange).accepted
+          == 1)
     }
     let weightSum = Double(weights.reduce(0, +))
     for (queue, weight) in zip(queues, weights) {

@@ -19,7 +19,8 @@ struct RoundRobinExchangeTests {
       return queue
     }
     for i in 0..<9 {
-      #expect(vhost.publish(Message.make(exchange: "rr", routingKey: "\(i)", body: ByteBuffer()), to: exchange).accepted == 1)
+      #expect(
+        vhost.publish(Message.make(exchange: "rr", routingKey: "\(i)", body: ByteBuffer()), to: exchange).accepted == 1)
     }
     #expect(queues.map(\.messageCount) == [3, 3, 3])
     #expect(throws: BrokerError.self) {

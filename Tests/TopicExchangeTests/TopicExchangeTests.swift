@@ -53,13 +53,15 @@ struct TopicExchangeTests {
     let exchange = try vhost.declareExchange(name: "t", type: "topic")
     let queue = try vhost.declareQueue(name: "q", connection: 1)
     for key in ["a.*", "a.#", "#", "*.b"] { try vhost.bindQueue("q", to: "t", routingKey: key, connection: 1) }
-    #expect(vhost.publish(Message.make(exchange: "t", routingKey: "a.b", body: ByteBuffer()), to: exchange).accepted == 1)
+    #expect(
+      vhost.publish(Message.make(exchange: "t", routingKey: "a.b", body: ByteBuffer()), to: exchange).accepted == 1)
     #expect(queue.messageCount == 1)
     let router = try #require(exchange.router as? TopicRouter)
     #expect(router.keyCount == 4)
     for key in ["a.*", "a.#", "#", "*.b"] { try vhost.unbindQueue("q", from: "t", routingKey: key, connection: 1) }
     #expect(router.keyCount == 0)
-    #expect(vhost.publish(Message.make(exchange: "t", routingKey: "a.b", body: ByteBuffer()), to: exchange).accepted == 0)
+    #expect(
+      vhost.publish(Message.make(exchange: "t", routingKey: "a.b", body: ByteBuffer()), to: exchange).accepted == 0)
   }
 
   @Test("binding keys over 255 bytes are refused")

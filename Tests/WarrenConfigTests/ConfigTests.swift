@@ -85,12 +85,14 @@ struct ConfigTests {
     let orders = try #require(root.queues["orders"])
     #expect(
       root.publish(
-        Message.make(exchange: "events", routingKey: "order.new", body: .init()), to: root.exchanges["events"]!).accepted == 1)
+        Message.make(exchange: "events", routingKey: "order.new", body: .init()), to: root.exchanges["events"]!
+      ).accepted == 1)
     #expect(orders.messageCount == 1)
     #expect(
       root.publish(
-        Message.make(exchange: "amq.fanout", routingKey: "order.x", body: .init()), to: root.exchanges["amq.fanout"]!)
-        .accepted == 1)
+        Message.make(exchange: "amq.fanout", routingKey: "order.x", body: .init()), to: root.exchanges["amq.fanout"]!
+      )
+      .accepted == 1)
     #expect(broker.vhosts["staging"]?.queues["log"] != nil)
     #expect(broker.authenticate(user: "app", password: "s3cret", fromLoopback: false) != nil)
   }
@@ -275,7 +277,8 @@ struct SettingsTableTests {
 
   @Test("the README shows the table as the code has it")
   func readme() throws {
-    let readme = try String(contentsOfFile: #filePath.components(separatedBy: "/Tests/")[0] + "/README.md", encoding: .utf8)
+    let readme = try String(
+      contentsOfFile: #filePath.components(separatedBy: "/Tests/")[0] + "/README.md", encoding: .utf8)
     #expect(readme.contains(ServerSetting.markdownTable))
   }
 }

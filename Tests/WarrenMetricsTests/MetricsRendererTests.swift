@@ -1,6 +1,6 @@
 import Testing
-import WarrenSystem
 import WarrenCore
+import WarrenSystem
 
 @testable import WarrenMetrics
 

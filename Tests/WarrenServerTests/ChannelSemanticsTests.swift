@@ -160,8 +160,9 @@ struct PrefetchTests {
   @Test("prefetch_size is 540 NOT_IMPLEMENTED")
   func prefetchSize() throws {
     var f = try ChannelFixture()
-    guard case .connectionError(let error, let classID, let methodID) = f.machine.methodReceived(
-      .basicQos(BasicQos(prefetchSize: 10)))
+    guard
+      case .connectionError(let error, let classID, let methodID) = f.machine.methodReceived(
+        .basicQos(BasicQos(prefetchSize: 10)))
     else {
       Issue.record("expected a connection error")
       return
@@ -173,10 +174,12 @@ struct PrefetchTests {
   func flow() throws {
     var f = try ChannelFixture()
     let consumer = f.consumer("c")
-    let answered2 = f.machine.methodReceivedIsReply(.channelFlow(ChannelFlow(active: false)), .channelFlowOk(ChannelFlowOk(active: false)))
+    let answered2 = f.machine.methodReceivedIsReply(
+      .channelFlow(ChannelFlow(active: false)), .channelFlowOk(ChannelFlowOk(active: false)))
     #expect(answered2)
     #expect(!f.machine.canDeliver(to: consumer))
-    guard case .replyAndResume(.channelFlowOk(let ok)) = f.machine.methodReceived(.channelFlow(ChannelFlow(active: true)))
+    guard
+      case .replyAndResume(.channelFlowOk(let ok)) = f.machine.methodReceived(.channelFlow(ChannelFlow(active: true)))
     else {
       Issue.record("flow on does not resume")
       return
@@ -253,12 +256,14 @@ struct TransactionTests {
   func modes() throws {
     var f = try ChannelFixture()
     let action5 = f.machine.methodReceived(.txCommit(TxCommit()))
-    #expect(channelError(action5)?.replyText
-      == "PRECONDITION_FAILED - channel is not transactional")
+    #expect(
+      channelError(action5)?.replyText
+        == "PRECONDITION_FAILED - channel is not transactional")
     _ = f.machine.methodReceived(.confirmSelect(ConfirmSelect()))
     let action6 = f.machine.methodReceived(.txSelect(TxSelect()))
-    #expect(channelError(action6)?.replyText
-      == "PRECONDITION_FAILED - cannot switch from confirm to tx mode")
+    #expect(
+      channelError(action6)?.replyText
+        == "PRECONDITION_FAILED - cannot switch from confirm to tx mode")
   }
 
   @Test("release returns consumers and every unacked delivery, those acked in an open transaction included")
@@ -308,7 +313,10 @@ struct ConsumerAndCloseTests {
   @Test("client close: release and close-ok; both closing at once is answered too")
   func close() throws {
     var f = try ChannelFixture()
-    guard case .closeRequested = f.machine.methodReceived(.channelClose(ChannelClose(replyCode: 200, replyText: "", classID: 0, methodID: 0))) else {
+    guard
+      case .closeRequested = f.machine.methodReceived(
+        .channelClose(ChannelClose(replyCode: 200, replyText: "", classID: 0, methodID: 0)))
+    else {
       Issue.record("close not requested")
       return
     }
@@ -316,7 +324,10 @@ struct ConsumerAndCloseTests {
     var g = try ChannelFixture()
     g.machine.serverClosing()
     #expect(!g.machine.canDeliver(to: g.consumer("c")))
-    guard case .closeRequested = g.machine.methodReceived(.channelClose(ChannelClose(replyCode: 200, replyText: "", classID: 0, methodID: 0))) else {
+    guard
+      case .closeRequested = g.machine.methodReceived(
+        .channelClose(ChannelClose(replyCode: 200, replyText: "", classID: 0, methodID: 0)))
+    else {
       Issue.record("simultaneous close not answered")
       return
     }
@@ -376,7 +387,8 @@ struct ConfirmTrackerTests {
     var f = try ChannelFixture()
     f.machine.published(.ack)
     #expect(f.machine.nextConfirm() == nil && f.machine.confirms.published == 0)
-    let answered7 = f.machine.methodReceivedIsReply(.confirmSelect(ConfirmSelect()), .confirmSelectOk(ConfirmSelectOk()))
+    let answered7 = f.machine.methodReceivedIsReply(
+      .confirmSelect(ConfirmSelect()), .confirmSelectOk(ConfirmSelectOk()))
     #expect(answered7)
     f.machine.published(.waiting(StorageToken(generation: 1)))
     f.machine.published(.ack)

@@ -45,6 +45,8 @@ struct BrokerService: Service {
       throw error
     }
     if let path = self.configPath { logger.info("configuration \(path) applied") }
+    // SIGHUP is trapped before the HTTP listener opens (which is when tests, and people, take the broker as up).
+    let reloads = await UnixSignalsSequence(trapping: [.sighup])
     try await amqp.monitorResources(
       memoryLimit: self.settings.memoryLimit(totalMemory: ProcessStatistics.totalMemory()),
       diskFreeLimit: self.settings.diskFreeLimit, dataDirectory: self.settings.dataDirectory)
@@ -66,7 +68,6 @@ struct BrokerService: Service {
     }
 
     // Runs until a graceful shutdown is asked for; SIGHUP reads the configuration again meanwhile.
-    let reloads = await UnixSignalsSequence(trapping: [.sighup])
     await cancelWhenGracefulShutdown {
       for await _ in reloads { await self.reload(amqp) }
     }

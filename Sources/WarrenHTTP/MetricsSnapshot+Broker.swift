@@ -22,12 +22,7 @@ extension MetricsSnapshot {
       snapshot.channelCount += connection.channels
       snapshot.connectionBytesReceived += connection.bytesReceived
       snapshot.connectionBytesSent += connection.bytesSent
-      if perObject {
-        snapshot.connections.append(
-          ConnectionSample(
-            vhost: connection.vhost, name: connection.name, user: connection.user, channels: connection.channels,
-            bytesReceived: connection.bytesReceived, bytesSent: connection.bytesSent))
-      }
+      if perObject { snapshot.connections.append(connection) }
     }
     for vhost in inspection.broker.vhosts.values {
       snapshot.queueCount += vhost.queues.count

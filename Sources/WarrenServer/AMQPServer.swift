@@ -201,14 +201,3 @@ public struct BrokerInspection {
     }
   }
 }
-
-/// One client connection as an inspection sees it.
-public struct ConnectionSummary: Sendable, Equatable {
-  public var vhost: String
-  /// RabbitMQ's connection name: "peer -> listener".
-  public var name: String
-  public var user: String
-  public var channels: Int
-  public var bytesReceived: Int
-  public var bytesSent: Int
-}

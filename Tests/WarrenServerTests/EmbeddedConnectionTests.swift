@@ -120,3 +120,48 @@ struct EmbeddedConnectionTests {
     #expect(close.replyCode == 501)
   }
 }
+
+/// Timeouts with the embedded loop's manual clock: no real time passes.
+@Suite("Connection timeouts on a manual clock")
+struct ConnectionTimeoutTests {
+  static func handshake(heartbeat: UInt16) -> ByteBuffer {
+    var bytes = ByteBuffer(bytes: amqpProtocolHeader)
+    bytes.writeAMQPFrame(
+      .method(
+        channel: 0,
+        .connectionStartOk(
+          ConnectionStartOk(clientProperties: [:], response: [0] + Array("guest".utf8) + [0] + Array("guest".utf8)))))
+    bytes.writeAMQPFrame(
+      .method(channel: 0, .connectionTuneOk(ConnectionTuneOk(channelMax: 10, frameMax: 4096, heartbeat: heartbeat))))
+    bytes.writeAMQPFrame(.method(channel: 0, .connectionOpen(ConnectionOpen(virtualHost: "/"))))
+    return bytes
+  }
+
+  @Test("a client that does not finish the handshake within 10 s is closed, not before")
+  func handshakeTimeout() throws {
+    var connection = try EmbeddedConnection()
+    try connection.send(ByteBuffer(bytes: amqpProtocolHeader), chunk: 8)
+    #expect(try connection.frames().count == 1)  // connection.start
+    connection.channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+    #expect(connection.channel.isActive)
+    connection.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+    #expect(!connection.channel.isActive)
+  }
+
+  @Test("heartbeats: sent when the broker is idle, the client closed after two silent intervals")
+  func heartbeats() throws {
+    var connection = try EmbeddedConnection()
+    try connection.send(Self.handshake(heartbeat: 2), chunk: 1000)
+    #expect(try connection.frames().last == .method(channel: 0, .connectionOpenOk(ConnectionOpenOk())))
+    let loop = connection.channel.embeddedEventLoop
+    loop.advanceTime(by: .seconds(1))  // first tick: the open-ok went out, so no heartbeat yet
+    #expect(try connection.frames().isEmpty)
+    loop.advanceTime(by: .seconds(1))
+    #expect(try connection.frames() == [.heartbeat(channel: 0)])
+    try connection.send(ByteBuffer(bytes: [8, 0, 0, 0, 0, 0, 0, 0xCE]), chunk: 8)  // the client's heartbeat
+    loop.advanceTime(by: .seconds(4))  // the tick at 3 s sees it; silent ticks at 4, 5, 6 s
+    #expect(connection.channel.isActive)
+    loop.advanceTime(by: .seconds(1))  // the fourth silent tick (two intervals without a byte): closed
+    #expect(!connection.channel.isActive)
+  }
+}

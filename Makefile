@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 SWIFT ?= swift
 
-.PHONY: build release test test-swift test-interop venv run format clean microbench compare container-test
+.PHONY: build release test test-swift test-interop test-rabbitmq venv run format clean microbench compare container-test
 
 build:
 	$(SWIFT) build
@@ -31,6 +31,10 @@ venv: $(VENV)/.installed
 
 test-interop: venv build
 	WARREN_BIN=$$($(SWIFT) build --show-bin-path)/warren $(VENV)/bin/python -m pytest -c Tests/Interop/pytest.ini Tests/Interop -q
+
+## The behaviour tests against Debian's RabbitMQ (installed if missing): both brokers must pass them.
+test-rabbitmq: venv
+	PYTHON=$(VENV)/bin/python Scripts/test-rabbitmq.sh
 
 ## The container image, for real: static binary, image built and run with podman and runc, checked with pika
 container-test: venv

@@ -56,6 +56,26 @@ public enum FieldValue: Sendable, Equatable {
 
 /// An AMQP field table: ordered key/value pairs, as they were on the wire.
 public struct FieldTable: Sendable, Equatable, ExpressibleByDictionaryLiteral, Sequence {
+  /// The deepest nesting of tables and arrays accepted from the wire or a file (a hostile client could otherwise
+  /// nest thousands of levels and crash whatever walks the table recursively).
+  public static let maxNestingDepth = 64
+  @usableFromInline static let tooDeep = AMQPProtocolError.invalidValue(
+    "field tables and arrays nested deeper than \(maxNestingDepth) levels")
+
+  /// How deep tables and arrays nest in this table (1 for a flat table).
+  public var nestingDepth: Int {
+    var deepest = 1
+    var pending: [(FieldValue, Int)] = self.entries.map { ($0.value, 1) }
+    while let (value, depth) = pending.popLast() {
+      deepest = Swift.max(deepest, depth)
+      switch value {
+      case .table(let table): pending += table.entries.map { ($0.value, depth + 1) }
+      case .array(let values): pending += values.map { ($0, depth + 1) }
+      default: break
+      }
+    }
+    return deepest
+  }
   /// One key and its value.
   public struct Entry: Sendable, Equatable {
     public var key: String
@@ -170,15 +190,23 @@ extension ByteBuffer {
     self.writeBytes(bytes)
   }
 
-  /// Reads a field table (u32 byte length + entries).
+  /// Reads a field table (u32 byte length + entries). Tables and arrays nested deeper than
+  /// ``FieldTable/maxNestingDepth`` are refused: everything that later walks a table (comparison, export, rendering)
+  /// can then recurse safely.
   @inlinable
   public mutating func readAMQPFieldTable() throws(AMQPProtocolError) -> FieldTable {
+    try self.readAMQPFieldTable(depth: 0)
+  }
+
+  @usableFromInline
+  mutating func readAMQPFieldTable(depth: Int) throws(AMQPProtocolError) -> FieldTable {
+    guard depth < FieldTable.maxNestingDepth else { throw FieldTable.tooDeep }
     guard let length = self.readInteger(as: UInt32.self) else { throw .truncated("field table") }
     guard var slice = self.readSlice(length: Int(length)) else { throw .truncated("field table") }
     var entries: [FieldTable.Entry] = []
     while slice.readableBytes > 0 {
       let key = try slice.readAMQPShortString()
-      let value = try slice.readAMQPFieldValue()
+      let value = try slice.readAMQPFieldValue(depth: depth + 1)
       entries.append(FieldTable.Entry(key: key, value: value))
     }
     return FieldTable(entries)
@@ -197,12 +225,13 @@ extension ByteBuffer {
 
   /// Moves past a field table, checking its structure, without building it.
   @usableFromInline
-  mutating func skipAMQPFieldTable() throws(AMQPProtocolError) {
+  mutating func skipAMQPFieldTable(depth: Int = 0) throws(AMQPProtocolError) {
+    guard depth < FieldTable.maxNestingDepth else { throw FieldTable.tooDeep }
     guard let length = self.readInteger(as: UInt32.self) else { throw .truncated("field table") }
     guard var slice = self.readSlice(length: Int(length)) else { throw .truncated("field table") }
     while slice.readableBytes > 0 {
       try slice.skipAMQPShortString()
-      try slice.skipAMQPFieldValue()
+      try slice.skipAMQPFieldValue(depth: depth + 1)
     }
   }
 
@@ -220,7 +249,7 @@ extension ByteBuffer {
     self.moveReaderIndex(forwardBy: count)
   }
 
-  mutating func skipAMQPFieldValue() throws(AMQPProtocolError) {
+  mutating func skipAMQPFieldValue(depth: Int) throws(AMQPProtocolError) {
     let tag = try self.readAMQPOctet()
     switch tag {
     case UInt8(ascii: "t"), UInt8(ascii: "b"), UInt8(ascii: "B"): try self.skipAMQPBytes(1, "octet")
@@ -235,15 +264,16 @@ extension ByteBuffer {
       guard let length = self.readInteger(as: UInt32.self), var slice = self.readSlice(length: Int(length)) else {
         throw .truncated("field array")
       }
-      while slice.readableBytes > 0 { try slice.skipAMQPFieldValue() }
-    case UInt8(ascii: "F"): try self.skipAMQPFieldTable()
+      guard depth < FieldTable.maxNestingDepth else { throw FieldTable.tooDeep }
+      while slice.readableBytes > 0 { try slice.skipAMQPFieldValue(depth: depth + 1) }
+    case UInt8(ascii: "F"): try self.skipAMQPFieldTable(depth: depth)
     case UInt8(ascii: "V"): break
     default: throw .unknownFieldType(tag)
     }
   }
 
   @usableFromInline
-  mutating func readAMQPFieldValue() throws(AMQPProtocolError) -> FieldValue {
+  mutating func readAMQPFieldValue(depth: Int) throws(AMQPProtocolError) -> FieldValue {
     let tag = try self.readAMQPOctet()
     switch tag {
     case UInt8(ascii: "t"): return .bool(try self.readAMQPOctet() != 0)
@@ -268,11 +298,12 @@ extension ByteBuffer {
       guard let length = self.readInteger(as: UInt32.self), var slice = self.readSlice(length: Int(length)) else {
         throw .truncated("field array")
       }
+      guard depth < FieldTable.maxNestingDepth else { throw FieldTable.tooDeep }
       var values: [FieldValue] = []
-      while slice.readableBytes > 0 { values.append(try slice.readAMQPFieldValue()) }
+      while slice.readableBytes > 0 { values.append(try slice.readAMQPFieldValue(depth: depth + 1)) }
       return .array(values)
     case UInt8(ascii: "T"): return .timestamp(try self.readAMQPLongLong())
-    case UInt8(ascii: "F"): return .table(try self.readAMQPFieldTable())
+    case UInt8(ascii: "F"): return .table(try self.readAMQPFieldTable(depth: depth))
     case UInt8(ascii: "V"): return .void
     default: throw .unknownFieldType(tag)
     }

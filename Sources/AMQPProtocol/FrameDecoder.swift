@@ -185,6 +185,8 @@ public struct AMQPFrameReader {
 
   /// Whether part of a frame is buffered, waiting for the next read.
   public var hasPartialFrame: Bool { self.pending != nil }
+  /// The bytes of the partial frame buffered.
+  public var partialFrameBytes: Int { self.pending?.readableBytes ?? 0 }
 
   /// Hands every whole frame the bytes read so far hold to `handler`, in order.
   @inlinable

@@ -58,9 +58,10 @@ struct BrokerService: Service {
         version: warrenVersion, startTime: startTime),
       dataDirectory: self.settings.dataDirectory)
     let http = try await HTTPServer.start(
-      host: self.settings.metricsBind, port: self.settings.metricsPort, group: eventLoops, logger: logger
-    ) { request in
-      await routes.respond(to: request)
+      host: self.settings.metricsBind, port: self.settings.metricsPort, group: eventLoops, logger: logger,
+      idleTimeout: .milliseconds(Int64(self.settings.httpIdleTimeout * 1000))
+    ) { request, remote in
+      await routes.respond(to: request, from: remote)
     }
     for warning in self.configuration.warnings { logger.warning("\(warning)") }
     if let portFile = self.portFile, let port = amqp.localAddress.port {
@@ -112,11 +113,14 @@ struct Health: AsyncParsableCommand {
   @Option(help: "The path to ask: /healthz (alive), /readyz (ready for traffic) or /api/aliveness-test/%2F.")
   var path: String = "/healthz"
 
+  @Option(help: "For /api paths: an administrator user (HTTP basic authentication).") var user: String = "guest"
+  @Option(help: "The user's password.") var password: String = "guest"
+
   func run() async throws {
     let port = ProcessInfo.processInfo.environment["WARREN_METRICS_PORT"] ?? "15692"
     let address = self.address ?? "127.0.0.1:\(port)"
     do {
-      let body = try await httpGet(address: address, path: self.path)
+      let body = try await httpGet(address: address, path: self.path, credentials: (self.user, self.password))
       print(body, terminator: "")
     } catch {
       printError("warren health: \(error)")

@@ -159,12 +159,15 @@ struct ExportDefinitions: AsyncParsableCommand {
   @Option(help: "The configuration (YAML, or a RabbitMQ definitions.json).") var config: String?
   @Option(help: "A running warren's HTTP address, e.g. 127.0.0.1:15692: export what it runs.") var from: String?
   @Option(help: "json (RabbitMQ's definitions) or yaml (Warren's).") var format: String = "json"
+  @Option(help: "With --from: an administrator user of that broker.") var user: String = "guest"
+  @Option(help: "With --from: the user's password.") var password: String = "guest"
 
   func run() async throws {
     guard self.format == "json" || self.format == "yaml" else { throw ValidationError("--format is json or yaml") }
     if let address = self.from {
       let path = self.format == "yaml" ? "/api/definitions?format=yaml" : "/api/definitions"
-      print(try await httpGet(address: address, path: path), terminator: "")
+      print(
+        try await httpGet(address: address, path: path, credentials: (self.user, self.password)), terminator: "")
       return
     }
     guard let config = self.config else { throw ValidationError("give --config FILE or --from HOST:PORT") }
@@ -194,7 +197,7 @@ func printError(_ text: String) {
 }
 
 /// A plain HTTP GET of `path` from `address` (host:port); the body, or an error for a status other than 200.
-func httpGet(address: String, path: String) async throws -> String {
+func httpGet(address: String, path: String, credentials: (String, String)? = nil) async throws -> String {
   let parts = address.split(separator: ":")
   guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--from is HOST:PORT") }
   let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -208,6 +211,9 @@ func httpGet(address: String, path: String) async throws -> String {
     var headers = HTTPHeaders()
     headers.add(name: "Host", value: address)
     headers.add(name: "Connection", value: "close")
+    if let (user, password) = credentials {
+      headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
+    }
     try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)))
     try await outbound.write(.end(nil))
     var status = HTTPResponseStatus.ok

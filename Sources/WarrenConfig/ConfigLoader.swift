@@ -125,6 +125,7 @@ public struct ConfigLoader {
       var name: String?
       var password: String?
       var hash: String?
+      var tags: [String] = []
       for (key, value) in self.entries(
         mapping, allowed: ["name", "password", "password_hash", "hashing_algorithm", "tags", "limits"], in: "a user")
       {
@@ -140,7 +141,16 @@ public struct ConfigLoader {
           if let algorithm = self.string(value, key), algorithm != "rabbit_password_hashing_sha256" {
             self.problem(value, "hashing_algorithm '\(algorithm)' is not supported (rabbit_password_hashing_sha256 is)")
           }
-        default: break  // tags and limits: RabbitMQ's, accepted and ignored
+        case "tags":
+          // RabbitMQ writes "administrator,monitoring" (3.x) or a list (newer).
+          if let text = value.scalar?.string {
+            tags = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+          } else if let list = value.sequence {
+            tags = list.compactMap { $0.scalar?.string }
+          } else {
+            self.problem(value, "tags must be a comma-separated string or a list")
+          }
+        default: break  // limits: RabbitMQ's, accepted and ignored
         }
       }
       guard let name, password != nil || hash != nil else {
@@ -148,7 +158,7 @@ public struct ConfigLoader {
         continue
       }
       if users.contains(where: { $0.name == name }) { self.problem(item, "duplicate user '\(name)'") }
-      users.append(UserDefinition(name: name, password: hash == nil ? password : nil, passwordHash: hash))
+      users.append(UserDefinition(name: name, password: hash == nil ? password : nil, passwordHash: hash, tags: tags))
     }
     return users
   }
@@ -446,17 +456,21 @@ public struct ConfigLoader {
   }
 
   /// A mapping of AMQP arguments: strings, integers, booleans, floats, lists and nested mappings.
-  private mutating func table(_ node: Node, _ key: String) -> FieldTable {
+  private mutating func table(_ node: Node, _ key: String, depth: Int = 1) -> FieldTable {
     guard let mapping = self.mapping(node, key) else { return [:] }
+    guard depth <= FieldTable.maxNestingDepth else {
+      self.problem(node, "\(key): tables and lists nested deeper than \(FieldTable.maxNestingDepth) levels")
+      return [:]
+    }
     var table = FieldTable()
     for (keyNode, value) in mapping {
       guard let name = keyNode.string else { continue }
-      if let converted = self.fieldValue(value, name) { table[name] = converted }
+      if let converted = self.fieldValue(value, name, depth: depth + 1) { table[name] = converted }
     }
     return table
   }
 
-  private mutating func fieldValue(_ node: Node, _ key: String) -> FieldValue? {
+  private mutating func fieldValue(_ node: Node, _ key: String, depth: Int) -> FieldValue? {
     switch node {
     case .scalar(let scalar):
       if scalar.style == .plain {
@@ -466,9 +480,13 @@ public struct ConfigLoader {
       }
       return .longString(scalar.string)
     case .sequence(let sequence):
-      return .array(sequence.compactMap { self.fieldValue($0, key) })
+      guard depth <= FieldTable.maxNestingDepth else {
+        self.problem(node, "\(key): tables and lists nested deeper than \(FieldTable.maxNestingDepth) levels")
+        return nil
+      }
+      return .array(sequence.compactMap { self.fieldValue($0, key, depth: depth + 1) })
     case .mapping:
-      return .table(self.table(node, key))
+      return .table(self.table(node, key, depth: depth))
     case .alias:
       self.problem(node, "\(key): aliases are not supported")
       return nil

@@ -25,7 +25,7 @@ extension WarrenConfiguration {
       "users": self.users.map { user -> [String: Any] in
         [
           "name": user.name, "password_hash": user.passwordHash ?? User.hash(password: user.password ?? ""),
-          "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": [String](),
+          "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": user.tags,
         ]
       },
       "permissions": self.permissions.map {
@@ -95,7 +95,7 @@ extension WarrenConfiguration {
     self.init()
     self.vhosts = broker.vhosts.keys.sorted()
     self.users = broker.users.values.sorted { $0.name < $1.name }.map {
-      UserDefinition(name: $0.name, passwordHash: $0.passwordHash)
+      UserDefinition(name: $0.name, passwordHash: $0.passwordHash, tags: $0.tags)
     }
     self.permissions = broker.permissions.keys.sorted().flatMap { user in
       (broker.permissions[user] ?? [:]).keys.sorted().map { vhost in

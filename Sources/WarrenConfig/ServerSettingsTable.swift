@@ -83,6 +83,16 @@ public struct ServerSetting: Sendable {
       settings.shutdownTimeout = number
       return nil
     },
+    ServerSetting(
+      key: "http_idle_timeout", environment: "WARREN_HTTP_IDLE_TIMEOUT", flag: nil, defaultValue: "30",
+      help: "seconds an HTTP connection may send nothing (mid-request or idle) before it is closed"
+    ) { settings, value in
+      guard let number = Double(value), number > 0 else {
+        return "http_idle_timeout must be a number of seconds above 0"
+      }
+      settings.httpIdleTimeout = number
+      return nil
+    },
   ]
 
   /// The setting with this YAML key.

@@ -40,6 +40,8 @@ public struct ServerSettings: Sendable, Equatable {
   public var diskFreeLimit = 50_000_000
   /// How long a graceful shutdown waits for publishers to finish and confirms to go out, in seconds.
   public var shutdownTimeout = 10.0
+  /// Seconds an HTTP connection may send nothing (an unfinished request, an idle keep-alive) before it is closed.
+  public var httpIdleTimeout = 30.0
 
   public init() {}
 
@@ -76,16 +78,19 @@ public struct UserDefinition: Sendable, Equatable {
   public var password: String?
   /// RabbitMQ's `rabbit_password_hashing_sha256` hash.
   public var passwordHash: String?
+  /// RabbitMQ's user tags (`administrator`, `monitoring`, `management`).
+  public var tags: [String]
 
-  public init(name: String, password: String? = nil, passwordHash: String? = nil) {
+  public init(name: String, password: String? = nil, passwordHash: String? = nil, tags: [String] = []) {
     self.name = name
     self.password = password
     self.passwordHash = passwordHash
+    self.tags = tags
   }
 
   var user: User {
-    if let passwordHash { return User(name: self.name, passwordHash: passwordHash) }
-    return User(name: self.name, password: self.password ?? "")
+    if let passwordHash { return User(name: self.name, passwordHash: passwordHash, tags: self.tags) }
+    return User(name: self.name, password: self.password ?? "", tags: self.tags)
   }
 }
 

@@ -11,18 +11,24 @@ public struct User: Sendable, Equatable {
   public var passwordHash: String
   /// Whether the user may log in only from a loopback address (RabbitMQ's rule for `guest`).
   public var loopbackOnly: Bool
+  /// RabbitMQ's user tags: `administrator` (everything over HTTP), `monitoring`, `management`.
+  public var tags: [String]
 
   /// A user with a plaintext password (hashed here with a random salt).
-  public init(name: String, password: String, loopbackOnly: Bool = false) {
-    self.init(name: name, passwordHash: User.hash(password: password), loopbackOnly: loopbackOnly)
+  public init(name: String, password: String, loopbackOnly: Bool = false, tags: [String] = []) {
+    self.init(name: name, passwordHash: User.hash(password: password), loopbackOnly: loopbackOnly, tags: tags)
   }
 
   /// A user with a RabbitMQ password hash.
-  public init(name: String, passwordHash: String, loopbackOnly: Bool = false) {
+  public init(name: String, passwordHash: String, loopbackOnly: Bool = false, tags: [String] = []) {
     self.name = name
     self.passwordHash = passwordHash
     self.loopbackOnly = loopbackOnly
+    self.tags = tags
   }
+
+  /// Whether the user has the `administrator` tag.
+  public var isAdministrator: Bool { self.tags.contains("administrator") }
 
   /// RabbitMQ's `rabbit_password_hashing_sha256` of a password.
   public static func hash(password: String, salt: [UInt8]? = nil) -> String {
@@ -117,7 +123,7 @@ public final class Broker {
     self.limits = limits
     self.version = version
     self.addVirtualHost(defaultVirtualHost)
-    self.users["guest"] = User(name: "guest", password: "guest", loopbackOnly: true)
+    self.users["guest"] = User(name: "guest", password: "guest", loopbackOnly: true, tags: ["administrator"])
     self.permissions["guest"] = [defaultVirtualHost: Permission()]
   }
 

@@ -57,6 +57,7 @@ public final class VirtualHost {
     arguments: FieldTable = [:]
   ) throws(BrokerError) -> Exchange {
     if passive {
+      if name.isEmpty { throw .accessRefused("operation not permitted on the default exchange") }
       guard let existing = self.exchanges[name] else {
         throw .notFound("no \(describe("exchange", name, vhost: self.name))")
       }
@@ -165,6 +166,10 @@ public final class VirtualHost {
     }
     if let existing = self.queues[name] {
       try self.checkExclusive(existing, connection: connection)
+      if existing.exclusiveOwner != nil && !exclusive {
+        // RabbitMQ answers a non-exclusive redeclare of an exclusive queue, even from its owner, with 405.
+        throw .resourceLocked(Self.lockedText(existing, vhost: self.name))
+      }
       func inequivalent(_ arg: String, _ received: Bool, _ current: Bool) -> BrokerError {
         .preconditionFailed(
           "inequivalent arg '\(arg)' for \(describe("queue", name, vhost: self.name)): "
@@ -203,12 +208,15 @@ public final class VirtualHost {
     return queue
   }
 
+  static func lockedText(_ queue: Queue, vhost: String) -> String {
+    "cannot obtain exclusive access to locked \(describe("queue", queue.name, vhost: vhost)). It could be "
+      + "originally declared on another connection or the exclusive property value does not match that of the "
+      + "original declaration."
+  }
+
   private func checkExclusive(_ queue: Queue, connection: UInt64) throws(BrokerError) {
     if let owner = queue.exclusiveOwner, owner != connection {
-      throw .resourceLocked(
-        "cannot obtain exclusive access to locked \(describe("queue", queue.name, vhost: self.name)). It could be "
-          + "originally declared on another connection or the exclusive property value does not match that of the "
-          + "original declaration.")
+      throw .resourceLocked(Self.lockedText(queue, vhost: self.name))
     }
   }
 

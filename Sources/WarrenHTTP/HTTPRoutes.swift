@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOHTTP1
 import WarrenConfig
 import WarrenCore
@@ -21,13 +22,19 @@ public struct HTTPRoutes: Sendable {
     self.dataDirectory = dataDirectory
   }
 
-  /// The answer to one request.
-  public func respond(to request: HTTPRequestHead) async -> HTTPResponse {
+  /// The paths served without credentials: what Prometheus and orchestrators poll.
+  static let openPaths: Set<String> = ["/healthz", "/readyz", "/metrics", "/metrics/per-object", "/metrics/detailed"]
+
+  /// The answer to one request from `remote`.
+  public func respond(to request: HTTPRequestHead, from remote: SocketAddress? = nil) async -> HTTPResponse {
     guard request.method == .GET else { return HTTPResponse(status: .methodNotAllowed, body: "GET only\n") }
     let components = URLComponents(string: request.uri)
     let path = components?.percentEncodedPath ?? request.uri
     let query = components?.queryItems ?? []
     do {
+      if !Self.openPaths.contains(path), let refusal = try await self.authorize(request, from: remote, path: path) {
+        return refusal
+      }
       switch path {
       case "/healthz":
         return HTTPResponse(body: "ok\n")
@@ -68,20 +75,54 @@ public struct HTTPRoutes: Sendable {
         if path.hasPrefix(prefix) {
           let vhost = String(path.dropFirst(prefix.count)).removingPercentEncoding ?? ""
           if let failure = try await self.amqp.alivenessTest(vhost: vhost) {
-            return HTTPResponse(
-              status: .serviceUnavailable, contentType: "application/json",
-              body: #"{"status":"failed","reason":"\#(failure)"}"# + "\n")
+            return .json(["status": "failed", "reason": failure], status: .serviceUnavailable)
           }
-          return HTTPResponse(contentType: "application/json", body: #"{"status":"ok"}"# + "\n")
+          return .json(["status": "ok"])
         }
-        return HTTPResponse(status: .notFound, body: "not found: \(path)\n")
+        return .json(["error": "Object Not Found", "reason": "Not Found"], status: .notFound)
       }
     } catch {
       return HTTPResponse(status: .internalServerError, body: "\(error)\n")
     }
   }
 
+  /// HTTP basic authentication with a broker user, as RabbitMQ's management API: nil when allowed, else the 401
+  /// (no or wrong credentials) or 403 (a user without the `administrator` tag) to send.
+  func authorize(_ request: HTTPRequestHead, from remote: SocketAddress?, path: String) async throws -> HTTPResponse? {
+    let challenge = [("WWW-Authenticate", #"Basic realm="Warren""#)]
+    guard let header = request.headers.first(name: "Authorization"), header.lowercased().hasPrefix("basic "),
+      let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+      let credentials = String(data: decoded, encoding: .utf8), let colon = credentials.firstIndex(of: ":")
+    else {
+      return .json(["error": "not_authorized", "reason": "Not_Authorized"], status: .unauthorized)
+        .with(headers: challenge)
+    }
+    let name = String(credentials[..<colon])
+    let password = String(credentials[credentials.index(after: colon)...])
+    let ip = remote?.ipAddress ?? ""
+    let loopback = ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    let user = try await self.amqp.withBroker {
+      $0.authenticate(user: name, password: password, fromLoopback: loopback)
+    }
+    guard let user else {
+      return .json(["error": "not_authorized", "reason": "Login failed"], status: .unauthorized)
+        .with(headers: challenge)
+    }
+    guard user.isAdministrator else {
+      return .json(["error": "not_authorized", "reason": "Not administrator user"], status: .forbidden)
+    }
+    return nil
+  }
+
   private func process() -> ProcessStatistics {
     ProcessStatistics.read(dataDirectory: self.dataDirectory)
+  }
+}
+
+extension HTTPResponse {
+  func with(headers: [(String, String)]) -> HTTPResponse {
+    var response = self
+    response.headers += headers
+    return response
   }
 }

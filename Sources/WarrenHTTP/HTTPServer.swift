@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -8,11 +9,37 @@ public struct HTTPResponse: Sendable {
   public var status: HTTPResponseStatus
   public var contentType: String
   public var body: String
+  /// Further headers (`WWW-Authenticate`, ...).
+  public var headers: [(String, String)]
 
-  public init(status: HTTPResponseStatus = .ok, contentType: String = "text/plain; charset=utf-8", body: String) {
+  public init(
+    status: HTTPResponseStatus = .ok, contentType: String = "text/plain; charset=utf-8", body: String,
+    headers: [(String, String)] = []
+  ) {
     self.status = status
     self.contentType = contentType
     self.body = body
+    self.headers = headers
+  }
+
+  /// A JSON body built with an encoder (never by pasting text into quotes).
+  public static func json(_ object: [String: String], status: HTTPResponseStatus = .ok) -> HTTPResponse {
+    let data = (try? JSONEncoder().encode(object)) ?? Data("{}".utf8)
+    return HTTPResponse(
+      status: status, contentType: "application/json", body: String(decoding: data, as: UTF8.self) + "\n")
+  }
+}
+
+/// Closes a connection that sent nothing for the idle timeout (a request left unfinished, or an idle keep-alive).
+final class IdleConnectionCloser: ChannelInboundHandler, Sendable {
+  typealias InboundIn = NIOAny
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+      context.close(promise: nil)
+    } else {
+      context.fireUserInboundEventTriggered(event)
+    }
   }
 }
 
@@ -36,13 +63,15 @@ public final class HTTPServer: Sendable {
 
   /// Binds and serves until ``shutdown()``.
   public static func start(
-    host: String, port: Int, group: any EventLoopGroup, logger: Logger,
-    handler: @escaping @Sendable (HTTPRequestHead) async -> HTTPResponse
+    host: String, port: Int, group: any EventLoopGroup, logger: Logger, idleTimeout: TimeAmount = .seconds(30),
+    handler: @escaping @Sendable (HTTPRequestHead, SocketAddress?) async -> HTTPResponse
   ) async throws -> HTTPServer {
     let channel = try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .bind(host: host, port: port) { channel in
         channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
+          try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
           try channel.pipeline.syncOperations.configureHTTPServerPipeline()
           return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
             wrappingChannelSynchronously: channel)
@@ -68,7 +97,7 @@ public final class HTTPServer: Sendable {
 
   private static func serve(
     _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>,
-    handler: @escaping @Sendable (HTTPRequestHead) async -> HTTPResponse
+    handler: @escaping @Sendable (HTTPRequestHead, SocketAddress?) async -> HTTPResponse
   ) async {
     // A request's errors end its connection only: the listener and every other connection go on.
     try? await connection.executeThenClose { inbound, _ in
@@ -81,9 +110,10 @@ public final class HTTPServer: Sendable {
           break
         case .end:
           guard let request = head else { continue }
-          let response = await handler(request)
+          let response = await handler(request, connection.channel.remoteAddress)
           var headers = HTTPHeaders()
           headers.add(name: "Content-Type", value: response.contentType)
+          for (name, value) in response.headers { headers.add(name: name, value: value) }
           headers.add(name: "Content-Length", value: "\(response.body.utf8.count)")
           if !request.isKeepAlive { headers.add(name: "Connection", value: "close") }
           // Written straight to the channel and awaited until flushed: closing after a large body must not cut it.

@@ -37,6 +37,12 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   var publishesThisRead = 0
   /// Bytes received from the client (for the metrics endpoint).
   private(set) var bytesReceived = 0
+  /// What this connection holds in memory: a partial frame, partial message bodies, bytes not yet sent.
+  var bufferedBytes: Int {
+    var total = self.reader.partialFrameBytes + self.outbound.pendingBytes
+    for channel in self.channels.values { total += channel.machine.bufferedContentBytes }
+    return total
+  }
   /// Bytes sent to the client (for the metrics endpoint).
   var bytesSent: Int { self.outbound.bytesSent }
   /// When bytes last arrived (the broker clock's time).
@@ -47,6 +53,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   static let handshakeTimeout = TimeAmount.seconds(10)
   /// How long to wait for close-ok after connection.close.
   static let closeTimeout = TimeAmount.seconds(5)
+  /// How long to wait for close-ok after refusing a login.
+  static let refusedLoginCloseTimeout = TimeAmount.seconds(3)
   /// The longest a held-back publisher waits before it reads again.
   static let longestPause = TimeAmount.milliseconds(50)
 
@@ -125,8 +133,12 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   func channelReadComplete(context: ChannelHandlerContext) {
     for channel in self.channels.values { channel.flushConfirms() }
+    let alarm = self.runtime.alarms.any
+    // During an alarm a connection streaming a body it has not finished publishes too, and is blocked.
+    let publishing =
+      self.publishesThisRead > 0 || (alarm && self.channels.values.contains { $0.isReceivingContent })
     let action = self.readGate.readCompleted(
-      publishes: self.publishesThisRead, alarm: self.runtime.alarms.any,
+      publishing: publishing, bulkPublishes: self.publishesThisRead, alarm: alarm,
       clientWantsBlocked: self.machine.clientSupportsConnectionBlocked)
     self.apply(action)
     self.publishesThisRead = 0
@@ -203,9 +215,12 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
         methodID: method?.methodID ?? 0)
       return nil
     }
-    if number > self.machine.tuning.channelMax {
+    // As RabbitMQ: channel_max limits how many channels are open, not their numbers.
+    let channelMax = Int(self.machine.tuning.channelMax)
+    if channelMax > 0 && self.channels.count >= channelMax {
       self.connectionError(
-        .notAllowed("channel number \(number) exceeds channel_max \(self.machine.tuning.channelMax)"),
+        .notAllowed(
+          "number of channels opened (\(self.channels.count)) has reached the negotiated channel_max (\(channelMax))"),
         classID: 20, methodID: 10)
       return nil
     }
@@ -276,7 +291,9 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.closeChannelsForConnectionClose()
       if let context {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        self.closeTimeout = context.eventLoop.scheduleTask(in: Self.closeTimeout) {
+        // A refused login waits less for close-ok, as RabbitMQ (about 3 s).
+        let timeout = self.machine.username == nil ? Self.refusedLoginCloseTimeout : Self.closeTimeout
+        self.closeTimeout = context.eventLoop.scheduleTask(in: timeout) {
           bound.value.context?.close(promise: nil)
         }
       }
@@ -286,13 +303,6 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.stopDecoding = true
       self.outbound.flushAndClose()
     case .closeSocket:
-      self.stopDecoding = true
-      self.outbound.flushAndClose()
-    case .sendCloseAndCloseSocket(let error):
-      self.outbound.writeMethod(
-        channel: 0,
-        .connectionClose(
-          ConnectionClose(replyCode: error.replyCode, replyText: error.replyText, classID: 10, methodID: 11)))
       self.stopDecoding = true
       self.outbound.flushAndClose()
     }

@@ -106,34 +106,58 @@ public final class AMQPServer: Sendable {
     return try await self.eventLoop.submit { (!runtime.value.isDraining, runtime.value.alarms) }.get()
   }
 
-  /// Checks memory and free disk space every `interval` and raises or clears the alarms (publishers are blocked
-  /// while one is in effect).
+  /// Checks memory every `interval` (the bytes the broker holds; resident memory and free disk every tenth time)
+  /// and raises or clears the alarms (publishers are blocked while one is in effect). When held memory has fallen far
+  /// below what the process keeps resident, freed memory is returned to the system (`malloc_trim`, off the loop).
   public func monitorResources(
-    memoryLimit: Int, diskFreeLimit: Int, dataDirectory: String, interval: TimeAmount = .seconds(1)
+    memoryLimit: Int, diskFreeLimit: Int, dataDirectory: String, interval: TimeAmount = .milliseconds(100)
   ) async throws {
     let runtime = self.runtime
     try await self.eventLoop.submit {
       runtime.value.alarms.memoryLimit = memoryLimit
       runtime.value.alarms.diskFreeLimit = diskFreeLimit
-      let check: @Sendable () -> Void = {
-        runtime.value.updateAlarms(
-          residentMemory: ProcessStatistics.residentMemory(), diskFree: ProcessStatistics.diskFree(path: dataDirectory))
+      var resident = ProcessStatistics.residentMemory()
+      var diskFree = ProcessStatistics.diskFree(path: dataDirectory)
+      var ticks = 0
+      var trimmedAt = NIODeadline.uptimeNanoseconds(0)
+      let check: () -> Void = {
+        ticks += 1
+        if ticks % 10 == 0 {
+          resident = ProcessStatistics.residentMemory()
+          diskFree = ProcessStatistics.diskFree(path: dataDirectory)
+        }
+        let held = runtime.value.heldBytes()
+        let cleared = runtime.value.updateAlarms(heldBytes: held, residentMemory: resident, diskFree: diskFree)
+        let now = NIODeadline.now()
+        if (cleared || resident > 2 * held + ProcessStatistics.trimThreshold) && now - trimmedAt > .seconds(10) {
+          trimmedAt = now
+          ProcessStatistics.returnFreeMemoryInBackground()
+        }
       }
       check()
-      runtime.value.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in check() }
+      let bound = NIOLoopBound(check, eventLoop: runtime.value.eventLoop)
+      runtime.value.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in bound.value() }
     }.get()
   }
 
   /// Sets the resource readings by hand (for tests): raises or clears the alarms as a monitor reading would.
+  /// `heldBytes` defaults to what the broker holds now.
   public func updateResources(
-    memoryLimit: Int, diskFreeLimit: Int, residentMemory: Int, diskFree: Int
+    memoryLimit: Int, diskFreeLimit: Int, residentMemory: Int, diskFree: Int, heldBytes: Int? = nil
   ) async throws {
     let runtime = self.runtime
     try await self.eventLoop.submit {
       runtime.value.alarms.memoryLimit = memoryLimit
       runtime.value.alarms.diskFreeLimit = diskFreeLimit
-      runtime.value.updateAlarms(residentMemory: residentMemory, diskFree: diskFree)
+      runtime.value.updateAlarms(
+        heldBytes: heldBytes ?? runtime.value.heldBytes(), residentMemory: residentMemory, diskFree: diskFree)
     }.get()
+  }
+
+  /// The bytes the broker holds, as the memory alarm counts them.
+  public func heldBytes() async throws -> Int {
+    let runtime = self.runtime
+    return try await self.eventLoop.submit { runtime.value.heldBytes() }.get()
   }
 
   /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for the listener to close.

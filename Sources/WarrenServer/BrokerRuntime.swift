@@ -57,23 +57,42 @@ public final class BrokerRuntime {
     }
   }
 
+  /// What the broker holds in memory, as the memory alarm counts it: message bodies queued and delivered but
+  /// unacknowledged (with an estimate of each message's own overhead), and each connection's partial frames, partial
+  /// bodies and unsent bytes.
+  func heldBytes() -> Int {
+    var total = 0
+    for vhost in self.broker.vhosts.values {
+      for queue in vhost.queues.values {
+        total += queue.storage.bytes + queue.unackedBytes
+        total += (queue.storage.count + queue.unackedCount) * Self.overheadPerMessage
+      }
+    }
+    for connection in self.connections.values { total += connection.bufferedBytes }
+    return total
+  }
+
+  /// A message's memory besides its body: the object, exchange, key, properties and its place in a queue.
+  static let overheadPerMessage = 128
+
   /// Takes new readings of memory and free disk space and raises or clears the alarms. While one is in effect,
   /// connections that publish are blocked (see ``AMQPConnectionHandler/channelReadComplete(context:)``); when all
-  /// clear, they are unblocked.
-  func updateAlarms(residentMemory: Int, diskFree: Int) {
+  /// clear, they are unblocked. Returns whether the memory alarm just cleared.
+  @discardableResult
+  func updateAlarms(heldBytes: Int, residentMemory: Int, diskFree: Int) -> Bool {
     var alarms = self.alarms
-    alarms.memory = alarms.memoryLimit > 0 && residentMemory > alarms.memoryLimit
+    alarms.memory = alarms.memoryAlarm(held: heldBytes, resident: residentMemory)
     alarms.disk = diskFree < alarms.diskFreeLimit
-    guard alarms != self.alarms else { return }
+    guard alarms != self.alarms else { return false }
     let before = self.alarms
     self.alarms = alarms
     if alarms.memory != before.memory {
       if alarms.memory {
         self.logger.warning(
-          "memory alarm set: resident memory \(residentMemory) B is above the watermark \(alarms.memoryLimit) B; publishers are blocked"
+          "memory alarm set: \(heldBytes) B held (resident \(residentMemory) B) against the watermark \(alarms.memoryLimit) B; publishers are blocked"
         )
       } else {
-        self.logger.notice("memory alarm cleared: resident memory \(residentMemory) B")
+        self.logger.notice("memory alarm cleared: \(heldBytes) B held, resident memory \(residentMemory) B")
       }
     }
     if alarms.disk != before.disk {
@@ -88,6 +107,7 @@ public final class BrokerRuntime {
     if before.any && !alarms.any {
       for connection in self.connections.values { connection.resourceAlarmsCleared() }
     }
+    return before.memory && !alarms.memory
   }
 
   /// A read started: flushes wait for its end.

@@ -133,6 +133,8 @@ public struct ChannelStateMachine {
 
   /// Whether the channel is closing or closed (no deliveries).
   public var isClosing: Bool { self.state == .closing || self.state == .closed }
+  /// The memory held for a message being received (the capacity of its body so far).
+  public var bufferedContentBytes: Int { self.state == .awaitingBody ? self.body.capacity : 0 }
   /// Whether a publish's header or body frames are still to come.
   public var isReceivingContent: Bool { self.state == .awaitingHeader || self.state == .awaitingBody }
 

@@ -35,10 +35,8 @@ public struct ConnectionStateMachine: Sendable {
     case sendClose(BrokerError, classID: UInt16, methodID: UInt16)
     /// Send connection.close-ok, then close the socket.
     case sendCloseOkAndClose
-    /// Close the socket (after a close-ok was received, or after a refused login).
+    /// Close the socket (after a close-ok was received, or after a refused login from an old client).
     case closeSocket
-    /// Send connection.close for a refused login, then close the socket without waiting.
-    case sendCloseAndCloseSocket(BrokerError)
   }
 
   /// The negotiated limits.
@@ -217,10 +215,16 @@ public struct ConnectionStateMachine: Sendable {
   }
 
   private mutating func refuseLogin() -> Action {
-    self.state = .closed
     let error = BrokerError.accessRefused(
       "Login was refused using authentication mechanism \(self.mechanism). For details see the broker logfile.")
-    return self.clientWantsAuthenticationFailureClose ? .sendCloseAndCloseSocket(error) : .closeSocket
+    guard self.clientWantsAuthenticationFailureClose else {
+      self.state = .closed
+      return .closeSocket
+    }
+    // As RabbitMQ: connection.close, then the socket stays open for the client's close-ok (or a few seconds), so the
+    // client reads the reason instead of a reset.
+    self.state = .closing
+    return .sendClose(error, classID: 10, methodID: 11)
   }
 
   /// Reads PLAIN (`authzid NUL user NUL password`) and AMQPLAIN (a field table without its length) responses.

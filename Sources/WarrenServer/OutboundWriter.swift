@@ -22,6 +22,9 @@ final class OutboundWriter {
     self.runtime = runtime
   }
 
+  /// Bytes written and not yet handed to the socket.
+  var pendingBytes: Int { self.buffer.readableBytes }
+
   /// Writes a method frame.
   func writeMethod(channel: UInt16, _ method: AMQPMethod) {
     self.buffer.writeAMQPMethodFrame(channel: channel, method)

@@ -47,12 +47,15 @@ struct ReadGate: Sendable, Equatable {
     self.throttleRequested = true
   }
 
-  /// A read ended after `publishes` publishes. `alarm`: a resource alarm is in effect; `clientWantsBlocked`: the
-  /// client asked for connection.blocked.
-  mutating func readCompleted(publishes: Int, alarm: Bool, clientWantsBlocked: Bool) -> Action {
+  /// A read ended. `publishing`: it held publishes, or a message still arriving; `bulkPublishes`: how many
+  /// publishes it held; `alarm`: a resource alarm is in effect; `clientWantsBlocked`: the client asked for
+  /// connection.blocked.
+  mutating func readCompleted(publishing: Bool, bulkPublishes publishes: Int, alarm: Bool, clientWantsBlocked: Bool)
+    -> Action
+  {
     var action = Action.none
     let wasReading = self.isReading
-    if alarm && publishes > 0 && !self.reasons.contains(.resourceAlarm) {
+    if alarm && publishing && !self.reasons.contains(.resourceAlarm) {
       // As RabbitMQ: a connection that publishes during an alarm is told and not read until it clears. What this
       // read held is routed and confirmed; connections that only consume go on.
       self.reasons.insert(.resourceAlarm)

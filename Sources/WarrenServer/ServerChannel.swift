@@ -34,8 +34,25 @@ final class ServerChannel: DeliveryChannel {
 
   // MARK: Frames
 
-  func methodReceived(_ method: AMQPMethod) { self.perform(self.machine.methodReceived(method), method) }
-  func publishReceived(_ publish: BasicPublish) { self.perform(self.machine.publishReceived(publish), nil) }
+  func methodReceived(_ method: AMQPMethod) {
+    if case .basicPublish(let publish) = method { return self.publishReceived(publish) }
+    self.perform(self.machine.methodReceived(method), method)
+  }
+
+  /// basic.publish: the exchange and the write permission are checked now, before any of the content is held, so
+  /// a refused publisher cannot make the broker buffer its bodies (the channel closes; its content is dropped).
+  func publishReceived(_ publish: BasicPublish) {
+    if self.machine.state == .open {
+      do throws(BrokerError) {
+        if publish.immediate { throw .notImplemented("immediate=true") }
+        _ = try self.exchange(named: publish.exchange)
+      } catch {
+        return self.fail(error, classID: BasicPublish.amqpClassID, methodID: BasicPublish.amqpMethodID)
+      }
+    }
+    self.perform(self.machine.publishReceived(publish), nil)
+  }
+
   func headerReceived(_ header: ContentHeader) { self.perform(self.machine.headerReceived(header), nil) }
   func bodyReceived(_ body: ByteBuffer) { self.perform(self.machine.bodyReceived(body), nil) }
 
@@ -157,26 +174,41 @@ final class ServerChannel: DeliveryChannel {
   // MARK: Publishing
 
   private func publish(_ content: ChannelStateMachine.Content) throws(BrokerError) {
-    if content.publish.immediate { throw .notImplemented("immediate=true") }
+    try self.checkUserID(content.properties)
     if self.machine.mode == .transactional {
-      _ = try self.vhost.exchangeForPublish(content.publish.exchange)
-      try self.operations.authorize(.write, "exchange", content.publish.exchange)
+      _ = try self.exchange(named: content.publish.exchange)
       self.machine.addToTransaction(content)
       return
     }
     try self.route(content)
   }
 
+  /// The exchange a client publishes to, with its write permission checked once per exchange (the cache remembers).
+  @inline(__always)
+  private func exchange(named name: String) throws(BrokerError) -> Exchange {
+    if let cached = self.lastExchange, !cached.isDeleted, cached.name == name { return cached }
+    let exchange = try self.vhost.exchangeForPublish(name)
+    try self.operations.authorize(.write, "exchange", name)
+    self.lastExchange = exchange
+    return exchange
+  }
+
+  /// As RabbitMQ: a `user_id` property must name the authenticated user (406). The property flags are read without
+  /// decoding; the properties are decoded only when the flag is set.
+  @inline(__always)
+  private func checkUserID(_ properties: ByteBuffer) throws(BrokerError) {
+    guard let flags = properties.getInteger(at: properties.readerIndex, as: UInt16.self), flags & 0x0010 != 0 else {
+      return
+    }
+    var raw = properties
+    guard let userID = (try? BasicProperties(from: &raw))?.userId, userID != self.operations.user else { return }
+    throw .preconditionFailed(
+      "user_id property set to '\(userID)' but authenticated user was '\(self.operations.user)'")
+  }
+
   private func route(_ content: ChannelStateMachine.Content) throws(BrokerError) {
     let publish = content.publish
-    let exchange: Exchange
-    if let cached = self.lastExchange, !cached.isDeleted, cached.name == publish.exchange {
-      exchange = cached
-    } else {
-      exchange = try self.vhost.exchangeForPublish(publish.exchange)
-      try self.operations.authorize(.write, "exchange", publish.exchange)  // once per exchange: the cache remembers
-      self.lastExchange = exchange
-    }
+    let exchange = try self.exchange(named: publish.exchange)
     let message = Message.make(
       exchange: publish.exchange, routingKey: publish.routingKey, rawProperties: content.properties, body: content.body)
     self.connection.publishesThisRead += 1

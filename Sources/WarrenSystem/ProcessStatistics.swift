@@ -29,6 +29,26 @@ public struct ProcessStatistics: Sendable {
       maxFileDescriptors: Self.maxFileDescriptors(), diskFree: Self.diskFree(path: dataDirectory))
   }
 
+  /// Resident memory this far above what the broker holds is worth returning to the system.
+  public static let trimThreshold = 64 << 20
+
+  /// Returns freed heap memory to the system (glibc's `malloc_trim`) on a background thread: after a flood is
+  /// consumed or purged the allocator keeps the pages, and resident memory would stay high.
+  public static func returnFreeMemoryInBackground() {
+    #if canImport(Glibc)
+      // glibc's malloc_trim is not in Swift's Glibc module: looked up once by name (absent on other C libraries).
+      guard let trim = Self.mallocTrim else { return }
+      Thread.detachNewThread { _ = trim(0) }
+    #endif
+  }
+
+  #if canImport(Glibc)
+    private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+      guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
+      return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+    }()
+  #endif
+
   /// The resident set size from /proc/self/statm (0 where there is none).
   public static func residentMemory() -> Int {
     guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }

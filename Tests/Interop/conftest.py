@@ -57,13 +57,18 @@ class Broker:
                 self.process.wait()
         self.reader.join(timeout=5)
 
-    def http_get(self, path):
-        """GET from the broker's HTTP listener: (status, body)."""
+    def http_get(self, path, auth=("guest", "guest")):
+        """GET from the broker's HTTP listener, with HTTP basic authentication unless auth is None: (status, body)."""
+        import base64
         import urllib.error
         import urllib.request
 
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()

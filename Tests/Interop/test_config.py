@@ -220,7 +220,9 @@ def test_health_and_running_topology_over_http(broker):
     ch.queue_declare("running-q", durable=True, arguments={"x-max-length": 7})
     ch.queue_bind("running-q", "running-x", "")
     ch.queue_declare("", exclusive=True)  # a connection's own queue is not exported
-    definitions = json.loads(urllib.request.urlopen(base + "/api/definitions", timeout=10).read())
+    status, body = broker.http_get("/api/definitions")
+    assert status == 200
+    definitions = json.loads(body)
     assert {"name": "running-x", "vhost": "/", "type": "fanout", "durable": True, "auto_delete": False,
             "internal": False, "arguments": {}} in definitions["exchanges"]
     assert any(q["name"] == "running-q" and q["arguments"] == {"x-max-length": 7} for q in definitions["queues"])

@@ -384,3 +384,18 @@ struct SenderSelectedTests {
     #expect(vhost.publish(cc, to: vhost.defaultExchange).accepted == 2)
   }
 }
+
+@Suite("Resource alarms")
+struct ResourceAlarmTests {
+  @Test("the memory alarm follows the held bytes with hysteresis; resident memory is a backstop")
+  func memory() {
+    var alarms = ResourceAlarms(memoryLimit: 1000)
+    #expect(!alarms.memoryAlarm(held: 1000, resident: 1400))
+    #expect(alarms.memoryAlarm(held: 1001, resident: 0))
+    #expect(alarms.memoryAlarm(held: 0, resident: 1501))  // what the accounting does not see
+    alarms.memory = true
+    #expect(alarms.memoryAlarm(held: 950, resident: 0))  // still above 0.9 of the limit
+    #expect(!alarms.memoryAlarm(held: 899, resident: 1400))  // cleared, though RSS stays high
+    #expect(!ResourceAlarms(memoryLimit: 0).memoryAlarm(held: .max, resident: .max))  // no limit, no alarm
+  }
+}

@@ -404,9 +404,9 @@ struct ReadGateTests {
   func flowControl() {
     var gate = ReadGate()
     gate.throttleRequestedByQueue()
-    #expect(gate.readCompleted(publishes: 10, alarm: false, clientWantsBlocked: true) == .none)  // not bulk
+    #expect(gate.readCompleted(publishing: true, bulkPublishes: 10, alarm: false, clientWantsBlocked: true) == .none)  // not bulk
     gate.throttleRequestedByQueue()
-    let paused = gate.readCompleted(publishes: 64, alarm: false, clientWantsBlocked: true)
+    let paused = gate.readCompleted(publishing: true, bulkPublishes: 64, alarm: false, clientWantsBlocked: true)
     #expect(paused == ReadGate.Action(setReading: false, startPauseTimer: true))
     #expect(!gate.isReading)
     #expect(gate.pauseEnded() == ReadGate.Action(setReading: true))
@@ -416,8 +416,8 @@ struct ReadGateTests {
   @Test("an alarm blocks a publishing connection once, tells it if asked, and unblocks when cleared")
   func alarm() {
     var gate = ReadGate()
-    #expect(gate.readCompleted(publishes: 0, alarm: true, clientWantsBlocked: true) == .none)  // consumers go on
-    let blocked = gate.readCompleted(publishes: 1, alarm: true, clientWantsBlocked: true)
+    #expect(gate.readCompleted(publishing: false, bulkPublishes: 0, alarm: true, clientWantsBlocked: true) == .none)  // consumers go on
+    let blocked = gate.readCompleted(publishing: true, bulkPublishes: 1, alarm: true, clientWantsBlocked: true)
     #expect(blocked == ReadGate.Action(setReading: false, sendBlocked: true))
     #expect(gate.isBlockedByAlarm)
     #expect(gate.alarmsCleared() == ReadGate.Action(setReading: true, sendUnblocked: true))
@@ -428,7 +428,7 @@ struct ReadGateTests {
   func both() {
     var gate = ReadGate()
     gate.throttleRequestedByQueue()
-    let action = gate.readCompleted(publishes: 100, alarm: true, clientWantsBlocked: false)
+    let action = gate.readCompleted(publishing: true, bulkPublishes: 100, alarm: true, clientWantsBlocked: false)
     #expect(action == ReadGate.Action(setReading: false, startPauseTimer: true))
     #expect(gate.pauseEnded() == .none)  // the alarm still holds it
     #expect(gate.alarmsCleared() == ReadGate.Action(setReading: true))

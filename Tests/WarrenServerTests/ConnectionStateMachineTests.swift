@@ -96,10 +96,13 @@ struct ConnectionStateMachineTests {
         ConnectionStartOk(
           clientProperties: ["capabilities": .table(["authentication_failure_close": .bool(true)])],
           response: plain("guest", "bad"))))
-    guard case .sendCloseAndCloseSocket(let error) = modernClient.authenticated(nil) else {
+    guard case .sendClose(let error, 10, 11) = modernClient.authenticated(nil) else {
       Issue.record("no connection.close for the refused login")
       return
     }
+    // The socket stays open for the client's close-ok, as RabbitMQ does.
+    #expect(modernClient.state == .closing)
+    #expect(modernClient.methodReceived(.connectionCloseOk(ConnectionCloseOk())) == .closeSocket)
     #expect(error.replyCode == 403)
     #expect(error.replyText.hasPrefix("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN"))
   }

@@ -165,3 +165,115 @@ struct ConnectionTimeoutTests {
     #expect(!connection.channel.isActive)
   }
 }
+
+@Suite("Hardening, bytes in and frames out")
+struct HardeningEmbeddedTests {
+  static func startOk(password: String, capabilities: Bool) -> ByteBuffer {
+    var bytes = ByteBuffer(bytes: amqpProtocolHeader)
+    let properties: FieldTable =
+      capabilities ? ["capabilities": .table(["authentication_failure_close": .bool(true)])] : [:]
+    bytes.writeAMQPFrame(
+      .method(
+        channel: 0,
+        .connectionStartOk(
+          ConnectionStartOk(
+            clientProperties: properties, response: [0] + Array("guest".utf8) + [0] + Array(password.utf8)))))
+    return bytes
+  }
+
+  @Test("a refused login is told with 403 and the socket stays open for close-ok, at most 3 s")
+  func refusedLoginWaitsForCloseOk() throws {
+    var connection = try EmbeddedConnection()
+    try connection.send(Self.startOk(password: "wrong", capabilities: true), chunk: 1000)
+    guard case .method(0, .connectionClose(let close)) = try connection.frames().last else {
+      Issue.record("no connection.close")
+      return
+    }
+    #expect(close.replyCode == 403)
+    connection.channel.embeddedEventLoop.advanceTime(by: .milliseconds(2900))
+    #expect(connection.channel.isActive)
+    connection.channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+    #expect(!connection.channel.isActive)
+
+    var answered = try EmbeddedConnection()
+    try answered.send(Self.startOk(password: "wrong", capabilities: true), chunk: 1000)
+    var closeOk = ByteBuffer()
+    closeOk.writeAMQPFrame(.method(channel: 0, .connectionCloseOk(ConnectionCloseOk())))
+    try answered.send(closeOk, chunk: 100)
+    answered.channel.embeddedEventLoop.run()
+    #expect(!answered.channel.isActive)
+  }
+
+  static func opened() -> ByteBuffer {
+    var bytes = Self.startOk(password: "guest", capabilities: false)
+    bytes.writeAMQPFrame(
+      .method(channel: 0, .connectionTuneOk(ConnectionTuneOk(channelMax: 0, frameMax: 131_072, heartbeat: 0))))
+    bytes.writeAMQPFrame(.method(channel: 0, .connectionOpen(ConnectionOpen(virtualHost: "/"))))
+    return bytes
+  }
+
+  @Test("channel_max limits how many channels are open, not their numbers (as RabbitMQ)")
+  func channelMaxCountsChannels() throws {
+    var connection = try EmbeddedConnection()
+    var bytes = Self.opened()
+    bytes.writeAMQPFrame(.method(channel: 65535, .channelOpen(ChannelOpen())))
+    try connection.send(bytes, chunk: 10_000)
+    #expect(try connection.frames().last == .method(channel: 65535, .channelOpenOk(ChannelOpenOk())))
+  }
+
+  @Test("a header declaring 128 MiB followed by one byte holds one byte, not 128 MiB; the channel still works")
+  func declaredBodySizeIsNotReserved() throws {
+    var connection = try EmbeddedConnection()
+    var bytes = Self.opened()
+    bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
+    bytes.writeAMQPFrame(.method(channel: 1, .basicPublish(BasicPublish(routingKey: "nowhere"))))
+    bytes.writeAMQPFrame(.header(channel: 1, ContentHeader(bodySize: 128 << 20, properties: .init())))
+    bytes.writeAMQPFrame(.body(channel: 1, ByteBuffer(string: "x")))
+    bytes.writeAMQPFrame(.body(channel: 1, ByteBuffer(string: "y")))
+    try connection.send(bytes, chunk: 10_000)
+    let held = try connection.channel.pipeline.syncOperations.handler(type: AMQPConnectionHandler.self).bufferedBytes
+    #expect(held < 4096)
+  }
+
+  @Test("a publish to an exchange the user may not write is refused at basic.publish, before its body")
+  func permissionCheckedAtPublish() throws {
+    var connection = try EmbeddedConnection()
+    var bytes = Self.opened()
+    bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
+    bytes.writeAMQPFrame(.method(channel: 1, .basicPublish(BasicPublish(exchange: "missing", routingKey: "k"))))
+    try connection.send(bytes, chunk: 10_000)
+    guard case .method(1, .channelClose(let close)) = try connection.frames().last else {
+      Issue.record("not refused before the content")
+      return
+    }
+    #expect(close.replyCode == 404 && close.replyText == "NOT_FOUND - no exchange 'missing' in vhost '/'")
+    // The content that follows is dropped; close-ok frees the channel for a new open.
+    var rest = ByteBuffer()
+    rest.writeAMQPFrame(.header(channel: 1, ContentHeader(bodySize: 100 << 20, properties: .init())))
+    rest.writeAMQPFrame(.body(channel: 1, ByteBuffer(repeating: 0, count: 1000)))
+    rest.writeAMQPFrame(.method(channel: 1, .channelCloseOk(ChannelCloseOk())))
+    rest.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
+    try connection.send(rest, chunk: 10_000)
+    #expect(try connection.frames() == [.method(channel: 1, .channelOpenOk(ChannelOpenOk()))])
+  }
+
+  @Test("user_id must be the authenticated user (406, as RabbitMQ)")
+  func userIDChecked() throws {
+    var connection = try EmbeddedConnection()
+    var bytes = Self.opened()
+    bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
+    bytes.writeAMQPFrame(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "q"))))
+    for user in ["guest", "mallory"] {
+      bytes.writeAMQPFrame(.method(channel: 1, .basicPublish(BasicPublish(routingKey: "q"))))
+      bytes.writeAMQPFrame(.header(channel: 1, ContentHeader(bodySize: 1, properties: BasicProperties(userId: user))))
+      bytes.writeAMQPFrame(.body(channel: 1, ByteBuffer(string: "m")))
+    }
+    try connection.send(bytes, chunk: 10_000)
+    guard case .method(1, .channelClose(let close)) = try connection.frames().last else {
+      Issue.record("user_id not checked")
+      return
+    }
+    #expect(
+      close.replyText == "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'")
+  }
+}

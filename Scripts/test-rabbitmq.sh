@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The behaviour tests (Tests/Interop/test_behaviour.py) against Debian's RabbitMQ: a private node on 127.0.0.1,
+# started here (installed with apt-get if missing) and stopped by its PID at the end. The same tests run against
+# Warren in `make test`, so a divergence between the two brokers fails one of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dir=$(mktemp -d /tmp/warren-rabbitmq.XXXXXX)
+chmod 755 "$dir"
+trap 'Benchmarks/rabbitmq.sh stop "$dir" || true; rm -rf "$dir"' EXIT
+Benchmarks/rabbitmq.sh start "$port" "$dir"
+AMQP_TARGET_PORT=$port "$PYTHON" -m pytest -c Tests/Interop/pytest.ini Tests/Interop/test_behaviour.py -q

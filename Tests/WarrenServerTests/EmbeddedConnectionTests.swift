@@ -195,7 +195,7 @@ struct HardeningEmbeddedTests {
     connection.channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
     #expect(!connection.channel.isActive)
 
-    var answered = try EmbeddedConnection()
+    let answered = try EmbeddedConnection()
     try answered.send(Self.startOk(password: "wrong", capabilities: true), chunk: 1000)
     var closeOk = ByteBuffer()
     closeOk.writeAMQPFrame(.method(channel: 0, .connectionCloseOk(ConnectionCloseOk())))
@@ -223,7 +223,7 @@ struct HardeningEmbeddedTests {
 
   @Test("a header declaring 128 MiB followed by one byte holds one byte, not 128 MiB; the channel still works")
   func declaredBodySizeIsNotReserved() throws {
-    var connection = try EmbeddedConnection()
+    let connection = try EmbeddedConnection()
     var bytes = Self.opened()
     bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
     bytes.writeAMQPFrame(.method(channel: 1, .basicPublish(BasicPublish(routingKey: "nowhere"))))

@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 SWIFT ?= swift
 
-.PHONY: build release test test-swift test-interop test-rabbitmq venv run format clean microbench compare container-test
+.PHONY: build release test test-swift test-interop test-rabbitmq fuzz venv run format clean microbench compare container-test
 
 build:
 	$(SWIFT) build
@@ -35,6 +35,10 @@ test-interop: venv build
 ## The behaviour tests against Debian's RabbitMQ (installed if missing): both brokers must pass them.
 test-rabbitmq: venv
 	PYTHON=$(VENV)/bin/python Scripts/test-rabbitmq.sh
+
+## The libFuzzer targets (frames, a whole connection, field tables, the YAML loader), FUZZ_SECONDS each.
+fuzz:
+	Scripts/fuzz.sh
 
 ## The container image, for real: static binary, image built and run with podman and runc, checked with pika
 container-test: venv

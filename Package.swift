@@ -25,6 +25,7 @@ let package = Package(
     .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
     .library(name: "WarrenCommand", targets: ["WarrenCommand"]),
     .library(name: "WarrenClient", targets: ["WarrenClient"]),
+    .library(name: "WarrenConfig", targets: ["WarrenConfig"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),

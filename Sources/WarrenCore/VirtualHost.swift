@@ -250,6 +250,18 @@ public final class VirtualHost {
     return count
   }
 
+  /// Deletes every queue, exchange and binding (the vhost goes away): consumers are cancelled and the references
+  /// between bindings, queues and exchanges are dropped.
+  public func removeAll() {
+    for queue in Array(self.queues.values) { self.removeQueue(queue) }
+    for exchange in Array(self.exchanges.values) {
+      for binding in exchange.outgoingBindings { self.removeBinding(binding, autoDeleteSource: false) }
+    }
+    for exchange in Array(self.exchanges.values) where exchange !== self.defaultExchange {
+      self.removeExchange(exchange)
+    }
+  }
+
   /// Deletes the exclusive queues of a connection that closed.
   public func removeExclusiveQueues(of connection: UInt64) {
     for queue in self.queues.values where queue.exclusiveOwner == connection { self.removeQueue(queue) }

@@ -24,6 +24,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   var isWritable = true
   var context: ChannelHandlerContext?
   private var stopDecoding = false
+  /// A read of this connection started and its read-complete has not come yet.
+  private var inRead = false
   private var heartbeats = HeartbeatMonitor(seconds: 0)
   private var heartbeatTask: RepeatedTask?
   private var handshakeTimeout: Scheduled<Void>?
@@ -116,6 +118,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     guard !self.stopDecoding else { return }
+    self.inRead = true
     self.runtime.readStarted()
     self.heartbeats.received()
     let buffer = self.unwrapInboundIn(data)
@@ -142,6 +145,13 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       clientWantsBlocked: self.machine.clientSupportsConnectionBlocked)
     self.apply(action)
     self.publishesThisRead = 0
+    self.endRead()
+  }
+
+  /// Ends this connection's read cycle: the runtime flushes what was written during it.
+  private func endRead() {
+    guard self.inRead else { return }
+    self.inRead = false
     self.runtime.readCompleted()
   }
 
@@ -220,8 +230,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     if channelMax > 0 && self.channels.count >= channelMax {
       self.connectionError(
         .notAllowed(
-          "number of channels opened (\(self.channels.count)) has reached the negotiated channel_max (\(channelMax))"),
-        classID: 20, methodID: 10)
+          "number of channels opened (\(self.channels.count)) has reached the negotiated channel_max (\(channelMax))"))
       return nil
     }
     let channel = ServerChannel(number: number, connection: self, vhost: self.vhost!)
@@ -396,6 +405,9 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.closeChannelsForConnectionClose()
     self.vhost?.removeExclusiveQueues(of: self.id)
     self.runtime.connections[self.id] = nil
+    // Closed in the middle of a read, its read-complete will not come: end the cycle here, or writes made later
+    // outside any read (connection.unblocked after an alarm) would wait for a flush that never comes.
+    self.endRead()
     self.broker.counters.values.connectionsClosed += 1
     if self.vhost != nil {
       self.logger.info("connection closed")

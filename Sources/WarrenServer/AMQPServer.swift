@@ -225,3 +225,25 @@ public struct BrokerInspection {
     }
   }
 }
+
+/// A broker served on channels the caller makes: each ``addConnection(to:)`` puts the AMQP connection handler on a
+/// channel's pipeline, with everything on the channel's event loop. For other transports and for fuzzing (an
+/// `EmbeddedChannel` fed raw bytes).
+public final class EmbeddedBroker {
+  let runtime: BrokerRuntime
+
+  /// Serves `broker` on `eventLoop` (every channel given later must be on it).
+  public init(broker: Broker, eventLoop: any EventLoop, logger: Logger) {
+    self.runtime = BrokerRuntime(broker: broker, eventLoop: eventLoop, logger: logger)
+  }
+
+  /// Adds an AMQP server connection to the channel's pipeline (on its event loop).
+  public func addConnection(to channel: any Channel) throws {
+    try channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: self.runtime))
+  }
+
+  /// Ends a read batch as the event loop would: flushes what connections wrote.
+  public func readCompleted() {
+    self.runtime.readCompleted()
+  }
+}

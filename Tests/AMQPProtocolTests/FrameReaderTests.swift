@@ -150,3 +150,30 @@ struct HeartbeatMonitorTests {
     #expect(monitor.tick() == .sendHeartbeat)
   }
 }
+
+@Suite("Frame decoder: fuzzer findings")
+struct FuzzFindingTests {
+  @Test("a wrong protocol header is reported with the bytes that showed it, however the reads are cut")
+  func wrongHeader() throws {
+    for cut in [2, 5, 8] {  // "A" alone could still be the right header: nothing is reported yet
+      var decoder = AMQPFrameDecoder(expectsProtocolHeader: true)
+      var bytes = ByteBuffer(bytes: Array("A\u{04}\0\0\0\0\0\0".utf8).prefix(cut))
+      guard case .protocolHeader(let seen) = try decoder.decodeFrame(&bytes) else {
+        Issue.record("no protocol header for a cut of \(cut)")
+        continue
+      }
+      #expect(seen != amqpProtocolHeader && !seen.isEmpty && seen.count <= cut)
+    }
+  }
+
+  @Test("a field table holding NaN re-encodes to the same bytes (values compare unequal, bytes do not)")
+  func nan() throws {
+    var bytes = ByteBuffer()
+    bytes.writeAMQPFieldTable(["d": .double(.nan), "d ": .double(1)])
+    let first = bytes
+    let table = try bytes.readAMQPFieldTable()
+    var again = ByteBuffer()
+    again.writeAMQPFieldTable(table)
+    #expect(again == first)
+  }
+}

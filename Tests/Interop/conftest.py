@@ -91,6 +91,15 @@ def broker():
     assert b.process.returncode == 0, "".join(b.log[-50:])
 
 
+@pytest.fixture(scope="module")
+def target_port(request):
+    """The broker behaviour tests run against: Warren's, or the one on AMQP_TARGET_PORT (RabbitMQ, in CI)."""
+    port = os.environ.get("AMQP_TARGET_PORT")
+    if port:
+        return int(port)
+    return request.getfixturevalue("broker").port
+
+
 @pytest.fixture
 def params(broker):
     import pika

@@ -1,19 +1,11 @@
 """Behaviour that must be the same on Warren and RabbitMQ: run against Warren by default, against any broker with
 AMQP_TARGET_PORT=N (`make test-rabbitmq` starts Debian's RabbitMQ and does that), so a divergence fails a test."""
 
-import os
 import uuid
 
 import pika
 import pytest
-
-
-@pytest.fixture(scope="module")
-def target_port(request):
-    port = os.environ.get("AMQP_TARGET_PORT")
-    if port:
-        return int(port)
-    return request.getfixturevalue("broker").port
+from test_pika import raw_handshake
 
 
 @pytest.fixture
@@ -97,3 +89,18 @@ def test_a_high_channel_number_may_be_opened_alone(conn):
     ch = conn.channel(channel_number=2000)
     ch.queue_declare("", exclusive=True)
     assert ch.is_open
+
+
+def test_channel_max_exceeded_is_530(target_port):
+    """As RabbitMQ: channel_max counts open channels; any number may be used (runs against RabbitMQ too)."""
+    from pika import spec
+
+    sock, read_frame, send = raw_handshake(target_port, channel_max=2)
+    for number in (5000, 6000):
+        send(number, spec.Channel.Open())
+        assert isinstance(read_frame().method, spec.Channel.OpenOk)
+    send(7000, spec.Channel.Open())
+    reply = read_frame()
+    assert isinstance(reply.method, spec.Connection.Close)
+    assert reply.method.reply_code == 530
+    assert reply.method.reply_text == "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"

@@ -92,12 +92,12 @@ def short(text):
     return bytes([len(text)]) + text.encode()
 
 
-def open_connection(port, channels):
-    """A raw AMQP connection logged in as guest with `channels` channels open."""
+def open_connection(port, channels, user="guest", password="guest"):
+    """A raw AMQP connection logged in as `user` with `channels` channels open."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(b"AMQP\x00\x00\x09\x01")
     sock.recv(4096)  # connection.start
-    response = b"\x00guest\x00guest"
+    response = b"\x00" + user.encode() + b"\x00" + password.encode()
     start_ok = struct.pack(">HH", 10, 11) + struct.pack(">I", 0) + short("PLAIN") + struct.pack(">I", len(response)) \
         + response + short("en_US")
     sock.sendall(frame(1, 0, start_ok))
@@ -128,3 +128,73 @@ def test_bodies_declared_huge_and_never_sent_hold_no_memory(broker):
     assert resident_kb(broker.process.pid) - before < 100 * 1024  # 200 x 128 MiB were declared
     for sock in sockets:
         sock.close()
+
+
+def test_memory_alarm_blocks_a_flood_in_time_and_clears_after_a_purge():
+    """A publisher floods 1 MiB messages against a 64 MiB watermark: it is blocked near the watermark (not hundreds
+    of MB later), and a purge unblocks it within seconds although the allocator had kept the freed memory."""
+    watermark = 64 * 2**20
+    broker = Broker(env={"WARREN_MEMORY_HIGH_WATERMARK": str(watermark)})
+    try:
+        events = []
+        publisher = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
+        publisher.add_on_connection_blocked_callback(lambda *_: events.append("blocked"))
+        publisher.add_on_connection_unblocked_callback(lambda *_: events.append("unblocked"))
+        ch = publisher.channel()
+        ch.queue_declare("flood")
+        body = b"x" * 2**20
+        sent = 0
+        while "blocked" not in events and sent < 400:
+            ch.basic_publish("", "flood", body)
+            sent += 1
+            publisher.process_data_events(time_limit=0.01)
+        assert "blocked" in events, f"not blocked after {sent} MiB"
+        assert sent < 3 * watermark // 2**20  # blocked near the watermark
+        assert broker.wait_for_log(r"memory alarm set")
+        admin = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
+        admin.channel().queue_purge("flood")
+        admin.close()
+        for _ in range(300):  # up to 30 s, woken by each event
+            publisher.process_data_events(time_limit=0.1)
+            if "unblocked" in events:
+                break
+        assert "unblocked" in events
+        ch.basic_publish("", "flood", b"after")  # publishing works again
+        publisher.close()
+    finally:
+        broker.stop()
+
+
+def read_frames(sock, count):
+    """Reads `count` frames: (type, channel, payload) each."""
+    data = b""
+    frames = []
+    while len(frames) < count:
+        while len(data) < 7 or len(data) < 8 + struct.unpack(">I", data[3:7])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, "the broker closed the connection"
+            data += chunk
+        size = struct.unpack(">I", data[3:7])[0]
+        frames.append((data[0], struct.unpack(">H", data[1:3])[0], data[7:7 + size]))
+        data = data[8 + size:]
+    return frames
+
+
+def test_a_publisher_without_write_permission_is_refused_before_sending_its_body(tmp_path):
+    config = tmp_path / "reader.yaml"
+    config.write_text("users:\n  - {name: reader, password: pw}\n"
+                      "permissions:\n  - {user: reader, vhost: /, configure: '.*', write: '', read: '.*'}\n")
+    broker = Broker("--config", str(config))
+    try:
+        sock = open_connection(broker.port, 1, user="reader", password="pw")
+        # start, tune, open-ok, channel.open-ok were sent; then only the basic.publish of a 128 MiB message.
+        read_frames(sock, 2)
+        publish = struct.pack(">HHH", 60, 40, 0) + short("amq.direct") + short("k") + b"\x00"
+        sock.sendall(frame(1, 1, publish))
+        kind, channel, payload = read_frames(sock, 1)[0]
+        class_id, method_id, code = struct.unpack(">HHH", payload[:6])
+        assert (kind, channel, class_id, method_id, code) == (1, 1, 20, 40, 403)
+        assert b"access to exchange 'amq.direct' in vhost '/' refused for user 'reader'" in payload
+        sock.close()
+    finally:
+        broker.stop()

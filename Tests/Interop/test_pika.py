@@ -346,7 +346,7 @@ def test_redeclare_with_other_properties_is_406(channel):
 
 # ---- Raw sockets: what pika cannot send ----
 
-def raw_handshake(port, heartbeat=0):
+def raw_handshake(port, heartbeat=0, channel_max=None):
     from pika import frame, spec
 
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -374,7 +374,8 @@ def raw_handshake(port, heartbeat=0):
     send(0, spec.Connection.StartOk(client_properties={}, mechanism="PLAIN", response=b"\0guest\0guest"))
     tune = read_frame().method
     assert isinstance(tune, spec.Connection.Tune)
-    send(0, spec.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max, heartbeat=heartbeat))
+    send(0, spec.Connection.TuneOk(channel_max=tune.channel_max if channel_max is None else channel_max,
+                                   frame_max=tune.frame_max, heartbeat=heartbeat))
     send(0, spec.Connection.Open(virtual_host="/"))
     assert isinstance(read_frame().method, spec.Connection.OpenOk)
     return sock, read_frame, send
@@ -426,16 +427,6 @@ def test_oversized_frame_is_501(broker):
     reply = read_frame()
     assert isinstance(reply.method, spec.Connection.Close)
     assert reply.method.reply_code == 501
-
-
-def test_channel_max_exceeded_is_530(broker):
-    from pika import spec
-
-    sock, read_frame, send = raw_handshake(broker.port)
-    send(5000, spec.Channel.Open())
-    reply = read_frame()
-    assert isinstance(reply.method, spec.Connection.Close)
-    assert reply.method.reply_code == 530
 
 
 def test_content_without_publish_is_505(broker):

@@ -399,3 +399,24 @@ struct ResourceAlarmTests {
     #expect(!ResourceAlarms(memoryLimit: 0).memoryAlarm(held: .max, resident: .max))  // no limit, no alarm
   }
 }
+
+@Suite("Lifetimes")
+struct LifetimeTests {
+  @Test("removing a vhost's contents frees its queues and exchanges (bindings refer to both; found by the fuzzer)")
+  func removeAllBreaksCycles() throws {
+    weak var queue: Queue?
+    weak var exchange: Exchange?
+    do {
+      let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
+      let q = try vhost.declareQueue(name: "q", connection: 1)
+      let x = try vhost.declareExchange(name: "x", type: "direct")
+      try vhost.bindQueue("q", to: "x", routingKey: "k", connection: 1)
+      try vhost.bindExchange(destination: "x", source: "amq.direct", routingKey: "k")
+      queue = q
+      exchange = x
+      vhost.removeAll()
+      #expect(vhost.queues.isEmpty && vhost.exchanges.keys.sorted() == [""])
+    }
+    #expect(queue == nil && exchange == nil)
+  }
+}

@@ -1,0 +1,34 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import WarrenCore
+import WarrenServer
+
+/// A whole broker connection on an EmbeddedChannel, fed the input as client bytes in reads cut where the first
+/// byte says: it must never crash, and what it holds must stay bounded by what was sent.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
+  let bytes = UnsafeBufferPointer(start: start, count: count)
+  guard let cut = bytes.first else { return 0 }
+  let channel = EmbeddedChannel()
+  let model = Broker()
+  // Bindings and the queues and exchanges they lead to refer to each other: removed with the vhost, not before.
+  defer { for vhost in model.vhosts.values { vhost.removeAll() } }
+  let broker = EmbeddedBroker(broker: model, eventLoop: channel.embeddedEventLoop, logger: Logger(label: "fuzz"))
+  do {
+    try broker.addConnection(to: channel)
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5672)).wait()
+    var rest = ByteBuffer(bytes: bytes.dropFirst())
+    let size = Int(cut) * 16 + 1
+    while rest.readableBytes > 0 && channel.isActive {
+      try channel.writeInbound(rest.readSlice(length: min(size, rest.readableBytes))!)
+      channel.pipeline.fireChannelReadComplete()
+      while (try channel.readOutbound(as: ByteBuffer.self)) != nil {}
+    }
+    channel.embeddedEventLoop.advanceTime(by: .seconds(60))  // every timer fires: handshake, heartbeats, close
+    _ = try? channel.finish()
+  } catch {
+    // Errors close the channel; that is a fine answer.
+  }
+  return 0
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The behaviour tests (Tests/Interop/test_behaviour.py) against Debian's RabbitMQ: a private node on 127.0.0.1,
+# The behaviour tests (Tests/Interop/test_behaviour.py and test_pika.py, less the tests that need Warren's own
+# process or check one of its deliberate differences) against Debian's RabbitMQ: a private node on 127.0.0.1,
 # started here (installed with apt-get if missing) and stopped by its PID at the end. The same tests run against
 # Warren in `make test`, so a divergence between the two brokers fails one of them.
 set -euo pipefail
@@ -10,4 +11,5 @@ dir=$(mktemp -d /tmp/warren-rabbitmq.XXXXXX)
 chmod 755 "$dir"
 trap 'Benchmarks/rabbitmq.sh stop "$dir" || true; rm -rf "$dir"' EXIT
 Benchmarks/rabbitmq.sh start "$port" "$dir"
-AMQP_TARGET_PORT=$port "$PYTHON" -m pytest -c Tests/Interop/pytest.ini Tests/Interop/test_behaviour.py -q
+AMQP_TARGET_PORT=$port "$PYTHON" -m pytest -c Tests/Interop/pytest.ini Tests/Interop/test_behaviour.py \
+  Tests/Interop/test_pika.py -q

@@ -1,6 +1,7 @@
 """The YAML configuration: topology and users applied at boot, bad files refused."""
 
 import os
+import re
 import subprocess
 
 import pika
@@ -238,3 +239,15 @@ def test_health_and_running_topology_over_http(broker):
     ch.queue_delete("running-q")
     ch.exchange_delete("running-x")
     conn.close()
+
+
+def test_every_flag_of_the_settings_table_is_a_flag_of_warren_serve():
+    table = subprocess.run([warren(), "settings"], capture_output=True, text=True, check=True, timeout=60).stdout
+    flags = re.findall(r"`(--[a-z-]+)`", table)
+    assert len(flags) >= 8
+    help_text = subprocess.run([warren(), "serve", "--help"], capture_output=True, text=True, check=True,
+                               timeout=60).stdout
+    for flag in flags:
+        assert flag in help_text, f"{flag} is in the settings table but not a flag of warren serve"
+    # And each flag's help is the table's.
+    assert "The AMQP port; 0 picks a free one (logged) (default 5672)." in " ".join(help_text.split())

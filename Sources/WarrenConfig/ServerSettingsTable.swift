@@ -59,40 +59,24 @@ public struct ServerSetting: Sendable {
       settings.metricsPrefix = value
       return nil
     },
-    ServerSetting(
-      key: "memory_high_watermark", environment: "WARREN_MEMORY_HIGH_WATERMARK", flag: nil, defaultValue: "0.4",
-      help: "publishers are blocked above this share of memory (0 < x <= 1) or number of bytes (> 1)"
-    ) { settings, value in
-      guard let number = Double(value), number > 0 else {
-        return "memory_high_watermark must be a fraction of memory (0 < x <= 1) or a number of bytes"
-      }
-      settings.memoryHighWatermark = number
-      return nil
-    },
+    number(
+      "memory_high_watermark", "0.4",
+      "publishers are blocked above this share of memory (0 < x <= 1) or number of bytes (> 1)",
+      problem: "memory_high_watermark must be a fraction of memory (0 < x <= 1) or a number of bytes", { $0 > 0 }
+    ) { $0.memoryHighWatermark = $1 },
     integer(
       "disk_free_limit", flag: nil, "50000000", "publishers are blocked below this much free disk, in bytes",
       0...Int.max
     ) { $0.diskFreeLimit = $1 },
-    ServerSetting(
-      key: "shutdown_timeout", environment: "WARREN_SHUTDOWN_TIMEOUT", flag: nil, defaultValue: "10",
-      help: "seconds a graceful shutdown waits for publishers and confirms"
-    ) { settings, value in
-      guard let number = Double(value), number >= 0 else {
-        return "shutdown_timeout must be a number of seconds, 0 or more"
-      }
-      settings.shutdownTimeout = number
-      return nil
-    },
-    ServerSetting(
-      key: "http_idle_timeout", environment: "WARREN_HTTP_IDLE_TIMEOUT", flag: nil, defaultValue: "30",
-      help: "seconds an HTTP connection may send nothing (mid-request or idle) before it is closed"
-    ) { settings, value in
-      guard let number = Double(value), number > 0 else {
-        return "http_idle_timeout must be a number of seconds above 0"
-      }
-      settings.httpIdleTimeout = number
-      return nil
-    },
+    number(
+      "shutdown_timeout", "10", "seconds a graceful shutdown waits for publishers and confirms",
+      problem: "shutdown_timeout must be a number of seconds, 0 or more", { $0 >= 0 }
+    ) { $0.shutdownTimeout = $1 },
+    number(
+      "http_idle_timeout", "30",
+      "seconds an HTTP connection may send nothing (mid-request or idle) before it is closed",
+      problem: "http_idle_timeout must be a number of seconds above 0", { $0 > 0 }
+    ) { $0.httpIdleTimeout = $1 },
   ]
 
   /// The setting with this YAML key.
@@ -150,6 +134,19 @@ public struct ServerSetting: Sendable {
         return "\(key) must be one of \(choices.joined(separator: ", ")), not '\(value)'"
       }
       set(&settings, value)
+      return nil
+    }
+  }
+
+  private static func number(
+    _ key: String, _ defaultValue: String, _ help: String, problem: String,
+    _ accepts: @escaping @Sendable (Double) -> Bool, _ set: @escaping @Sendable (inout ServerSettings, Double) -> Void
+  ) -> ServerSetting {
+    ServerSetting(
+      key: key, environment: environmentName(key), flag: nil, defaultValue: defaultValue, help: help
+    ) { settings, value in
+      guard let number = Double(value), accepts(number) else { return problem }
+      set(&settings, number)
       return nil
     }
   }

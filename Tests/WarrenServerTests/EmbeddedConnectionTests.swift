@@ -20,6 +20,29 @@ struct EmbeddedConnection {
     try self.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5672)).wait()
   }
 
+  /// A client's opening: protocol header, start-ok as guest (with `password`), and unless `open` is false, tune-ok
+  /// and connection.open of `/`.
+  static func opening(
+    password: String = "guest", capabilities: FieldTable? = nil, channelMax: UInt16 = 10, frameMax: UInt32 = 4096,
+    heartbeat: UInt16 = 0, open: Bool = true
+  ) -> ByteBuffer {
+    var bytes = ByteBuffer(bytes: amqpProtocolHeader)
+    let properties: FieldTable = capabilities.map { ["capabilities": .table($0)] } ?? [:]
+    bytes.writeAMQPFrame(
+      .method(
+        channel: 0,
+        .connectionStartOk(
+          ConnectionStartOk(
+            clientProperties: properties, response: [0] + Array("guest".utf8) + [0] + Array(password.utf8)))))
+    guard open else { return bytes }
+    bytes.writeAMQPFrame(
+      .method(
+        channel: 0,
+        .connectionTuneOk(ConnectionTuneOk(channelMax: channelMax, frameMax: frameMax, heartbeat: heartbeat))))
+    bytes.writeAMQPFrame(.method(channel: 0, .connectionOpen(ConnectionOpen(virtualHost: "/"))))
+    return bytes
+  }
+
   /// Sends bytes in pieces of `chunk` bytes, each as its own read.
   func send(_ bytes: ByteBuffer, chunk: Int) throws {
     var bytes = bytes
@@ -124,19 +147,6 @@ struct EmbeddedConnectionTests {
 /// Timeouts with the embedded loop's manual clock: no real time passes.
 @Suite("Connection timeouts on a manual clock")
 struct ConnectionTimeoutTests {
-  static func handshake(heartbeat: UInt16) -> ByteBuffer {
-    var bytes = ByteBuffer(bytes: amqpProtocolHeader)
-    bytes.writeAMQPFrame(
-      .method(
-        channel: 0,
-        .connectionStartOk(
-          ConnectionStartOk(clientProperties: [:], response: [0] + Array("guest".utf8) + [0] + Array("guest".utf8)))))
-    bytes.writeAMQPFrame(
-      .method(channel: 0, .connectionTuneOk(ConnectionTuneOk(channelMax: 10, frameMax: 4096, heartbeat: heartbeat))))
-    bytes.writeAMQPFrame(.method(channel: 0, .connectionOpen(ConnectionOpen(virtualHost: "/"))))
-    return bytes
-  }
-
   @Test("a client that does not finish the handshake within 10 s is closed, not before")
   func handshakeTimeout() throws {
     var connection = try EmbeddedConnection()
@@ -151,7 +161,7 @@ struct ConnectionTimeoutTests {
   @Test("heartbeats: sent when the broker is idle, the client closed after two silent intervals")
   func heartbeats() throws {
     var connection = try EmbeddedConnection()
-    try connection.send(Self.handshake(heartbeat: 2), chunk: 1000)
+    try connection.send(EmbeddedConnection.opening(heartbeat: 2), chunk: 1000)
     #expect(try connection.frames().last == .method(channel: 0, .connectionOpenOk(ConnectionOpenOk())))
     let loop = connection.channel.embeddedEventLoop
     loop.advanceTime(by: .seconds(1))  // first tick: the open-ok went out, so no heartbeat yet
@@ -168,23 +178,13 @@ struct ConnectionTimeoutTests {
 
 @Suite("Hardening, bytes in and frames out")
 struct HardeningEmbeddedTests {
-  static func startOk(password: String, capabilities: Bool) -> ByteBuffer {
-    var bytes = ByteBuffer(bytes: amqpProtocolHeader)
-    let properties: FieldTable =
-      capabilities ? ["capabilities": .table(["authentication_failure_close": .bool(true)])] : [:]
-    bytes.writeAMQPFrame(
-      .method(
-        channel: 0,
-        .connectionStartOk(
-          ConnectionStartOk(
-            clientProperties: properties, response: [0] + Array("guest".utf8) + [0] + Array(password.utf8)))))
-    return bytes
-  }
+  static let failureClose: FieldTable = ["authentication_failure_close": .bool(true)]
 
   @Test("a refused login is told with 403 and the socket stays open for close-ok, at most 3 s")
   func refusedLoginWaitsForCloseOk() throws {
     var connection = try EmbeddedConnection()
-    try connection.send(Self.startOk(password: "wrong", capabilities: true), chunk: 1000)
+    try connection.send(
+      EmbeddedConnection.opening(password: "wrong", capabilities: Self.failureClose, open: false), chunk: 1000)
     guard case .method(0, .connectionClose(let close)) = try connection.frames().last else {
       Issue.record("no connection.close")
       return
@@ -196,7 +196,8 @@ struct HardeningEmbeddedTests {
     #expect(!connection.channel.isActive)
 
     let answered = try EmbeddedConnection()
-    try answered.send(Self.startOk(password: "wrong", capabilities: true), chunk: 1000)
+    try answered.send(
+      EmbeddedConnection.opening(password: "wrong", capabilities: Self.failureClose, open: false), chunk: 1000)
     var closeOk = ByteBuffer()
     closeOk.writeAMQPFrame(.method(channel: 0, .connectionCloseOk(ConnectionCloseOk())))
     try answered.send(closeOk, chunk: 100)
@@ -204,13 +205,7 @@ struct HardeningEmbeddedTests {
     #expect(!answered.channel.isActive)
   }
 
-  static func opened() -> ByteBuffer {
-    var bytes = Self.startOk(password: "guest", capabilities: false)
-    bytes.writeAMQPFrame(
-      .method(channel: 0, .connectionTuneOk(ConnectionTuneOk(channelMax: 0, frameMax: 131_072, heartbeat: 0))))
-    bytes.writeAMQPFrame(.method(channel: 0, .connectionOpen(ConnectionOpen(virtualHost: "/"))))
-    return bytes
-  }
+  static func opened() -> ByteBuffer { EmbeddedConnection.opening(channelMax: 0, frameMax: 131_072) }
 
   @Test("channel_max limits how many channels are open, not their numbers (as RabbitMQ)")
   func channelMaxCountsChannels() throws {

@@ -15,6 +15,15 @@ struct OperationsTests {
     "capabilities": .table(["connection.blocked": .bool(true), "consumer_cancel_notify": .bool(true)])
   ]
 
+  /// Sends a method on channel 1 and checks the name of the answer.
+  func call(
+    _ method: AMQPMethod, answered reply: String, _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator,
+    _ outbound: NIOAsyncChannelOutboundWriter<Frame>
+  ) async throws {
+    try await outbound.write(.method(channel: 1, method))
+    #expect(try await frames.next()?.methodName == reply, "\(method.name)")
+  }
+
   /// Publishes with one flush, so that the three frames arrive in one read (a message still arriving during an
   /// alarm blocks the connection before its end is read).
   func publish(_ body: String, to queue: String, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
@@ -36,10 +45,8 @@ struct OperationsTests {
             .methodName == "connection.open-ok")
         try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
         #expect(try await frames.next() == .method(channel: 1, .channelOpenOk(ChannelOpenOk())))
-        try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "q"))))
-        #expect(try await frames.next()?.methodName == "queue.declare-ok")
-        try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
-        #expect(try await frames.next()?.methodName == "confirm.select-ok")
+        try await self.call(.queueDeclare(QueueDeclare(queue: "q")), answered: "queue.declare-ok", &frames, outbound)
+        try await self.call(.confirmSelect(ConfirmSelect()), answered: "confirm.select-ok", &frames, outbound)
 
         // What the broker holds raises the alarm: a 20 kB message queued against a 10 kB watermark.
         try await self.publish(String(repeating: "x", count: 20_000), to: "q", outbound)
@@ -86,8 +93,7 @@ struct OperationsTests {
         #expect(
           try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)?
             .methodName == "connection.open-ok")
-        try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
-        #expect(try await frames.next()?.methodName == "channel.open-ok")
+        try await self.call(.channelOpen(ChannelOpen()), answered: "channel.open-ok", &frames, outbound)
         try await outbound.write(.method(channel: 1, .basicPublish(BasicPublish(routingKey: "q"))))
         try await outbound.write(.header(channel: 1, ContentHeader(bodySize: 1_000_000, properties: .init())))
         try await outbound.write(.body(channel: 1, ByteBuffer(string: "only the start")))
@@ -125,12 +131,10 @@ struct OperationsTests {
       try await client.channel.executeThenClose { inbound, outbound in
         var frames = inbound.makeAsyncIterator()
         #expect(try await client.handshake(inbound: &frames, outbound: outbound)?.methodName == "connection.open-ok")
-        try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
-        #expect(try await frames.next()?.methodName == "channel.open-ok")
-        try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "counted"))))
-        #expect(try await frames.next()?.methodName == "queue.declare-ok")
-        try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
-        #expect(try await frames.next()?.methodName == "confirm.select-ok")
+        try await self.call(.channelOpen(ChannelOpen()), answered: "channel.open-ok", &frames, outbound)
+        try await self.call(
+          .queueDeclare(QueueDeclare(queue: "counted")), answered: "queue.declare-ok", &frames, outbound)
+        try await self.call(.confirmSelect(ConfirmSelect()), answered: "confirm.select-ok", &frames, outbound)
         try await self.publish("12345", to: "counted", outbound)
         try await self.publish("x", to: "nowhere", outbound)
         var confirmed: UInt64 = 0
@@ -150,8 +154,7 @@ struct OperationsTests {
         #expect(snapshot.exchanges.first { $0.name == "" }?.published == 2)
         #expect(snapshot.connections.first?.bytesReceived ?? 0 > 0)
 
-        try await outbound.write(.method(channel: 1, .queueDelete(QueueDelete(queue: "counted"))))
-        #expect(try await frames.next()?.methodName == "queue.delete-ok")
+        try await self.call(.queueDelete(QueueDelete(queue: "counted")), answered: "queue.delete-ok", &frames, outbound)
         snapshot = try await server.metricsSnapshot(perObject: true)
         #expect(!snapshot.queues.contains { $0.name == "counted" })
         #expect(snapshot.queueCount == 0 && snapshot.counters.queuesDeleted == 1)
@@ -168,14 +171,11 @@ struct OperationsTests {
         #expect(
           try await client.handshake(inbound: &frames, outbound: outbound, clientProperties: Self.capabilities)?
             .methodName == "connection.open-ok")
-        try await outbound.write(.method(channel: 1, .channelOpen(ChannelOpen())))
-        #expect(try await frames.next()?.methodName == "channel.open-ok")
-        try await outbound.write(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "d"))))
-        #expect(try await frames.next()?.methodName == "queue.declare-ok")
+        try await self.call(.channelOpen(ChannelOpen()), answered: "channel.open-ok", &frames, outbound)
+        try await self.call(.queueDeclare(QueueDeclare(queue: "d")), answered: "queue.declare-ok", &frames, outbound)
         try await outbound.write(.method(channel: 1, .basicConsume(BasicConsume(queue: "d", consumerTag: "c1"))))
         #expect(try await frames.next() == .method(channel: 1, .basicConsumeOk(BasicConsumeOk(consumerTag: "c1"))))
-        try await outbound.write(.method(channel: 1, .confirmSelect(ConfirmSelect())))
-        #expect(try await frames.next()?.methodName == "confirm.select-ok")
+        try await self.call(.confirmSelect(ConfirmSelect()), answered: "confirm.select-ok", &frames, outbound)
 
         let draining = Task { try await server.drain(timeout: .seconds(10)) }
         #expect(

@@ -19,6 +19,7 @@ let package = Package(
     .library(name: "WarrenServer", targets: ["WarrenServer"]),
     .library(name: "WarrenMetrics", targets: ["WarrenMetrics"]),
     .library(name: "WarrenSystem", targets: ["WarrenSystem"]),
+    .library(name: "WarrenStore", targets: ["WarrenStore"]),
     .library(name: "WarrenHTTP", targets: ["WarrenHTTP"]),
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
@@ -55,6 +56,10 @@ let package = Package(
     ),
     .target(
       name: "WarrenSystem",
+      swiftSettings: upcoming
+    ),
+    .target(
+      name: "WarrenStore",
       swiftSettings: upcoming
     ),
     .target(
@@ -236,6 +241,11 @@ let package = Package(
     .testTarget(
       name: "WarrenMetricsTests",
       dependencies: ["WarrenMetrics", "WarrenCore", "WarrenSystem"],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "WarrenStoreTests",
+      dependencies: ["WarrenStore"],
       swiftSettings: upcoming
     ),
     .testTarget(

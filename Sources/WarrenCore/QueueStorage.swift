@@ -17,10 +17,13 @@ public protocol QueueStorage: AnyObject {
   func purge() -> Int
   /// A message taken from here is done with (acknowledged, rejected, or got with no-ack): a store forgets it.
   func settled(_ message: QueuedMessage)
+  /// The storage token the last append waits for, or nil when it is safe already (in memory, or synced).
+  var pendingToken: StorageToken? { get }
 }
 
 extension QueueStorage {
   public func settled(_ message: QueuedMessage) {}
+  public var pendingToken: StorageToken? { nil }
 }
 
 /// Ready messages in memory, in a deque ordered by sequence number.

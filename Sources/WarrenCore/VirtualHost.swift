@@ -16,6 +16,9 @@ public final class VirtualHost {
   public let counters: BrokerCounters
   /// The broker's time: queues stamp messages with it.
   public let clock: BrokerClock
+  /// Makes the storage of each new queue (durable queues get the store's); in memory by default.
+  public var makeQueueStorage: (_ name: String, _ durable: Bool) -> any QueueStorage = { _, _ in InMemoryQueueStorage()
+  }
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
   private var routes = RouteSet()
@@ -191,7 +194,8 @@ public final class VirtualHost {
     let options = try QueueOptions(arguments: arguments, queue: name, vhost: self.name)
     let queue = Queue(
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
-      autoDelete: autoDelete, arguments: arguments, options: options, clock: self.clock)
+      autoDelete: autoDelete, arguments: arguments, options: options, clock: self.clock,
+      storage: self.makeQueueStorage(name, durable))
     self.queues[name] = queue
     self.counters.values.queuesCreated += 1
     self.topologyVersion &+= 1
@@ -412,7 +416,7 @@ public final class VirtualHost {
     -> PublishOutcome
   {
     var outcome = PublishOutcome()
-    outcome.add(queue.enqueue(message))
+    outcome.add(queue.enqueue(message), storage: queue.storage)
     if let publisher, queue.isCongested { queue.throttle(publisher) }
     return outcome
   }
@@ -487,7 +491,7 @@ public final class VirtualHost {
     if queueCount > 0 {
       for destination in routes.destinations {
         guard case .queue(let queue) = destination else { continue }
-        outcome.add(queue.enqueue(message))
+        outcome.add(queue.enqueue(message), storage: queue.storage)
         if let publisher, queue.isCongested { queue.throttle(publisher) }
       }
     }
@@ -519,6 +523,8 @@ public struct PublishOutcome: Sendable, Equatable {
   public var refused = 0
   /// Queues that took it by dropping their oldest message.
   public var droppedOldest = 0
+  /// The storage token the message waits for before it is safe (its confirm waits too); nil when it is safe now.
+  public var storageToken: StorageToken?
 
   public init(accepted: Int = 0, refused: Int = 0, droppedOldest: Int = 0) {
     self.accepted = accepted
@@ -528,6 +534,15 @@ public struct PublishOutcome: Sendable, Equatable {
 
   /// Whether no queue was reached.
   @inlinable public var isUnroutable: Bool { self.accepted == 0 && self.refused == 0 }
+
+  /// Counts one queue's answer, and the storage token its storage now waits for.
+  @inlinable
+  public mutating func add(_ result: EnqueueResult, storage: any QueueStorage) {
+    self.add(result)
+    if result != .refused, let token = storage.pendingToken {
+      self.storageToken = Swift.max(self.storageToken ?? token, token)
+    }
+  }
 
   /// Counts one queue's answer.
   @inlinable

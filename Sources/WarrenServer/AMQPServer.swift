@@ -242,6 +242,11 @@ public final class EmbeddedBroker {
     try channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: self.runtime))
   }
 
+  /// Storage made everything up to `token` durable: the confirms that waited for it go out.
+  public func storageCompleted(upTo token: StorageToken) {
+    self.runtime.storageCompleted(upTo: token)
+  }
+
   /// Ends a read batch as the event loop would: flushes what connections wrote.
   public func readCompleted() {
     self.runtime.readCompleted()

@@ -110,6 +110,15 @@ public final class BrokerRuntime {
     return before.memory && !alarms.memory
   }
 
+  /// Storage made everything up to `token` durable (reported on this loop, once per sync): every channel sends the
+  /// confirms that waited for it, and the writes are flushed.
+  func storageCompleted(upTo token: StorageToken) {
+    for connection in self.connections.values {
+      for channel in connection.channels.values { channel.storageCompleted(upTo: token) }
+    }
+    if !self.inReadCycle { self.flushDirty() }
+  }
+
   /// A read started: flushes wait for its end.
   func readStarted() {
     self.inReadCycle = true

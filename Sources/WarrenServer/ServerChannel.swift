@@ -232,9 +232,22 @@ final class ServerChannel: DeliveryChannel {
     }
     if self.machine.mode == .confirm {
       self.counters.values.messagesReceivedConfirm &+= 1
-      // Unroutable messages are confirmed (after their return); refused by every queue it reached: nacked.
-      self.machine.published(outcome.accepted == 0 && outcome.refused > 0 ? .nack : .ack)
+      // Unroutable messages are confirmed (after their return); refused by every queue it reached: nacked; taken
+      // by a queue whose storage must sync first: confirmed when the storage reports that token complete.
+      if outcome.accepted == 0 && outcome.refused > 0 {
+        self.machine.published(.nack)
+      } else if let token = outcome.storageToken {
+        self.machine.published(.waiting(token))
+      } else {
+        self.machine.published(.ack)
+      }
     }
+  }
+
+  /// Storage made everything up to `token` durable: the confirms waiting for it become due.
+  func storageCompleted(upTo token: StorageToken) {
+    self.machine.storageCompleted(upTo: token)
+    self.flushConfirms()
   }
 
   /// Sends the confirms that are due (basic.ack/basic.nack, `multiple` where it can): once per read batch.

@@ -10,13 +10,14 @@ import WarrenCore
 /// Drives one connection handler on an EmbeddedChannel: bytes in, frames out, no sockets.
 struct EmbeddedConnection {
   let channel: EmbeddedChannel
+  let runtime: BrokerRuntime
   var decoder = AMQPFrameDecoder(maxFrameSize: 0)
   var received = ByteBuffer()
 
-  init() throws {
+  init(broker: Broker = Broker()) throws {
     self.channel = EmbeddedChannel()
-    let runtime = BrokerRuntime(broker: Broker(), eventLoop: self.channel.embeddedEventLoop, logger: Logger(label: "t"))
-    try self.channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: runtime))
+    self.runtime = BrokerRuntime(broker: broker, eventLoop: self.channel.embeddedEventLoop, logger: Logger(label: "t"))
+    try self.channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: self.runtime))
     try self.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5672)).wait()
   }
 
@@ -270,5 +271,51 @@ struct HardeningEmbeddedTests {
     }
     #expect(
       close.replyText == "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'")
+  }
+}
+
+/// A queue storage whose appends wait for a storage token, as a durable store's do until its sync completes.
+final class TokenStorage: QueueStorage {
+  let memory = InMemoryQueueStorage()
+  var generation: UInt64 = 0
+  var count: Int { self.memory.count }
+  var bytes: Int { self.memory.bytes }
+  func append(_ message: QueuedMessage) {
+    self.generation += 1
+    self.memory.append(message)
+  }
+  func removeFirst() -> QueuedMessage? { self.memory.removeFirst() }
+  func requeue(_ messages: [QueuedMessage]) { self.memory.requeue(messages) }
+  func purge() -> Int { self.memory.purge() }
+  var pendingToken: StorageToken? { StorageToken(generation: self.generation) }
+}
+
+@Suite("Confirms that wait for storage")
+struct StorageConfirmTests {
+  @Test("a publish to a queue whose storage must sync is confirmed when its token completes, in order")
+  func confirmAfterSync() throws {
+    let broker = Broker()
+    let storage = TokenStorage()
+    broker.vhosts["/"]!.makeQueueStorage = { name, _ in
+      name == "durable" ? storage as any QueueStorage : InMemoryQueueStorage()
+    }
+    var connection = try EmbeddedConnection(broker: broker)
+    var bytes = EmbeddedConnection.opening(frameMax: 131_072)
+    bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
+    bytes.writeAMQPFrame(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "durable", durable: true))))
+    bytes.writeAMQPFrame(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "memory"))))
+    bytes.writeAMQPFrame(.method(channel: 1, .confirmSelect(ConfirmSelect())))
+    for queue in ["durable", "durable", "memory"] {
+      bytes.writeAMQPFrame(.method(channel: 1, .basicPublish(BasicPublish(routingKey: queue))))
+      bytes.writeAMQPFrame(.header(channel: 1, ContentHeader(bodySize: 1, properties: .init())))
+      bytes.writeAMQPFrame(.body(channel: 1, ByteBuffer(string: "m")))
+    }
+    try connection.send(bytes, chunk: 100_000)
+    let before = try connection.frames().filter { if case .method(1, .basicAck) = $0 { true } else { false } }
+    #expect(before.isEmpty)  // 1 and 2 wait for the sync, and 3 behind them
+    connection.runtime.storageCompleted(upTo: StorageToken(generation: 1))
+    #expect(try connection.frames() == [.method(channel: 1, .basicAck(BasicAck(deliveryTag: 1)))])
+    connection.runtime.storageCompleted(upTo: StorageToken(generation: 2))
+    #expect(try connection.frames() == [.method(channel: 1, .basicAck(BasicAck(deliveryTag: 3, multiple: true)))])
   }
 }

@@ -3,8 +3,8 @@
 import aio_pika
 
 
-async def test_seed_scenario_with_aio_pika(broker):
-    connection = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{broker.port}/")
+async def test_seed_scenario_with_aio_pika(target_port):
+    connection = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{target_port}/")
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange("aio-topic", aio_pika.ExchangeType.DIRECT)
@@ -22,8 +22,8 @@ async def test_seed_scenario_with_aio_pika(broker):
         assert received == [f"m{i}" for i in range(20)]
 
 
-async def test_rpc_reply_to_and_correlation_id(broker):
-    connection = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{broker.port}/")
+async def test_rpc_reply_to_and_correlation_id(target_port):
+    connection = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{target_port}/")
     async with connection:
         channel = await connection.channel()
         requests = await channel.declare_queue("", exclusive=True)

@@ -1,12 +1,15 @@
 """Interop tests: py-amqp (from PyPI; logs in with AMQPLAIN by default) against a warren process."""
 
+import os
+
 import amqp
 import pytest
 
 
-def test_amqplain_login_publish_and_get(broker):
-    with amqp.Connection(f"127.0.0.1:{broker.port}", userid="guest", password="guest", login_method="AMQPLAIN") as conn:
-        assert conn.server_properties["product"] == "Warren"
+def test_amqplain_login_publish_and_get(target_port):
+    with amqp.Connection(f"127.0.0.1:{target_port}", userid="guest", password="guest", login_method="AMQPLAIN") as conn:
+        expected = "RabbitMQ" if os.environ.get("AMQP_TARGET_PORT") else "Warren"
+        assert conn.server_properties["product"] == expected
         ch = conn.channel()
         queue, _, _ = ch.queue_declare("", exclusive=True)
         ch.confirm_select()
@@ -17,7 +20,7 @@ def test_amqplain_login_publish_and_get(broker):
         assert message.properties["application_headers"] == {"k": "v"}
 
 
-def test_amqplain_wrong_password_refused(broker):
-    conn = amqp.Connection(f"127.0.0.1:{broker.port}", userid="guest", password="nope", login_method="AMQPLAIN")
+def test_amqplain_wrong_password_refused(target_port):
+    conn = amqp.Connection(f"127.0.0.1:{target_port}", userid="guest", password="nope", login_method="AMQPLAIN")
     with pytest.raises(amqp.exceptions.AccessRefused):
         conn.connect()

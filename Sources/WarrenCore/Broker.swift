@@ -27,6 +27,11 @@ public struct User: Sendable, Equatable {
     self.tags = tags
   }
 
+  /// Whether a peer's IP address is a loopback one (where `guest` may log in from).
+  public static func isLoopback(address ip: String) -> Bool {
+    ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+  }
+
   /// Whether the user has the `administrator` tag.
   public var isAdministrator: Bool { self.tags.contains("administrator") }
 

@@ -287,11 +287,8 @@ public final class VirtualHost {
   }
 
   private func makeServerName() -> String {
-    let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
     while true {
-      var generator = SystemRandomNumberGenerator()
-      let suffix = String((0..<22).map { _ in alphabet[Int(generator.next() % 64)] })
-      let name = "amq.gen-" + suffix
+      let name = "amq.gen-" + generatedNameSuffix()
       if self.queues[name] == nil { return name }
     }
   }
@@ -600,4 +597,11 @@ public struct RouteCache {
   @usableFromInline var queue: Queue?
 
   public init() {}
+}
+
+/// 22 random characters of the alphabet RabbitMQ uses in the names it makes (`amq.gen-...`, `amq.ctag-...`).
+public func generatedNameSuffix() -> String {
+  let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+  var generator = SystemRandomNumberGenerator()
+  return String((0..<22).map { _ in alphabet[Int(generator.next() % 64)] })
 }

@@ -99,8 +99,7 @@ public struct HTTPRoutes: Sendable {
     }
     let name = String(credentials[..<colon])
     let password = String(credentials[credentials.index(after: colon)...])
-    let ip = remote?.ipAddress ?? ""
-    let loopback = ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    let loopback = User.isLoopback(address: remote?.ipAddress ?? "")
     let user = try await self.amqp.withBroker {
       $0.authenticate(user: name, password: password, fromLoopback: loopback)
     }

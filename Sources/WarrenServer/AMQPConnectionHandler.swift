@@ -101,8 +101,7 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       "\(remote.ipAddress ?? "?"):\(remote.port ?? 0) -> "
       + "\(context.channel.localAddress?.ipAddress ?? "?"):\(context.channel.localAddress?.port ?? 0)"
     self.logger[metadataKey: "peer"] = "\(remote)"
-    let ip = remote.ipAddress ?? ""
-    self.remoteIsLoopback = ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    self.remoteIsLoopback = User.isLoopback(address: remote.ipAddress ?? "")
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {

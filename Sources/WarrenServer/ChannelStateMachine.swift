@@ -366,7 +366,7 @@ public struct ChannelStateMachine {
   public func consumerTag(requested: String) throws(BrokerError) -> String {
     if requested.isEmpty {
       var tag: String
-      repeat { tag = "amq.ctag-" + randomSuffix() } while self.consumers[tag] != nil
+      repeat { tag = "amq.ctag-" + generatedNameSuffix() } while self.consumers[tag] != nil
       return tag
     }
     if self.consumers[requested] != nil { throw .notAllowed("attempt to reuse consumer tag '\(requested)'") }
@@ -388,7 +388,7 @@ public struct ChannelStateMachine {
   public func canDeliver(to consumer: Consumer) -> Bool {
     self.flowActive && self.state != .closing && self.state != .closed
       && (self.channelPrefetch == 0 || self.unacked.count < self.channelPrefetch)
-      && (consumer.prefetchCount == 0 || consumer.unacked < consumer.prefetchCount)
+      && consumer.hasCapacity
   }
 
   /// A delivery goes out to a consumer (or, with `consumer` nil, in answer to basic.get): returns its tag and,
@@ -506,11 +506,4 @@ public struct ChannelStateMachine {
     let all = self.takeDeliveries(tag: 0, multiple: true) ?? []
     return (consumers, Settlement(deliveries: all, requeue: true, acknowledged: false))
   }
-}
-
-/// 22 random characters of the alphabet RabbitMQ uses for generated names.
-func randomSuffix() -> String {
-  let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-  var generator = SystemRandomNumberGenerator()
-  return String((0..<22).map { _ in alphabet[Int(generator.next() % 64)] })
 }

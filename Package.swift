@@ -60,6 +60,13 @@ let package = Package(
     ),
     .target(
       name: "WarrenStore",
+      dependencies: [
+        "WarrenCore",
+        "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "DequeModule", package: "swift-collections"),
+      ],
       swiftSettings: upcoming
     ),
     .target(
@@ -72,6 +79,7 @@ let package = Package(
       dependencies: [
         "AMQPProtocol",
         "WarrenCore",
+        "WarrenStore",
         "WarrenSystem",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
@@ -148,6 +156,7 @@ let package = Package(
       name: "WarrenCommand",
       dependencies: [
         "WarrenServer",
+        "WarrenStore",
         "WarrenMetrics",
         "WarrenConfig",
         "WarrenHTTP",
@@ -245,7 +254,10 @@ let package = Package(
     ),
     .testTarget(
       name: "WarrenStoreTests",
-      dependencies: ["WarrenStore"],
+      dependencies: [
+        "WarrenStore", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: upcoming
     ),
     .testTarget(

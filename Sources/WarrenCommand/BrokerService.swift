@@ -10,6 +10,7 @@ import WarrenCore
 import WarrenHTTP
 import WarrenMetrics
 import WarrenServer
+import WarrenStore
 import WarrenSystem
 
 /// The broker as a service of a `ServiceGroup`: applies the topology, opens the AMQP and HTTP listeners, reads the
@@ -31,14 +32,39 @@ struct BrokerService: Service {
     let amqp: AMQPServer
     do {
       // The topology is applied before the listener opens; a conflict stops the start.
+      // Recovery from the data directory comes first, then the configuration's topology (declared over it).
       amqp = try await AMQPServer.start(
         host: self.settings.amqpBind, port: self.settings.amqpPort, eventLoop: eventLoops.next(), logger: logger,
-        makeBroker: { [settings, configuration, exchangeTypes] in
+        makeBrokerAndStore: { [settings, configuration, exchangeTypes] in
           let broker = Broker(
             registry: exchangeTypes, limits: settings.limits, defaultVirtualHost: settings.defaultVirtualHost)
+          let persistence: BrokerPersistence
+          do {
+            persistence = try BrokerPersistence.open(directory: settings.dataDirectory, logger: logger)
+          } catch {
+            throw DataDirectoryUnusable(directory: settings.dataDirectory, reason: "\(error)")
+          }
+          persistence.recover(into: broker)
           try configuration.apply(to: broker)
-          return broker
+          try persistence.attach(to: broker)
+          let report = persistence.report
+          logger.info(
+            "recovered from \(settings.dataDirectory) in \(String(format: "%.3f", report.seconds)) s: \(report.exchanges) exchanges, \(report.queues) queues, \(report.bindings) bindings, \(report.messages.messages) messages (\(report.messages.redelivered) redelivered) from \(report.messages.records) records in \(report.messages.segments) segments"
+          )
+          if report.messages.corruptSkipped > 0 || report.topologyRecordsSkipped > 0 {
+            logger.warning(
+              "recovery skipped \(report.messages.corruptSkipped) corrupt message records and \(report.topologyRecordsSkipped) topology records"
+            )
+          }
+          if report.messages.tornTailBytes > 0 {
+            logger.warning("recovery cut \(report.messages.tornTailBytes) bytes of torn record tails")
+          }
+          return (broker, persistence.store)
         })
+    } catch let error as DataDirectoryUnusable {
+      logger.critical("\(error)")
+      try? await eventLoops.shutdownGracefully()
+      throw error
     } catch {
       logger.critical("the configuration cannot be applied: \(error)")
       try? await eventLoops.shutdownGracefully()
@@ -75,6 +101,11 @@ struct BrokerService: Service {
 
     logger.info("shutting down: draining connections (up to \(self.settings.shutdownTimeout) s)")
     try await amqp.drain(timeout: .milliseconds(Int64(self.settings.shutdownTimeout * 1000)))
+    do {
+      try await amqp.closeStore()
+    } catch {
+      logger.error("message store: the last sync failed: \(error)")
+    }
     await http.shutdown()
     try await eventLoops.shutdownGracefully()
     logger.info("stopped")
@@ -96,6 +127,13 @@ struct BrokerService: Service {
       self.logger.error("SIGHUP: configuration \(path) not applied: \(error)")
     }
   }
+}
+
+/// The data directory cannot be used (not writable, or another broker holds it).
+struct DataDirectoryUnusable: Error, CustomStringConvertible {
+  var directory: String
+  var reason: String
+  var description: String { "the data directory \(self.directory) cannot be used: \(self.reason)" }
 }
 
 /// Warren's version.

@@ -52,13 +52,14 @@ struct Serve: AsyncParsableCommand {
   @Option(help: flagHelp("channel_max")) var channelMax: String?
   @Option(help: flagHelp("heartbeat")) var heartbeat: String?
   @Option(help: flagHelp("log_level")) var logLevel: String?
+  @Option(help: flagHelp("data_dir")) var dataDir: String?
 
   /// The flags given, by the settings-table key they set.
   var settingFlags: [(key: String, value: String?)] {
     [
       ("amqp_bind", self.bind), ("amqp_port", self.port), ("metrics_port", self.metricsPort),
       ("max_message_size", self.maxMessageSize), ("frame_max", self.frameMax), ("channel_max", self.channelMax),
-      ("heartbeat", self.heartbeat), ("log_level", self.logLevel),
+      ("heartbeat", self.heartbeat), ("log_level", self.logLevel), ("data_dir", self.dataDir),
     ]
   }
 

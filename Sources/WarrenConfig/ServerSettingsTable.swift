@@ -26,7 +26,10 @@ public struct ServerSetting: Sendable {
       "metrics_port", flag: "metrics-port", "15692", "the HTTP (health, definitions, metrics) port; 0 picks a free one",
       0...65535
     ) { $0.metricsPort = $1 },
-    text("data_dir", flag: nil, "data", "where data lives (its free space drives the disk alarm)") {
+    text(
+      "data_dir", flag: "data-dir", "data",
+      "where durable topology and persistent messages are stored (its free space drives the disk alarm)"
+    ) {
       $0.dataDirectory = $1
     },
     choice(

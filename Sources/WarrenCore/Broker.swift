@@ -116,6 +116,8 @@ public final class Broker {
   public let clock: BrokerClock
 
   private var lastConnectionID: UInt64 = 0
+  /// Called with each virtual host added after it is set (the store attaches its storage and observer).
+  public var virtualHostAdded: ((VirtualHost) -> Void)?
 
   /// Creates a broker with the default vhost (`/` unless told otherwise) and the default user `guest` (loopback
   /// only, all permissions in the default vhost), as RabbitMQ does.
@@ -163,6 +165,7 @@ public final class Broker {
     if let existing = self.vhosts[name] { return existing }
     let vhost = VirtualHost(name: name, registry: self.registry, counters: self.counters, clock: self.clock)
     self.vhosts[name] = vhost
+    self.virtualHostAdded?(vhost)
     return vhost
   }
 

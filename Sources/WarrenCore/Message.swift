@@ -111,11 +111,32 @@ public final class Message: ManagedBuffer<MessageLayout, UInt8> {
   /// The body size in bytes.
   @inlinable public var bodySize: Int { self.withUnsafeMutablePointerToHeader { Int($0.pointee.bodyLength) } }
 
-  /// Whether the publisher asked for the message to be persisted (delivery mode 2).
-  public var isPersistent: Bool { self.properties.deliveryMode == 2 }
+  /// Whether the publisher asked for the message to be persisted (delivery mode 2), read from the property bytes
+  /// without decoding them: only content-type, content-encoding and headers come before delivery-mode.
+  @inlinable public var isPersistent: Bool {
+    self.withBytes { _, _, properties, _ in
+      guard properties.count >= 2 else { return false }
+      let flags = UInt16(properties[0]) << 8 | UInt16(properties[1])
+      guard flags & 0x1000 != 0 else { return false }
+      var offset = 2
+      if flags & 0x0001 != 0 { return false }  // a continuation flag word: not sent by AMQP 0-9-1 clients
+      for bit: UInt16 in [0x8000, 0x4000] where flags & bit != 0 {
+        guard offset < properties.count else { return false }
+        offset += 1 + Int(properties[offset])
+      }
+      if flags & 0x2000 != 0 {
+        guard offset + 4 <= properties.count else { return false }
+        let length =
+          Int(properties[offset]) << 24 | Int(properties[offset + 1]) << 16 | Int(properties[offset + 2]) << 8
+          | Int(properties[offset + 3])
+        offset += 4 + length
+      }
+      return offset < properties.count && properties[offset] == 2
+    }
+  }
 }
 
-/// A message in a queue: the shared message plus what is particular to this queue (24 bytes).
+/// A message in a queue: the shared message plus what is particular to this queue (32 bytes).
 public struct QueuedMessage {
   /// The message.
   public var message: Message
@@ -125,12 +146,17 @@ public struct QueuedMessage {
   public var sequence: UInt32
   /// Whether it was delivered before and requeued.
   public var redelivered: Bool
+  /// Where the queue's storage keeps it on disk (its own encoding), 0 when it is not stored.
+  public var storageReference: UInt64
 
-  public init(message: Message, sequence: UInt32, enqueuedAt: UInt64 = 0, redelivered: Bool = false) {
+  public init(
+    message: Message, sequence: UInt32, enqueuedAt: UInt64 = 0, redelivered: Bool = false, storageReference: UInt64 = 0
+  ) {
     self.message = message
     self.enqueuedAt = enqueuedAt
     self.sequence = sequence
     self.redelivered = redelivered
+    self.storageReference = storageReference
   }
 
   /// Whether this message was enqueued before `other` (serial number arithmetic: sequences wrap).

@@ -69,6 +69,8 @@ public final class Queue {
     self.options = options
     self.clock = clock
     self.storage = storage
+    // Messages a store gave back at recovery are numbered 1...count.
+    self.nextSequence = UInt32(truncatingIfNeeded: storage.count)
   }
 
   /// This queue as a binding's destination.
@@ -114,6 +116,7 @@ public final class Queue {
       if !consumer.noAck {
         self.unackedCount += 1
         self.unackedBytes += message.message.bodySize
+        self.storage.delivered(message)
       }
       consumer.channel.deliver(message, from: self, to: consumer)
     }
@@ -155,6 +158,7 @@ public final class Queue {
     if !noAck {
       self.unackedCount += 1
       self.unackedBytes += message.message.bodySize
+      self.storage.delivered(message)
     } else {
       self.storage.settled(message)
     }
@@ -163,7 +167,7 @@ public final class Queue {
 
   /// A delivery is done with (acknowledged, or rejected without requeue); call ``dispatch()`` after a batch.
   public func settle(_ message: QueuedMessage) {
-    guard !self.isDeleted else { return }
+    guard !self.isDeleted else { return self.storage.settled(message) }
     self.unackedCount -= 1
     self.unackedBytes -= message.message.bodySize
     self.storage.settled(message)
@@ -171,7 +175,11 @@ public final class Queue {
 
   /// Puts unsettled deliveries back at their positions, marked redelivered; call ``dispatch()`` after.
   public func requeue(_ messages: [QueuedMessage]) {
-    guard !self.isDeleted, !messages.isEmpty else { return }
+    if self.isDeleted {  // nowhere to go back to: the store forgets them
+      for message in messages { self.storage.settled(message) }
+      return
+    }
+    guard !messages.isEmpty else { return }
     for message in messages {
       self.unackedCount -= 1
       self.unackedBytes -= message.message.bodySize

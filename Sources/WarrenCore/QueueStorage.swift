@@ -7,6 +7,11 @@ public protocol QueueStorage: AnyObject {
   var count: Int { get }
   /// The total body bytes of the ready messages.
   var bytes: Int { get }
+  /// The body bytes of the ready messages held in memory (what the memory alarm counts; a store keeps the rest on
+  /// disk).
+  var residentBytes: Int { get }
+  /// The number of ready messages held in memory.
+  var residentCount: Int { get }
   /// Adds a message at the tail.
   func append(_ message: QueuedMessage)
   /// Removes and returns the head.
@@ -17,12 +22,18 @@ public protocol QueueStorage: AnyObject {
   func purge() -> Int
   /// A message taken from here is done with (acknowledged, rejected, or got with no-ack): a store forgets it.
   func settled(_ message: QueuedMessage)
+  /// A message taken from here was delivered with a manual acknowledgement to come: a store remembers it, so that
+  /// it comes back redelivered after a crash.
+  func delivered(_ message: QueuedMessage)
   /// The storage token the last append waits for, or nil when it is safe already (in memory, or synced).
   var pendingToken: StorageToken? { get }
 }
 
 extension QueueStorage {
   public func settled(_ message: QueuedMessage) {}
+  public func delivered(_ message: QueuedMessage) {}
+  public var residentBytes: Int { self.bytes }
+  public var residentCount: Int { self.count }
   public var pendingToken: StorageToken? { nil }
 }
 

@@ -16,9 +16,13 @@ public final class VirtualHost {
   public let counters: BrokerCounters
   /// The broker's time: queues stamp messages with it.
   public let clock: BrokerClock
-  /// Makes the storage of each new queue (durable queues get the store's); in memory by default.
-  public var makeQueueStorage: (_ name: String, _ durable: Bool) -> any QueueStorage = { _, _ in InMemoryQueueStorage()
+  /// Makes the storage of each new queue; `recoverable` is true for a durable queue that is neither exclusive nor
+  /// auto-delete (the store keeps its persistent messages). In memory by default.
+  public var makeQueueStorage: (_ name: String, _ recoverable: Bool) -> any QueueStorage = { _, _ in
+    InMemoryQueueStorage()
   }
+  /// Hears of every exchange, queue and binding created or deleted (the store records the durable ones).
+  public var topologyObserver: (any TopologyObserver)?
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
   private var routes = RouteSet()
@@ -106,6 +110,7 @@ public final class VirtualHost {
     let exchange = Exchange(
       name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal, arguments: arguments)
     self.exchanges[name] = exchange
+    self.topologyObserver?.exchangeDeclared(exchange, in: self)
     return exchange
   }
 
@@ -129,6 +134,7 @@ public final class VirtualHost {
     exchange.isDeleted = true
     self.topologyVersion &+= 1
     self.exchanges[exchange.name] = nil
+    self.topologyObserver?.exchangeDeleted(exchange, in: self)
   }
 
   /// The exchange a client publishes to, or the error RabbitMQ gives.
@@ -195,10 +201,11 @@ public final class VirtualHost {
     let queue = Queue(
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
       autoDelete: autoDelete, arguments: arguments, options: options, clock: self.clock,
-      storage: self.makeQueueStorage(name, durable))
+      storage: self.makeQueueStorage(name, durable && !exclusive && !autoDelete))
     self.queues[name] = queue
     self.counters.values.queuesCreated += 1
     self.topologyVersion &+= 1
+    self.topologyObserver?.queueDeclared(queue, in: self)
     // Every queue is bound to the default exchange by its name (implicitly: the default exchange routes by name).
     return queue
   }
@@ -251,6 +258,7 @@ public final class VirtualHost {
     for binding in queue.incomingBindings { self.removeBinding(binding, autoDeleteSource: true) }
     for consumer in queue.removeAllConsumers() { consumer.channel.consumerCancelledByServer(consumer) }
     _ = queue.purge()
+    self.topologyObserver?.queueDeleted(queue, in: self)
     return count
   }
 
@@ -367,6 +375,7 @@ public final class VirtualHost {
     binding.destination.incomingBindings.append(binding)
     source.router.bindingAdded(binding)
     self.topologyVersion &+= 1
+    self.topologyObserver?.bindingAdded(binding, in: self)
   }
 
   private func removeBinding(_ binding: Binding, autoDeleteSource: Bool) {
@@ -375,6 +384,7 @@ public final class VirtualHost {
     binding.destination.incomingBindings.removeAll { $0 == binding }
     source.router.bindingRemoved(binding)
     self.topologyVersion &+= 1
+    self.topologyObserver?.bindingRemoved(binding, in: self)
     if autoDeleteSource && source.autoDelete && source.outgoingBindings.isEmpty {
       self.removeExchange(source)
     }

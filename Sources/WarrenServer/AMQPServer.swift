@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import WarrenCore
+import WarrenStore
 import WarrenSystem
 
 /// The AMQP listener: accepts connections onto the broker's event loop.
@@ -37,8 +38,30 @@ public final class AMQPServer: Sendable {
     logger: Logger,
     makeBroker: @escaping @Sendable () throws -> Broker
   ) async throws -> AMQPServer {
+    try await Self.start(
+      host: host, port: port, eventLoop: eventLoop, logger: logger,
+      makeBrokerAndStore: { (try makeBroker(), nil) })
+  }
+
+  /// Binds the listener and serves the broker `makeBrokerAndStore` makes on `eventLoop` (recovering it from its
+  /// store before anything connects), with the store's syncs on a thread of their own.
+  public static func start(
+    host: String,
+    port: Int,
+    eventLoop: any EventLoop,
+    logger: Logger,
+    makeBrokerAndStore: @escaping @Sendable () throws -> (Broker, MessageStore?)
+  ) async throws -> AMQPServer {
     let runtime = try await eventLoop.submit {
-      NIOLoopBound(BrokerRuntime(broker: try makeBroker(), eventLoop: eventLoop, logger: logger), eventLoop: eventLoop)
+      let (broker, store) = try makeBrokerAndStore()
+      let runtime = BrokerRuntime(broker: broker, eventLoop: eventLoop, logger: logger)
+      if let store {
+        runtime.store = store
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        runtime.syncPool = pool
+      }
+      return NIOLoopBound(runtime, eventLoop: eventLoop)
     }.get()
     let bootstrap = ServerBootstrap(group: eventLoop)
       .serverChannelOption(.backlog, value: 1024)
@@ -169,6 +192,19 @@ public final class AMQPServer: Sendable {
     }.get()
   }
 
+  /// Writes and syncs what the store holds and stops its sync thread (after the connections are closed).
+  public func closeStore() async throws {
+    let runtime = self.runtime
+    let pool = try await self.eventLoop.submit { () throws -> NIOThreadPool? in
+      let pool = runtime.value.syncPool
+      runtime.value.syncPool = nil
+      try runtime.value.store?.close()
+      runtime.value.store = nil
+      return pool
+    }.get()
+    try await pool?.shutdownGracefully()
+  }
+
   /// The number of open client connections.
   public func connectionCount() async throws -> Int {
     let runtime = self.runtime
@@ -232,9 +268,11 @@ public struct BrokerInspection {
 public final class EmbeddedBroker {
   let runtime: BrokerRuntime
 
-  /// Serves `broker` on `eventLoop` (every channel given later must be on it).
-  public init(broker: Broker, eventLoop: any EventLoop, logger: Logger) {
+  /// Serves `broker` on `eventLoop` (every channel given later must be on it), with `store`'s syncs run on the loop
+  /// when a read completes.
+  public init(broker: Broker, eventLoop: any EventLoop, logger: Logger, store: MessageStore? = nil) {
     self.runtime = BrokerRuntime(broker: broker, eventLoop: eventLoop, logger: logger)
+    self.runtime.store = store
   }
 
   /// Adds an AMQP server connection to the channel's pipeline (on its event loop).

@@ -1,8 +1,14 @@
 import AMQPProtocol
 import Logging
 import NIOCore
+import NIOPosix
 import WarrenCore
+import WarrenStore
 import WarrenSystem
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// The broker and its connections on the event loop that owns them.
 ///
@@ -20,6 +26,10 @@ public final class BrokerRuntime {
   var alarms = ResourceAlarms()
   /// A graceful shutdown has begun.
   var isDraining = false
+  /// The message store of the broker's data directory (nil: nothing is stored, as in most tests).
+  var store: MessageStore?
+  /// Where the store's syncs run, off the loop; nil runs them on the loop (a simulated file system in tests).
+  var syncPool: NIOThreadPool?
   private var dirty: [OutboundWriter] = []
   private var inReadCycle = false
   private var flushScheduled = false
@@ -64,8 +74,9 @@ public final class BrokerRuntime {
     var total = 0
     for vhost in self.broker.vhosts.values {
       for queue in vhost.queues.values {
-        total += queue.storage.bytes + queue.unackedBytes
-        total += (queue.storage.count + queue.unackedCount) * Self.overheadPerMessage
+        total += queue.storage.residentBytes + queue.unackedBytes
+        total += (queue.storage.residentCount + queue.unackedCount) * Self.overheadPerMessage
+        total += (queue.storage.count - queue.storage.residentCount) * Self.overheadPerStoredMessage
       }
     }
     for connection in self.connections.values { total += connection.bufferedBytes }
@@ -74,6 +85,8 @@ public final class BrokerRuntime {
 
   /// A message's memory besides its body: the object, exchange, key, properties and its place in a queue.
   static let overheadPerMessage = 128
+  /// The memory of a ready message whose body is on disk (its entry in the queue).
+  static let overheadPerStoredMessage = 40
 
   /// Takes new readings of memory and free disk space and raises or clears the alarms. While one is in effect,
   /// connections that publish are blocked (see ``AMQPConnectionHandler/channelReadComplete(context:)``); when all
@@ -119,6 +132,52 @@ public final class BrokerRuntime {
     if !self.inReadCycle { self.flushDirty() }
   }
 
+  /// Storage could not make `token` durable: the publishes that waited for it are nacked.
+  func storageFailed(_ token: StorageToken) {
+    for connection in self.connections.values {
+      for channel in connection.channels.values { channel.storageFailed(token) }
+    }
+    if !self.inReadCycle { self.flushDirty() }
+  }
+
+  /// Writes what the store was given since the last commit and starts its sync, unless one is running (group
+  /// commit: everything appended meanwhile shares the next sync).
+  func commitStore() {
+    guard let store = self.store, store.needsCommit else { return }
+    let commit = store.commit()
+    if let failed = commit.failed {
+      self.logger.error(
+        "message store: a write failed (\(commit.error.map { "\($0)" } ?? "")); the publishes waiting for it are nacked")
+      self.storageFailed(failed)
+    }
+    guard let batch = commit.sync else { return }
+    guard let pool = self.syncPool else {
+      var failure: StoreError?
+      do throws(StoreError) { try batch.run() } catch { failure = error }
+      return self.syncFinished(batch, error: failure)
+    }
+    let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+    pool.runIfActive(eventLoop: self.eventLoop) { () throws -> Void in try batch.run() }.whenComplete { result in
+      switch result {
+      case .success: bound.value.syncFinished(batch, error: nil)
+      case .failure(let error):
+        bound.value.syncFinished(
+          batch, error: error as? StoreError ?? StoreError(operation: "sync", path: "", errno: EIO))
+      }
+    }
+  }
+
+  private func syncFinished(_ batch: SyncBatch, error: StoreError?) {
+    guard let store = self.store else { return }
+    let (completed, failed) = store.syncCompleted(batch, error: error)
+    if let failed {
+      self.logger.error("message store: sync failed (\(error.map { "\($0)" } ?? "")); its publishes are nacked")
+      self.storageFailed(failed)
+    }
+    if let completed { self.storageCompleted(upTo: completed) }
+    self.commitStore()
+  }
+
   /// A read started: flushes wait for its end.
   func readStarted() {
     self.inReadCycle = true
@@ -147,6 +206,7 @@ public final class BrokerRuntime {
   }
 
   func flushDirty() {
+    self.commitStore()
     var i = 0
     while i < self.dirty.count {  // a flush may make more connections dirty
       let connection = self.dirty[i]

@@ -354,6 +354,11 @@ public struct ChannelStateMachine {
     self.confirms.storageCompleted(upTo: token)
   }
 
+  /// Storage failed to make `token` durable: the publishes waiting for it are nacked.
+  public mutating func storageFailed(_ token: StorageToken) {
+    self.confirms.storageFailed(token)
+  }
+
   /// The next confirm to send (call until nil, once per read batch).
   public mutating func nextConfirm() -> ConfirmTracker.Confirm? {
     guard self.mode == .confirm else { return nil }

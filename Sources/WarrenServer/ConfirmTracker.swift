@@ -84,6 +84,15 @@ public struct ConfirmTracker: Sendable {
     }
   }
 
+  /// Storage could not make `token` durable (a write or sync failed): the publishes waiting for it become nacks.
+  public mutating func storageFailed(_ token: StorageToken) {
+    for index in self.pending.indices {
+      if case .waiting(let waited) = self.pending[index].outcome, waited == token {
+        self.pending[index].outcome = .nack
+      }
+    }
+  }
+
   /// The next confirm to send, or nil when everything answerable is answered. Call until nil.
   public mutating func nextConfirm() -> Confirm? {
     while let head = self.pending.first, head.outcome == .ack {

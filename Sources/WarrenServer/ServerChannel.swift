@@ -1,7 +1,9 @@
 import AMQPProtocol
+import DequeModule
 import Logging
 import NIOCore
 import WarrenCore
+import WarrenStore
 
 /// One AMQP channel of a connection: carries out what its ``ChannelStateMachine`` decides against the broker, and
 /// writes replies, deliveries and confirms through the connection's ``OutboundWriter``.
@@ -20,6 +22,9 @@ final class ServerChannel: DeliveryChannel {
   private var lastExchange: Exchange?
   private var routeCache = RouteCache()
   private var touchedQueues: [Queue] = []
+  /// Replies that wait for the store: a durable topology change is answered once its log record is synced, and the
+  /// replies after it wait behind it.
+  private var deferredReplies = Deque<(token: StorageToken, method: AMQPMethod)>()
 
   init(number: UInt16, connection: AMQPConnectionHandler, vhost: VirtualHost) {
     self.number = number
@@ -122,7 +127,20 @@ final class ServerChannel: DeliveryChannel {
   }
 
   private func reply(_ method: AMQPMethod) {
+    if let last = self.deferredReplies.last {
+      self.deferredReplies.append((last.token, method))
+      return
+    }
     self.outbound.writeMethod(channel: self.number, method)
+  }
+
+  /// Sends the replies that waited for storage up to `token` (or for `token` that failed: the change stands in
+  /// memory, and the failure was logged).
+  private func releaseDeferredReplies(upTo token: StorageToken) {
+    while let first = self.deferredReplies.first, first.token <= token {
+      self.deferredReplies.removeFirst()
+      self.outbound.writeMethod(channel: self.number, first.method)
+    }
   }
 
   /// The broker operations: topology, basic.get, basic.consume, basic.cancel.
@@ -167,7 +185,14 @@ final class ServerChannel: DeliveryChannel {
       if !m.noWait { self.reply(.basicCancelOk(BasicCancelOk(consumerTag: m.consumerTag))) }
       if let consumer { self.vhost.removeConsumer(consumer) }
     default:
-      if let reply = try self.operations.perform(method) { self.reply(reply) }
+      let store = self.connection.runtime.store
+      let logged = store?.lastLogGeneration
+      guard let reply = try self.operations.perform(method) else { return }
+      if let store, store.lastLogGeneration != logged, self.deferredReplies.isEmpty {
+        self.deferredReplies.append((StorageToken(generation: store.lastLogGeneration), reply))
+      } else {
+        self.reply(reply)
+      }
     }
   }
 
@@ -246,7 +271,15 @@ final class ServerChannel: DeliveryChannel {
 
   /// Storage made everything up to `token` durable: the confirms waiting for it become due.
   func storageCompleted(upTo token: StorageToken) {
+    self.releaseDeferredReplies(upTo: token)
     self.machine.storageCompleted(upTo: token)
+    self.flushConfirms()
+  }
+
+  /// Storage could not make `token` durable: the publishes that waited for it are nacked.
+  func storageFailed(_ token: StorageToken) {
+    self.releaseDeferredReplies(upTo: token)
+    self.machine.storageFailed(token)
     self.flushConfirms()
   }
 

@@ -16,6 +16,10 @@ public protocol StoreFileSystem: AnyObject {
   func remove(_ path: String) throws(StoreError)
   /// Creates a directory (and its parents) if it does not exist.
   func createDirectory(_ path: String) throws(StoreError)
+  /// Makes a directory's entries durable (a new or renamed file survives a power cut).
+  func syncDirectory(_ path: String) throws(StoreError)
+  /// Renames a file, replacing the target (atomic on POSIX).
+  func rename(_ from: String, to: String) throws(StoreError)
 }
 
 /// One open file of the store.
@@ -104,6 +108,17 @@ public final class POSIXFileSystem: StoreFileSystem {
         throw StoreError(operation: "mkdir", path: prefix, errno: errno)
       }
     }
+  }
+
+  public func syncDirectory(_ path: String) throws(StoreError) {
+    let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { throw StoreError(operation: "open", path: path, errno: errno) }
+    defer { _ = Glibc.close(fd) }
+    guard fsync(fd) == 0 else { throw StoreError(operation: "fsync", path: path, errno: errno) }
+  }
+
+  public func rename(_ from: String, to: String) throws(StoreError) {
+    guard Glibc.rename(from, to) == 0 else { throw StoreError(operation: "rename", path: from, errno: errno) }
   }
 }
 
@@ -221,6 +236,18 @@ public final class SimulatedFileSystem: StoreFileSystem {
 
   public func createDirectory(_ path: String) throws(StoreError) {
     self.directories.insert(path)
+  }
+
+  public func syncDirectory(_ path: String) throws(StoreError) {
+    if let error = self.failSyncs { throw StoreError(operation: "fsync", path: path, errno: error) }
+  }
+
+  /// Renames are durable at once here (the store syncs the directory after each one anyway).
+  public func rename(_ from: String, to: String) throws(StoreError) {
+    guard let contents = self.files.removeValue(forKey: from) else {
+      throw StoreError(operation: "rename", path: from, errno: ENOENT)
+    }
+    self.files[to] = contents
   }
 
   final class SimulatedFile: StoreFile {

@@ -1,14 +1,18 @@
-/// What the store writes for a persistent message: its id, the durable queues it was routed to (one record however
-/// many queues: the body is stored once), and the message as the broker holds it (exchange, routing key, property
-/// bytes as received, body). Little endian; every length is checked when reading back.
+import NIOCore
+import WarrenCore
+
+/// What the store writes for a persistent message: its id, the durable queues it was routed to (by their store
+/// numbers; one record however many queues: the body is stored once), and the message as the broker holds it
+/// (exchange, routing key, property bytes as received, body). Little endian; every length is checked when reading
+/// back.
 public struct MessageRecord: Equatable, Sendable {
   /// The record kind, first byte of the payload.
   public static let kind: UInt8 = 1
 
-  /// Unique and increasing within the store: the ack log names messages by it.
+  /// Unique and increasing within the store.
   public var id: UInt64
-  /// The durable queues it was enqueued on.
-  public var queues: [String]
+  /// The store numbers of the durable queues it was enqueued on.
+  public var queues: [UInt32]
   public var exchange: [UInt8]
   public var routingKey: [UInt8]
   /// The content header's property flags and values, as received.
@@ -16,7 +20,7 @@ public struct MessageRecord: Equatable, Sendable {
   public var body: [UInt8]
 
   public init(
-    id: UInt64, queues: [String], exchange: [UInt8], routingKey: [UInt8], properties: [UInt8], body: [UInt8]
+    id: UInt64, queues: [UInt32], exchange: [UInt8], routingKey: [UInt8], properties: [UInt8], body: [UInt8]
   ) {
     self.id = id
     self.queues = queues
@@ -28,48 +32,98 @@ public struct MessageRecord: Equatable, Sendable {
 
   /// The record's payload.
   public func encoded() -> [UInt8] {
-    var out: [UInt8] = [Self.kind]
-    out.reserveCapacity(32 + self.exchange.count + self.routingKey.count + self.properties.count + self.body.count)
-    Self.put(self.id, &out)
-    out.append(UInt8(truncatingIfNeeded: min(self.queues.count, 255)))
-    for queue in self.queues.prefix(255) { Self.putShort(Array(queue.utf8), &out) }
-    Self.putShort(self.exchange, &out)
-    Self.putShort(self.routingKey, &out)
-    Self.putLong(self.properties, &out)
-    Self.putLong(self.body, &out)
+    var out: [UInt8] = []
+    Self.encode(
+      id: self.id, queues: self.queues, exchange: self.exchange, routingKey: self.routingKey,
+      properties: self.properties, body: self.body, into: &out)
     return out
   }
 
+  /// Appends the payload of a record for `message` (its bytes copied once, straight from the message).
+  public static func encode(id: UInt64, queues: [UInt32], message: Message, into out: inout [UInt8]) {
+    message.withBytes { exchange, routingKey, properties, body in
+      Self.encode(
+        id: id, queues: queues, exchange: exchange, routingKey: routingKey, properties: properties, body: body,
+        into: &out)
+    }
+  }
+
+  static func encode(
+    id: UInt64, queues: [UInt32], exchange: some Collection<UInt8>, routingKey: some Collection<UInt8>,
+    properties: some Collection<UInt8>, body: some Collection<UInt8>, into out: inout [UInt8]
+  ) {
+    out.reserveCapacity(
+      out.count + 24 + 4 * queues.count + exchange.count + routingKey.count + properties.count + body.count)
+    out.append(Self.kind)
+    Self.put(id, &out)
+    out.append(UInt8(truncatingIfNeeded: min(queues.count, 255)))
+    for queue in queues.prefix(255) { Self.put(queue, &out) }
+    out.append(UInt8(min(exchange.count, 255)))
+    out += exchange.prefix(255)
+    out.append(UInt8(min(routingKey.count, 255)))
+    out += routingKey.prefix(255)
+    Self.put(UInt32(properties.count), &out)
+    out += properties
+    Self.put(UInt32(body.count), &out)
+    out += body
+  }
+
   /// Reads a payload back; nil when it is not a whole, well-formed message record.
-  public init?(decoding payload: [UInt8]) {
-    var reader = Reader(bytes: payload)
-    guard reader.byte() == Self.kind, let id = reader.integer(UInt64.self), let count = reader.byte() else {
-      return nil
-    }
-    var queues: [String] = []
-    for _ in 0..<count {
-      guard let name = reader.short() else { return nil }
-      queues.append(String(decoding: name, as: UTF8.self))
-    }
+  public init?(decoding payload: some Collection<UInt8>) {
+    var reader = Reader(bytes: Array(payload))
+    guard let summary = Summary(reading: &reader) else { return nil }
+    reader.offset = summary.exchangeOffset
     guard let exchange = reader.short(), let routingKey = reader.short(), let properties = reader.long(),
-      let body = reader.long(), reader.isAtEnd
+      let body = reader.long()
     else { return nil }
-    self.init(id: id, queues: queues, exchange: exchange, routingKey: routingKey, properties: properties, body: body)
+    self.init(
+      id: summary.id, queues: summary.queues, exchange: exchange, routingKey: routingKey, properties: properties,
+      body: body)
+  }
+
+  /// The message this record holds.
+  public var message: Message {
+    Message.make(
+      exchange: String(decoding: self.exchange, as: UTF8.self),
+      routingKey: String(decoding: self.routingKey, as: UTF8.self), rawProperties: ByteBuffer(bytes: self.properties),
+      body: ByteBuffer(bytes: self.body))
+  }
+
+  /// What recovery needs of a record without copying its body: id, queues, body size; checked whole.
+  public struct Summary: Equatable {
+    public var id: UInt64
+    public var queues: [UInt32]
+    public var bodySize: Int
+    var exchangeOffset: Int
+
+    /// Reads a payload's summary; nil when the payload is not a whole, well-formed message record.
+    public init?(decoding payload: [UInt8]) {
+      var reader = Reader(bytes: payload)
+      self.init(reading: &reader)
+    }
+
+    init?(reading reader: inout Reader) {
+      guard reader.byte() == MessageRecord.kind, let id = reader.integer(UInt64.self), let count = reader.byte()
+      else { return nil }
+      var queues: [UInt32] = []
+      queues.reserveCapacity(Int(count))
+      for _ in 0..<count {
+        guard let queue = reader.integer(UInt32.self) else { return nil }
+        queues.append(queue)
+      }
+      let exchangeOffset = reader.offset
+      guard reader.skipShort(), reader.skipShort(), reader.skipLong(),
+        let bodySize = reader.integer(UInt32.self), reader.skip(Int(bodySize)), reader.isAtEnd
+      else { return nil }
+      self.id = id
+      self.queues = queues
+      self.bodySize = Int(bodySize)
+      self.exchangeOffset = exchangeOffset
+    }
   }
 
   static func put<T: FixedWidthInteger>(_ value: T, _ out: inout [UInt8]) {
     withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
-  }
-
-  static func putShort(_ bytes: [UInt8], _ out: inout [UInt8]) {
-    let bytes = bytes.prefix(255)
-    out.append(UInt8(bytes.count))
-    out += bytes
-  }
-
-  static func putLong(_ bytes: [UInt8], _ out: inout [UInt8]) {
-    Self.put(UInt32(bytes.count), &out)
-    out += bytes
   }
 
   /// Reads with bounds checks: every read past the end is nil.
@@ -84,6 +138,8 @@ public struct MessageRecord: Equatable, Sendable {
       defer { self.offset += count }
       return self.bytes[self.offset..<(self.offset + count)]
     }
+
+    mutating func skip(_ count: Int) -> Bool { self.take(count) != nil }
 
     mutating func byte() -> UInt8? { self.take(1)?.first }
 
@@ -102,6 +158,16 @@ public struct MessageRecord: Equatable, Sendable {
     mutating func long() -> [UInt8]? {
       guard let count = self.integer(UInt32.self), let slice = self.take(Int(count)) else { return nil }
       return Array(slice)
+    }
+
+    mutating func skipShort() -> Bool {
+      guard let count = self.byte() else { return false }
+      return self.skip(Int(count))
+    }
+
+    mutating func skipLong() -> Bool {
+      guard let count = self.integer(UInt32.self) else { return false }
+      return self.skip(Int(count))
     }
   }
 }

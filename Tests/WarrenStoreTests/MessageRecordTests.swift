@@ -5,7 +5,7 @@ import Testing
 @Suite("Message records")
 struct MessageRecordTests {
   static let record = MessageRecord(
-    id: 0x0102_0304_0506_0708, queues: ["orders", "audit"], exchange: Array("events".utf8),
+    id: 0x0102_0304_0506_0708, queues: [3, 0x0A0B_0C0D], exchange: Array("events".utf8),
     routingKey: Array("order.created".utf8), properties: [0x10, 0x00, 2], body: Array(repeating: 7, count: 3000))
 
   @Test("a record round-trips, and inside a segment too")

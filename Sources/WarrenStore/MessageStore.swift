@@ -1,0 +1,551 @@
+import NIOCore
+import WarrenCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Where a stored message is: its segment's number and the record's offset in it, packed in a
+/// ``QueuedMessage/storageReference`` (segment numbers start at 1, so a reference is never 0).
+public struct RecordLocation: Hashable, Sendable {
+  public var segment: UInt32
+  public var offset: UInt32
+
+  public init(segment: UInt32, offset: UInt32) {
+    self.segment = segment
+    self.offset = offset
+  }
+
+  public init(reference: UInt64) {
+    self.segment = UInt32(truncatingIfNeeded: reference >> 32)
+    self.offset = UInt32(truncatingIfNeeded: reference)
+  }
+
+  public var reference: UInt64 { UInt64(self.segment) << 32 | UInt64(self.offset) }
+}
+
+/// A message a queue gets back at recovery: where it is, its body size, and whether it was delivered before.
+public struct RecoveredMessage: Equatable, Sendable {
+  public var location: RecordLocation
+  public var bodySize: Int
+  public var redelivered: Bool
+}
+
+/// What recovery found, for the log.
+public struct MessageRecoveryReport: Equatable, Sendable {
+  public var segments = 0
+  public var records = 0
+  /// Messages given back to queues (ready again; unacknowledged ones redelivered).
+  public var messages = 0
+  public var redelivered = 0
+  /// Records in the middle that failed their checksum or did not parse: skipped.
+  public var corruptSkipped = 0
+  /// Bytes cut from torn tails.
+  public var tornTailBytes = 0
+  /// Segments deleted because nothing in them is needed any more.
+  public var segmentsDeleted = 0
+}
+
+/// The syncs one group commit needs, run off the event loop (``run()``), then reported with
+/// ``MessageStore/syncCompleted(_:error:)``.
+///
+/// `@unchecked Sendable`: it is handed to the sync thread while the loop goes on. The loop never closes or deletes a
+/// file that an unfinished batch names, and `fdatasync` on a descriptor is safe beside writes from another thread.
+public struct SyncBatch: @unchecked Sendable {
+  /// The generation every record in it belongs to (and the earlier ones).
+  public let generation: UInt64
+  let files: [any StoreFile]
+  let directories: [String]
+  let fileSystem: any StoreFileSystem
+
+  /// Makes the batch durable: each file, then each directory that got a new file.
+  public func run() throws(StoreError) {
+    for file in self.files { try file.sync() }
+    for directory in self.directories { try self.fileSystem.syncDirectory(directory) }
+  }
+}
+
+/// The message store: persistent messages of durable queues in append-only segment files, with an acknowledgement
+/// file beside each (which queue settled or was delivered which record); segments are deleted once nothing in them
+/// is needed. Used on the broker's event loop; only syncs run elsewhere.
+///
+/// Group commit: records appended while the broker handles a read go into one write at ``commit()``, and one sync
+/// covers everything written before it started. Every append belongs to the open *generation*; a confirm waiting
+/// for a generation goes out when ``syncCompleted(_:error:)`` reports it (``StorageToken``).
+public final class MessageStore {
+  /// One segment file and its acknowledgement file.
+  final class Segment {
+    let number: UInt32
+    let file: any StoreFile
+    var acks: (any StoreFile)?
+    /// Queue entries that still need a record of this segment.
+    var live = 0
+    /// Acknowledgement entries not written yet.
+    var pendingAcks: [UInt8] = []
+    /// No more appends (full, or a write to it failed).
+    var sealed = false
+    /// In the sync batch running now.
+    var syncing = false
+
+    init(number: UInt32, file: any StoreFile) {
+      self.number = number
+      self.file = file
+    }
+  }
+
+  public let fileSystem: any StoreFileSystem
+  /// The directory of the segment files.
+  public let directory: String
+  /// A segment is sealed when it reaches this size.
+  public let segmentSize: Int
+  private var segments: [UInt32: Segment] = [:]
+  private var current: Segment
+  /// Records of the current segment not written yet, starting at `pendingStart` in the file.
+  private var pending: [UInt8] = []
+  private var pendingStart: Int
+  private var openRecord: (message: Message, queues: [UInt32], offset: Int)?
+  private var nextMessageID: UInt64 = 1
+  private var dirtyFiles: [any StoreFile] = []
+  private var dirtyDirectories: [String] = []
+  private var syncInFlight: SyncBatch?
+  private var auxiliaryLogs: [AppendLog] = []
+
+  /// The generation appends join now.
+  public private(set) var openGeneration: UInt64 = 1
+  /// The token a publish appended now waits for.
+  public var pendingToken: StorageToken { StorageToken(generation: self.openGeneration) }
+  /// The generation of the last record written to an auxiliary log (the topology): a reply waits for it.
+  public private(set) var lastLogGeneration: UInt64 = 0
+  /// What the store holds: records appended and not yet written, in bytes.
+  public var pendingBytes: Int { self.pending.count }
+  /// Segment files now.
+  public var segmentCount: Int { self.segments.count }
+
+  static func segmentName(_ number: UInt32) -> String {
+    let digits = String(number)
+    return String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".seg"
+  }
+
+  static func acksName(_ number: UInt32) -> String {
+    String(self.segmentName(number).dropLast(4)) + ".acks"
+  }
+
+  // MARK: Opening and recovery
+
+  /// Opens the store in `directory` and recovers it: every segment scanned (a torn tail cut, corrupt records
+  /// skipped), the acknowledgement files applied, and the messages of the queues in `liveQueues` given back in the
+  /// order they were published. Records of other queues are dropped; segments with nothing needed are deleted.
+  public static func open(
+    fileSystem: any StoreFileSystem, directory: String, liveQueues: Set<UInt32>, segmentSize: Int = 8 << 20
+  ) throws(StoreError) -> (store: MessageStore, messages: [UInt32: [RecoveredMessage]], report: MessageRecoveryReport) {
+    try fileSystem.createDirectory(directory)
+    let names = try fileSystem.list(directory)
+    let numbers = names.compactMap { name -> UInt32? in
+      guard name.hasSuffix(".seg") else { return nil }
+      return UInt32(name.dropLast(4))
+    }.sorted()
+    var report = MessageRecoveryReport()
+    var messages: [UInt32: [RecoveredMessage]] = [:]
+    var kept: [Segment] = []
+    var lastID: UInt64 = 0
+    for number in numbers {
+      report.segments += 1
+      let file = try fileSystem.open(directory + "/" + Self.segmentName(number), create: false)
+      let scan = try SegmentScanner.recover(file)
+      report.corruptSkipped += scan.corruptSkipped
+      report.tornTailBytes += scan.tornTailBytes
+      // Acknowledgement entries: 8 bytes each (queue with the delivered flag in its top bit, record offset); a torn
+      // last entry is ignored.
+      var settled = Set<UInt64>()
+      var delivered = Set<UInt64>()
+      let acksPath = directory + "/" + Self.acksName(number)
+      var acksFile: (any StoreFile)?
+      if names.contains(Self.acksName(number)) {
+        let acks = try fileSystem.open(acksPath, create: false)
+        let whole = acks.size / 8 * 8
+        if whole != acks.size { try acks.truncate(to: whole) }
+        let bytes = try acks.read(at: 0, count: whole)
+        var index = 0
+        while index + 8 <= bytes.count {
+          let queue = Self.u32(bytes, index)
+          let offset = Self.u32(bytes, index + 4)
+          let key = UInt64(queue & 0x7FFF_FFFF) << 32 | UInt64(offset)
+          if queue & 0x8000_0000 != 0 { delivered.insert(key) } else { settled.insert(key) }
+          index += 8
+        }
+        acksFile = acks
+      }
+      let segment = Segment(number: number, file: file)
+      segment.acks = acksFile
+      for (offset, payload) in scan.records {
+        report.records += 1
+        guard let summary = MessageRecord.Summary(decoding: payload) else {
+          report.corruptSkipped += 1
+          continue
+        }
+        lastID = max(lastID, summary.id)
+        for queue in summary.queues where liveQueues.contains(queue) {
+          let key = UInt64(queue) << 32 | UInt64(offset)
+          if settled.contains(key) { continue }
+          let redelivered = delivered.contains(key)
+          messages[queue, default: []].append(
+            RecoveredMessage(
+              location: RecordLocation(segment: number, offset: UInt32(offset)), bodySize: summary.bodySize,
+              redelivered: redelivered))
+          segment.live += 1
+          report.messages += 1
+          if redelivered { report.redelivered += 1 }
+        }
+      }
+      segment.sealed = true
+      kept.append(segment)
+    }
+    // The last segment takes new records while it has room; the others are deleted when nothing in them is needed.
+    let last = kept.last
+    var segments: [UInt32: Segment] = [:]
+    for segment in kept {
+      if segment.live == 0 && segment !== last {
+        segment.file.close()
+        segment.acks?.close()
+        try fileSystem.remove(directory + "/" + Self.segmentName(segment.number))
+        if segment.acks != nil { try fileSystem.remove(directory + "/" + Self.acksName(segment.number)) }
+        report.segmentsDeleted += 1
+      } else {
+        segments[segment.number] = segment
+      }
+    }
+    let current: Segment
+    if let last, last.file.size < segmentSize, last.file.size >= SegmentFormat.magic.count {
+      last.sealed = false
+      current = last
+    } else {
+      current = try Self.createSegment(number: (last?.number ?? 0) + 1, fileSystem: fileSystem, directory: directory)
+      segments[current.number] = current
+    }
+    let store = MessageStore(
+      fileSystem: fileSystem, directory: directory, segmentSize: segmentSize, segments: segments, current: current)
+    store.nextMessageID = lastID + 1
+    if current.file.size == 0 { try store.startSegment(current) }
+    for segment in segments.values { store.deleteIfUnneeded(segment) }
+    return (store, messages, report)
+  }
+
+  private init(
+    fileSystem: any StoreFileSystem, directory: String, segmentSize: Int, segments: [UInt32: Segment],
+    current: Segment
+  ) {
+    self.fileSystem = fileSystem
+    self.directory = directory
+    self.segmentSize = segmentSize
+    self.segments = segments
+    self.current = current
+    self.pendingStart = current.file.size
+  }
+
+  private static func createSegment(number: UInt32, fileSystem: any StoreFileSystem, directory: String)
+    throws(StoreError) -> Segment
+  {
+    Segment(number: number, file: try fileSystem.open(directory + "/" + Self.segmentName(number), create: true))
+  }
+
+  /// A new segment starts with the magic, written with its first records; its directory entry is synced too.
+  private func startSegment(_ segment: Segment) throws(StoreError) {
+    self.pending = SegmentFormat.magic
+    self.pendingStart = 0
+    self.dirtyDirectories.append(self.directory)
+    self.markDirty(segment.file)
+  }
+
+  static func u32(_ bytes: [UInt8], _ index: Int) -> UInt32 {
+    UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2]) << 16
+      | UInt32(bytes[index + 3]) << 24
+  }
+
+  // MARK: Appending
+
+  /// Stores a persistent message for a queue (by its store number) and returns where it is. A message routed to
+  /// several durable queues is one record naming them all: call this for each, one after the other.
+  public func append(_ message: Message, queue: UInt32) -> RecordLocation {
+    if let open = self.openRecord, open.message === message {
+      self.openRecord!.queues.append(queue)
+      self.current.live += 1
+      return RecordLocation(segment: self.current.number, offset: UInt32(open.offset))
+    }
+    self.closeRecord()
+    let estimate = SegmentFormat.recordHeaderSize + 32 + message.withBytes { $0.count + $1.count + $2.count + $3.count }
+    if self.pendingStart + self.pending.count + estimate > self.segmentSize
+      && self.pendingStart + self.pending.count > SegmentFormat.magic.count
+    {
+      self.rollSegment()
+    }
+    let offset = self.pendingStart + self.pending.count
+    self.openRecord = (message, [queue], offset)
+    self.current.live += 1
+    return RecordLocation(segment: self.current.number, offset: UInt32(offset))
+  }
+
+  /// Writes the open record into the pending bytes (its queue list is complete once another message comes).
+  private func closeRecord() {
+    guard let open = self.openRecord else { return }
+    self.openRecord = nil
+    let headerAt = self.pending.count
+    self.pending.append(contentsOf: repeatElement(0, count: SegmentFormat.recordHeaderSize))
+    MessageRecord.encode(id: self.nextMessageID, queues: open.queues, message: open.message, into: &self.pending)
+    self.nextMessageID += 1
+    let length = self.pending.count - headerAt - SegmentFormat.recordHeaderSize
+    let checksum = self.pending.withUnsafeBytes {
+      CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(headerAt + SegmentFormat.recordHeaderSize)...]))
+    }
+    for i in 0..<4 {
+      self.pending[headerAt + i] = UInt8(truncatingIfNeeded: UInt32(length) >> (8 * i))
+      self.pending[headerAt + 4 + i] = UInt8(truncatingIfNeeded: checksum >> (8 * i))
+    }
+    self.markDirty(self.current.file)
+  }
+
+  /// Seals the current segment (its pending records written now) and starts the next.
+  private func rollSegment() {
+    self.closeRecord()
+    self.writePending()
+    self.current.sealed = true
+    let previous = self.current
+    do {
+      let next = try Self.createSegment(
+        number: previous.number + 1, fileSystem: self.fileSystem, directory: self.directory)
+      self.segments[next.number] = next
+      self.current = next
+      try self.startSegment(next)
+    } catch {
+      // The next segment cannot be created: keep appending to this one (a write error, if any, nacks).
+      previous.sealed = false
+      self.failure = self.failure ?? error
+    }
+    self.deleteIfUnneeded(previous)
+  }
+
+  /// A queue settled its entry of a record (acknowledged, rejected, expired, purged): written to the segment's
+  /// acknowledgement file; a segment nothing needs any more is deleted.
+  public func settled(_ location: RecordLocation, queue: UInt32) {
+    guard let segment = self.segments[location.segment] else { return }
+    Self.appendAck(queue: queue, offset: location.offset, to: &segment.pendingAcks)
+    segment.live -= 1
+    self.deleteIfUnneeded(segment)
+  }
+
+  /// A record was delivered to a consumer of the queue, to be acknowledged: after a crash it comes back redelivered.
+  public func delivered(_ location: RecordLocation, queue: UInt32) {
+    guard let segment = self.segments[location.segment] else { return }
+    Self.appendAck(queue: queue | 0x8000_0000, offset: location.offset, to: &segment.pendingAcks)
+  }
+
+  private static func appendAck(queue: UInt32, offset: UInt32, to bytes: inout [UInt8]) {
+    withUnsafeBytes(of: queue.littleEndian) { bytes.append(contentsOf: $0) }
+    withUnsafeBytes(of: offset.littleEndian) { bytes.append(contentsOf: $0) }
+  }
+
+  private var doomed: [Segment] = []
+
+  private func deleteIfUnneeded(_ segment: Segment) {
+    guard segment.live == 0, segment !== self.current, !self.doomed.contains(where: { $0 === segment }) else {
+      return
+    }
+    self.doomed.append(segment)
+  }
+
+  /// Appends a record to a log beside the segments (the topology): it commits with them, same generation, same
+  /// sync.
+  func append(_ payload: [UInt8], to log: AppendLog) {
+    if !self.auxiliaryLogs.contains(where: { $0 === log }) { self.auxiliaryLogs.append(log) }
+    log.pending += SegmentFormat.record(payload)
+    self.lastLogGeneration = self.openGeneration
+    self.markDirty(log.file)
+  }
+
+  private func markDirty(_ file: any StoreFile) {
+    if !self.dirtyFiles.contains(where: { $0 === file }) { self.dirtyFiles.append(file) }
+  }
+
+  // MARK: Reading back
+
+  /// The message stored at a location (read from its segment, or from the records not written yet); nil when
+  /// the record there is not whole (damage found after recovery, or a write that failed).
+  public func message(at location: RecordLocation) -> Message? {
+    if let open = self.openRecord, location.segment == self.current.number, Int(location.offset) == open.offset {
+      return open.message
+    }
+    guard let segment = self.segments[location.segment] else { return nil }
+    let offset = Int(location.offset)
+    if segment === self.current && offset >= self.pendingStart {
+      let start = offset - self.pendingStart
+      guard start + SegmentFormat.recordHeaderSize <= self.pending.count else { return nil }
+      let length = Int(Self.u32(self.pending, start))
+      let payloadStart = start + SegmentFormat.recordHeaderSize
+      guard payloadStart + length <= self.pending.count else { return nil }
+      return MessageRecord(decoding: self.pending[payloadStart..<(payloadStart + length)])?.message
+    }
+    guard let header = try? segment.file.read(at: offset, count: SegmentFormat.recordHeaderSize),
+      header.count == SegmentFormat.recordHeaderSize
+    else { return nil }
+    let length = Int(Self.u32(header, 0))
+    guard length <= SegmentFormat.maxPayload,
+      let payload = try? segment.file.read(at: offset + SegmentFormat.recordHeaderSize, count: length),
+      payload.count == length, CRC32C.checksum(payload) == Self.u32(header, 4)
+    else { return nil }
+    return MessageRecord(decoding: payload)?.message
+  }
+
+  // MARK: Committing
+
+  /// The first write error since the last commit.
+  private var failure: StoreError?
+
+  /// What a commit did: a sync to run off the loop, and the generation whose writes failed (its publishes are
+  /// nacked).
+  public struct Commit {
+    public var sync: SyncBatch?
+    public var failed: StorageToken?
+    public var error: StoreError?
+  }
+
+  /// Whether ``commit()`` has anything to do.
+  public var needsCommit: Bool {
+    self.openRecord != nil || !self.pending.isEmpty || !self.dirtyFiles.isEmpty || !self.doomed.isEmpty
+      || self.segments.values.contains { !$0.pendingAcks.isEmpty } || self.failure != nil
+  }
+
+  /// Writes what was appended (records, acknowledgements, log records) and, unless a sync is running, starts the
+  /// sync of the open generation (returned: run it off the loop, then report it). A write that fails fails the open
+  /// generation: the segment is sealed, later records go to a new one, and nothing already stored is touched.
+  public func commit() -> Commit {
+    var result = Commit()
+    self.closeRecord()
+    self.writePending()
+    for segment in self.segments.values where !segment.pendingAcks.isEmpty { self.writeAcks(segment) }
+    for log in self.auxiliaryLogs where !log.pending.isEmpty {
+      do throws(StoreError) {
+        try log.writePending()
+      } catch {
+        self.failure = self.failure ?? error
+      }
+    }
+    if let error = self.failure {
+      self.failure = nil
+      result.failed = StorageToken(generation: self.openGeneration)
+      result.error = error
+      self.openGeneration += 1
+      self.dirtyFiles.removeAll()
+      self.sealAfterFailure()
+    }
+    if self.syncInFlight == nil && !self.dirtyFiles.isEmpty {
+      let batch = SyncBatch(
+        generation: self.openGeneration, files: self.dirtyFiles, directories: self.dirtyDirectories,
+        fileSystem: self.fileSystem)
+      self.dirtyFiles.removeAll()
+      self.dirtyDirectories.removeAll()
+      self.openGeneration += 1
+      self.syncInFlight = batch
+      result.sync = batch
+    }
+    self.deleteDoomed()
+    return result
+  }
+
+  private func writePending() {
+    guard !self.pending.isEmpty else { return }
+    do throws(StoreError) {
+      try self.current.file.append(bytes: self.pending)
+    } catch {
+      self.failure = self.failure ?? error
+    }
+    self.pendingStart = self.current.file.size
+    self.pending.removeAll(keepingCapacity: true)
+  }
+
+  private func writeAcks(_ segment: Segment) {
+    do throws(StoreError) {
+      if segment.acks == nil {
+        segment.acks = try self.fileSystem.open(
+          self.directory + "/" + Self.acksName(segment.number), create: true)
+      }
+      try segment.acks!.append(bytes: segment.pendingAcks)
+    } catch {
+      // A lost acknowledgement means a redelivery after a crash, never a loss: logged by the caller.
+      self.failure = self.failure ?? error
+    }
+    segment.pendingAcks.removeAll(keepingCapacity: true)
+  }
+
+  /// After a failed write or sync the current segment's tail cannot be trusted: seal it and start the next.
+  private func sealAfterFailure() {
+    let failed = self.current
+    failed.sealed = true
+    do {
+      let next = try Self.createSegment(number: failed.number + 1, fileSystem: self.fileSystem, directory: self.directory)
+      self.segments[next.number] = next
+      self.current = next
+      try self.startSegment(next)
+    } catch {
+      failed.sealed = false  // nowhere else to go: later writes will fail and nack too
+    }
+    self.deleteIfUnneeded(failed)
+  }
+
+  /// The sync of `batch` finished: returns the token now safe, or the token that failed (its publishes are nacked).
+  public func syncCompleted(_ batch: SyncBatch, error: StoreError?) -> (completed: StorageToken?, failed: StorageToken?)
+  {
+    self.syncInFlight = nil
+    self.deleteDoomed()
+    let token = StorageToken(generation: batch.generation)
+    if error != nil {
+      self.sealAfterFailure()
+      return (nil, token)
+    }
+    return (token, nil)
+  }
+
+  private func deleteDoomed() {
+    guard !self.doomed.isEmpty else { return }
+    let inFlight = self.syncInFlight
+    var remaining: [Segment] = []
+    for segment in self.doomed {
+      let syncing = inFlight?.files.contains { $0 === segment.file || $0 === segment.acks } ?? false
+      if syncing || segment.live > 0 || segment === self.current {
+        if segment.live == 0 && segment !== self.current { remaining.append(segment) }
+        continue
+      }
+      self.segments[segment.number] = nil
+      self.dirtyFiles.removeAll { $0 === segment.file || $0 === segment.acks }
+      segment.file.close()
+      segment.acks?.close()
+      try? self.fileSystem.remove(self.directory + "/" + Self.segmentName(segment.number))
+      if segment.acks != nil { try? self.fileSystem.remove(self.directory + "/" + Self.acksName(segment.number)) }
+    }
+    self.doomed = remaining
+  }
+
+  /// Writes and syncs everything now, on this thread (a clean shutdown).
+  public func close() throws(StoreError) {
+    let commit = self.commit()
+    if let batch = commit.sync { try batch.run() }
+    for segment in self.segments.values {
+      try segment.acks?.sync()
+    }
+    if let error = commit.error { throw error }
+  }
+}
+
+/// An append-only log of checksummed records (``SegmentFormat``) that commits with the message store
+/// (``MessageStore/append(_:to:)``).
+final class AppendLog {
+  let file: any StoreFile
+  var pending: [UInt8] = []
+
+  init(file: any StoreFile) {
+    self.file = file
+  }
+
+  func writePending() throws(StoreError) {
+    defer { self.pending.removeAll(keepingCapacity: true) }
+    try self.file.append(bytes: self.pending)
+  }
+}

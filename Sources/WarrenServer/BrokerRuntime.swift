@@ -147,7 +147,8 @@ public final class BrokerRuntime {
     let commit = store.commit()
     if let failed = commit.failed {
       self.logger.error(
-        "message store: a write failed (\(commit.error.map { "\($0)" } ?? "")); the publishes waiting for it are nacked")
+        "message store: a write failed (\(commit.error.map { "\($0)" } ?? "")); the publishes waiting for it are nacked"
+      )
       self.storageFailed(failed)
     }
     guard let batch = commit.sync else { return }

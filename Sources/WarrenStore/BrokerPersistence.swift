@@ -339,7 +339,8 @@ final class DataDirectoryLock {
       let n = read(fd, &holder, 31)
       _ = Glibc.close(fd)
       if error == EWOULDBLOCK {
-        let pid = String(decoding: holder.prefix(max(0, n)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let pid = String(decoding: holder.prefix(max(0, n)), as: UTF8.self).trimmingCharacters(
+          in: .whitespacesAndNewlines)
         throw DataDirectoryInUse(directory: directory, pid: pid)
       }
       throw StoreError(operation: "lock", path: path, errno: error)

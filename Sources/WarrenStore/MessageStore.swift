@@ -265,6 +265,7 @@ public final class MessageStore {
 
   /// Stores a persistent message for a queue (by its store number) and returns where it is. A message routed to
   /// several durable queues is one record naming them all: call this for each, one after the other.
+  @discardableResult
   public func append(_ message: Message, queue: UInt32) -> RecordLocation {
     if let open = self.openRecord, open.message === message {
       self.openRecord!.queues.append(queue)
@@ -480,7 +481,8 @@ public final class MessageStore {
     let failed = self.current
     failed.sealed = true
     do {
-      let next = try Self.createSegment(number: failed.number + 1, fileSystem: self.fileSystem, directory: self.directory)
+      let next = try Self.createSegment(
+        number: failed.number + 1, fileSystem: self.fileSystem, directory: self.directory)
       self.segments[next.number] = next
       self.current = next
       try self.startSegment(next)

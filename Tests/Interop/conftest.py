@@ -2,7 +2,9 @@
 
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 
 import pytest
@@ -11,11 +13,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class Broker:
-    def __init__(self, *extra_args, env=None):
+    """A warren process. Each gets a data directory of its own (a fresh temporary one unless `data_dir` is given:
+    give the same one again to restart a broker on its data)."""
+
+    def __init__(self, *extra_args, env=None, data_dir=None):
         binary = os.environ.get("WARREN_BIN", os.path.join(ROOT, ".build", "debug", "warren"))
         self.binary = binary
+        self.own_data_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="warren-data-")
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", *extra_args],
+            [binary, "--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--data-dir", self.data_dir,
+             *extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -47,6 +55,13 @@ class Broker:
             self.stop()
             raise RuntimeError("warren did not start:\n" + "".join(self.log))
 
+    def kill(self):
+        """Ends the broker with SIGKILL: nothing is flushed or synced on the way out."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join(timeout=5)
+
     def stop(self):
         if self.process.poll() is None:
             self.process.terminate()
@@ -56,6 +71,8 @@ class Broker:
                 self.process.kill()
                 self.process.wait()
         self.reader.join(timeout=5)
+        if self.own_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def http_get(self, path, auth=("guest", "guest")):
         """GET from the broker's HTTP listener, with HTTP basic authentication unless auth is None: (status, body)."""

@@ -21,6 +21,9 @@ struct Perf: AsyncParsableCommand {
   @Option(help: "Consumer prefetch (basic.qos); 0 sets none.") var prefetch: UInt16 = 0
   @Flag(help: "Publish persistent messages (delivery mode 2) to durable queues.") var persistent = false
   @Option(help: "Queues bound to the exchange; each gets every message.") var queues = 1
+  @Option(help: "Name the queues (NAME, or NAME-i) and keep them after the run (fill, restart, drain).")
+  var queueName: String?
+  @Option(help: "The queues' x-queue-type (classic or quorum; none by default).") var queueType: String?
   @Option(help: "Exchange type: direct or fanout.") var exchangeType = "direct"
   @Option(help: "Messages per second per publisher (0: unlimited).") var rate: Double = 0
   @Option(help: "Seconds to measure.") var duration: Double = 10
@@ -41,6 +44,8 @@ struct Perf: AsyncParsableCommand {
     configuration.prefetch = self.prefetch
     configuration.persistent = self.persistent
     configuration.queues = self.queues
+    configuration.queueType = self.queueType
+    configuration.queueName = self.queueName
     configuration.exchangeType = self.exchangeType
     configuration.rate = self.rate
     configuration.duration = self.duration

@@ -25,6 +25,11 @@ public struct PerfConfiguration: Sendable {
   public var prefetch: UInt16 = 0
   /// Delivery mode 2.
   public var persistent = false
+  /// Names the queues (`NAME`, or `NAME-i` for several) and keeps them after the run (to fill a queue, restart the
+  /// broker and drain it); nil makes fresh queues and deletes them at the end.
+  public var queueName: String?
+  /// The `x-queue-type` of the queues (`classic`, `quorum`); nil declares none.
+  public var queueType: String?
   /// Queues bound to the exchange; every message reaches each of them.
   public var queues = 1
   /// The exchange type: `direct` or `fanout`.
@@ -116,12 +121,19 @@ public enum PerfRunner {
 
     let runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     let exchange = "perf-\(runID)"
-    let queues = (0..<max(1, configuration.queues)).map { "perf-\(runID)-\($0)" }
+    let queues = (0..<max(1, configuration.queues)).map { index in
+      configuration.queueName.map { configuration.queues > 1 ? "\($0)-\(index)" : $0 } ?? "perf-\(runID)-\(index)"
+    }
     var setupMethods: [AMQPMethod] = [
       .exchangeDeclare(ExchangeDeclare(exchange: exchange, type: configuration.exchangeType, autoDelete: false))
     ]
     for queue in queues {
-      setupMethods.append(.queueDeclare(QueueDeclare(queue: queue, durable: configuration.persistent)))
+      let arguments: FieldTable = configuration.queueType.map { ["x-queue-type": .longString($0)] } ?? [:]
+      setupMethods.append(
+        .queueDeclare(
+          QueueDeclare(
+            queue: queue, durable: configuration.persistent || configuration.queueType == "quorum",
+            arguments: arguments)))
       setupMethods.append(.queueBind(QueueBind(queue: queue, exchange: exchange, routingKey: "perf")))
     }
     let setupDone = group.next().makePromise(of: Void.self)
@@ -262,7 +274,8 @@ public enum PerfRunner {
     for (channel, _) in consumers { try? await channel.close() }
     let cleanupDone = group.next().makePromise(of: Void.self)
     let cleanupMethods: [AMQPMethod] =
-      queues.map { .queueDelete(QueueDelete(queue: $0)) } + [.exchangeDelete(ExchangeDelete(exchange: exchange))]
+      (configuration.queueName == nil ? queues.map { .queueDelete(QueueDelete(queue: $0)) } : [])
+      + [.exchangeDelete(ExchangeDelete(exchange: exchange))]
     let cleanup = try await connect(
       endpoint: endpoint, role: SetupRole(methods: cleanupMethods, done: cleanupDone), group: group)
     try await cleanupDone.futureResult.get()

@@ -97,7 +97,7 @@ public final class BrokerPersistence: TopologyObserver {
   private let lock: DataDirectoryLock?
   /// What recovery found.
   public private(set) var report: RecoveryReport
-  private let started = ContinuousClock.now
+  private let started: ContinuousClock.Instant
 
   static let topologyFile = "topology.log"
 
@@ -107,6 +107,7 @@ public final class BrokerPersistence: TopologyObserver {
     directory: String, fileSystem: any StoreFileSystem = POSIXFileSystem(), lock: Bool = true, logger: Logger,
     segmentSize: Int = 8 << 20
   ) throws -> BrokerPersistence {
+    let started = ContinuousClock.now
     try fileSystem.createDirectory(directory)
     let dataLock = lock ? try DataDirectoryLock(directory: directory) : nil
     var report = RecoveryReport()
@@ -134,13 +135,15 @@ public final class BrokerPersistence: TopologyObserver {
     report.messages = messageReport
     return BrokerPersistence(
       store: store, directory: directory, fileSystem: fileSystem, logger: logger, state: state,
-      recovered: messages, nextQueueID: (queueIDs.max() ?? 0) + 1, lock: dataLock, report: report)
+      recovered: messages, nextQueueID: (queueIDs.max() ?? 0) + 1, lock: dataLock, report: report, started: started)
   }
 
   private init(
     store: MessageStore, directory: String, fileSystem: any StoreFileSystem, logger: Logger, state: TopologyState,
-    recovered: [UInt32: [RecoveredMessage]], nextQueueID: UInt32, lock: DataDirectoryLock?, report: RecoveryReport
+    recovered: [UInt32: [RecoveredMessage]], nextQueueID: UInt32, lock: DataDirectoryLock?, report: RecoveryReport,
+    started: ContinuousClock.Instant
   ) {
+    self.started = started
     self.store = store
     self.directory = directory
     self.fileSystem = fileSystem

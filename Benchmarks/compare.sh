@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(small large confirms fanout latency queued idle)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(small large confirms fanout latency queued idle persistent persistent4 recovery)
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 swift build -c release >/dev/null
@@ -21,7 +21,8 @@ WARREN_PID=""
 RABBIT_DIR=""
 start_brokers() {
   WARREN_PORT=$(free_port)
-  "$BIN" --port "$WARREN_PORT" --log-level warning >> "$WORK/warren.log" 2>&1 &
+  "$BIN" --port "$WARREN_PORT" --metrics-port 0 --data-dir "$WORK/warren-data" --log-level ${WARREN_LOG_LEVEL:-warning} \
+    >> "$WORK/warren.log" 2>&1 &
   WARREN_PID=$!
   RABBIT_PORT=$(free_port)
   RABBIT_DIR="$WORK/rabbit-$RABBIT_PORT"
@@ -99,6 +100,46 @@ for scenario in "${SCENARIOS[@]}"; do
       per() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(round((d["rss_after_kb"]-d["rss_before_kb"])*1024/max(1,d["connections"])))' "$1"; }
       wv=$(per "$w"); rv=$(per "$r")
       row "memory per idle connection (10,000 open)" "$wv B" "$rv B" "$(ratio "$wv" "$rv")" "<= 0.2x" ;;
+    persistent|persistent4)
+      # Warren fsyncs before each confirm; RabbitMQ's classic queues do not (their store flushes at least every
+      # 200 ms), its quorum queues do.
+      n=1; [ "$scenario" = persistent4 ] && n=4
+      args=(--duration "$DURATION" --size 1024 --confirm 256 --persistent --ack --prefetch 1000 --publishers $n --consumers $n)
+      w=$(run warren "${args[@]}"); c=$(run rabbitmq "${args[@]}"); q=$(run rabbitmq "${args[@]}" --queue-type quorum)
+      wv=$(field "$w" consume_rate); cv=$(field "$c" consume_rate); qv=$(field "$q" consume_rate)
+      row "persistent 1 KiB, confirms (256), ${n}p/${n}c, vs classic (no fsync)" "$wv msg/s" "$cv msg/s" "$(ratio "$wv" "$cv")" ">= 3x"
+      row "  same, vs a quorum queue (fsync)" "$wv msg/s" "$qv msg/s" "$(ratio "$wv" "$qv")" ">= 10x" ;;
+    recovery)
+      # 1,000,000 persistent 1 KiB messages queued, then kill -9 and restart on the same data: memory above idle,
+      # time until the listener answers again (recovery included), and the drain rate afterwards.
+      COUNT=${RECOVERY_COUNT:-1000000}
+      stop_brokers; rm -rf "$WORK/warren-data"; WARREN_LOG_LEVEL=info start_brokers
+      fill=(--consumers 0 --count "$COUNT" --confirm 256 --size 1024 --persistent --queue-name recovery)
+      results=()
+      for broker in warren rabbitmq; do
+        if [ "$broker" = warren ]; then pid=$WARREN_PID; port=$WARREN_PORT; else pid=$RABBIT_PID; port=$RABBIT_PORT; fi
+        idle=$(ps -o rss= -p "$pid")
+        run "$broker" "${fill[@]}" >/dev/null
+        full=$(ps -o rss= -p "$pid")
+        kill -9 "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        start=$(date +%s.%N)
+        if [ "$broker" = warren ]; then
+          "$BIN" --port "$WARREN_PORT" --metrics-port 0 --data-dir "$WORK/warren-data" --log-level info >> "$WORK/warren.log" 2>&1 &
+          WARREN_PID=$!; pid=$WARREN_PID
+          until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do sleep 0.02; done
+        else
+          Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$RABBIT_DIR"; RABBIT_PID=$(cat "$RABBIT_DIR/pid"); pid=$RABBIT_PID
+        fi
+        seconds=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+        after=$(ps -o rss= -p "$pid")
+        drained=$("$BIN" perf --uri "amqp://guest:guest@127.0.0.1:$port/" --drain recovery --count "$COUNT" 2>&1 \
+          | grep '^RESULT ' | sed 's/^RESULT //' || echo '{}')
+        results+=("$(( (full - idle) / 1024 ))" "$(( (after - idle) / 1024 ))" "$seconds" "$(field "$drained" consume_rate)")
+      done
+      row "memory above idle, $COUNT persistent 1 KiB queued" "${results[0]} MB" "${results[4]} MB" "$(ratio "${results[0]}" "${results[4]}")" "< 100 MB"
+      row "  same, after kill -9 and recovery" "${results[1]} MB" "${results[5]} MB" "$(ratio "${results[1]}" "${results[5]}")" "< 100 MB"
+      row "restart after kill -9 with $COUNT queued (s, lower is better)" "${results[2]} s" "${results[6]} s" "$(ratio "${results[2]}" "${results[6]}")" "< 5 s"
+      row "drain rate after recovery" "${results[3]} msg/s" "${results[7]} msg/s" "$(ratio "${results[3]}" "${results[7]}")" "-" ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done

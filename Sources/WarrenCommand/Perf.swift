@@ -23,6 +23,8 @@ struct Perf: AsyncParsableCommand {
   @Option(help: "Queues bound to the exchange; each gets every message.") var queues = 1
   @Option(help: "Name the queues (NAME, or NAME-i) and keep them after the run (fill, restart, drain).")
   var queueName: String?
+  @Option(help: "Only consume --count messages from this existing queue (acknowledged) and report the rate.")
+  var drain: String?
   @Option(help: "The queues' x-queue-type (classic or quorum; none by default).") var queueType: String?
   @Option(help: "Exchange type: direct or fanout.") var exchangeType = "direct"
   @Option(help: "Messages per second per publisher (0: unlimited).") var rate: Double = 0
@@ -46,6 +48,7 @@ struct Perf: AsyncParsableCommand {
     configuration.queues = self.queues
     configuration.queueType = self.queueType
     configuration.queueName = self.queueName
+    configuration.drainQueue = self.drain
     configuration.exchangeType = self.exchangeType
     configuration.rate = self.rate
     configuration.duration = self.duration

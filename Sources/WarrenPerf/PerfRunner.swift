@@ -28,6 +28,8 @@ public struct PerfConfiguration: Sendable {
   /// Names the queues (`NAME`, or `NAME-i` for several) and keeps them after the run (to fill a queue, restart the
   /// broker and drain it); nil makes fresh queues and deletes them at the end.
   public var queueName: String?
+  /// Only consume `count` messages from this existing queue, with acknowledgements, and report the rate.
+  public var drainQueue: String?
   /// The `x-queue-type` of the queues (`classic`, `quorum`); nil declares none.
   public var queueType: String?
   /// Queues bound to the exchange; every message reaches each of them.
@@ -108,6 +110,25 @@ public enum PerfRunner {
   ) async throws -> PerfResult {
     var result = PerfResult()
     result.rssBeforeKB = configuration.brokerPID.flatMap { residentKB(pid: $0) }
+
+    if let queue = configuration.drainQueue {
+      // Consume `count` messages from a queue that exists (filled before, e.g. across a restart), acknowledged.
+      let loop = group.next()
+      let consuming = loop.makePromise(of: Void.self)
+      let role = ConsumerRole(queue: queue, manualAck: true, prefetch: 1000, consuming: consuming)
+      let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
+      try await consuming.futureResult.get()
+      let start = NIODeadline.now()
+      while try await loop.submit({ role.received }).get() < configuration.count {
+        try await Task.sleep(for: .milliseconds(5))
+      }
+      let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+      result.consumed = try await loop.submit { role.received }.get()
+      result.consumeRate = Double(result.consumed) / seconds
+      result.connections = 1
+      try? await channel.close()
+      return result
+    }
 
     if configuration.idleConnections > 0 {
       let channels = try await openIdle(count: configuration.idleConnections, endpoint: endpoint, group: group)

@@ -268,7 +268,7 @@ let package = Package(
     .testTarget(
       name: "WarrenServerTests",
       dependencies: [
-        "WarrenServer", "WarrenCore", "AMQPProtocol", "WarrenHTTP", "WarrenMetrics",
+        "WarrenServer", "WarrenCore", "WarrenStore", "AMQPProtocol", "WarrenHTTP", "WarrenMetrics",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),

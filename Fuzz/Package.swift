@@ -1,6 +1,6 @@
 // swift-tools-version: 6.0
-// libFuzzer targets for what parses input: frames, a whole broker connection fed raw bytes, field tables and the
-// YAML loader. Built and run by Scripts/fuzz.sh (`make fuzz`): swift build --sanitize fuzzer --sanitize address.
+// libFuzzer targets for what parses input: frames, a whole broker connection fed raw bytes, field tables, the
+// YAML loader and the store's recovery. Built and run by Scripts/fuzz.sh (`make fuzz`): swift build --sanitize fuzzer --sanitize address.
 // `warren` is a link to the repository root, so the package's identity does not depend on the checkout's folder.
 import PackageDescription
 
@@ -39,6 +39,13 @@ let package = Package(
       name: "ConfigFuzzer",
       dependencies: [
         .product(name: "WarrenConfig", package: "warren"), .product(name: "WarrenCore", package: "warren"),
+      ],
+      swiftSettings: fuzzer),
+    .executableTarget(
+      name: "StoreFuzzer",
+      dependencies: [
+        .product(name: "WarrenStore", package: "warren"), .product(name: "WarrenCore", package: "warren"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: fuzzer),
   ]

@@ -133,9 +133,9 @@ public final class BrokerRuntime {
   }
 
   /// Storage could not make `token` durable: the publishes that waited for it are nacked.
-  func storageFailed(_ token: StorageToken) {
+  func storageFailed(upTo token: StorageToken) {
     for connection in self.connections.values {
-      for channel in connection.channels.values { channel.storageFailed(token) }
+      for channel in connection.channels.values { channel.storageFailed(upTo: token) }
     }
     if !self.inReadCycle { self.flushDirty() }
   }
@@ -149,7 +149,7 @@ public final class BrokerRuntime {
       self.logger.error(
         "message store: a write failed (\(commit.error.map { "\($0)" } ?? "")); the publishes waiting for it are nacked"
       )
-      self.storageFailed(failed)
+      self.storageFailed(upTo: failed)
     }
     guard let batch = commit.sync else { return }
     guard let pool = self.syncPool else {
@@ -173,7 +173,7 @@ public final class BrokerRuntime {
     let (completed, failed) = store.syncCompleted(batch, error: error)
     if let failed {
       self.logger.error("message store: sync failed (\(error.map { "\($0)" } ?? "")); its publishes are nacked")
-      self.storageFailed(failed)
+      self.storageFailed(upTo: failed)
     }
     if let completed { self.storageCompleted(upTo: completed) }
     self.commitStore()

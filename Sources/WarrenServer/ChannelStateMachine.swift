@@ -355,8 +355,8 @@ public struct ChannelStateMachine {
   }
 
   /// Storage failed to make `token` durable: the publishes waiting for it are nacked.
-  public mutating func storageFailed(_ token: StorageToken) {
-    self.confirms.storageFailed(token)
+  public mutating func storageFailed(upTo token: StorageToken) {
+    self.confirms.storageFailed(upTo: token)
   }
 
   /// The next confirm to send (call until nil, once per read batch).

@@ -84,10 +84,11 @@ public struct ConfirmTracker: Sendable {
     }
   }
 
-  /// Storage could not make `token` durable (a write or sync failed): the publishes waiting for it become nacks.
-  public mutating func storageFailed(_ token: StorageToken) {
+  /// Storage could not make everything up to `token` durable (a write or sync failed): the publishes still waiting
+  /// for it or an earlier token become nacks.
+  public mutating func storageFailed(upTo token: StorageToken) {
     for index in self.pending.indices {
-      if case .waiting(let waited) = self.pending[index].outcome, waited == token {
+      if case .waiting(let waited) = self.pending[index].outcome, waited <= token {
         self.pending[index].outcome = .nack
       }
     }

@@ -277,9 +277,9 @@ final class ServerChannel: DeliveryChannel {
   }
 
   /// Storage could not make `token` durable: the publishes that waited for it are nacked.
-  func storageFailed(_ token: StorageToken) {
+  func storageFailed(upTo token: StorageToken) {
     self.releaseDeferredReplies(upTo: token)
-    self.machine.storageFailed(token)
+    self.machine.storageFailed(upTo: token)
     self.flushConfirms()
   }
 

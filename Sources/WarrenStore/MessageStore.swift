@@ -248,13 +248,15 @@ public final class MessageStore {
     Segment(number: number, file: try fileSystem.open(directory + "/" + Self.segmentName(number), create: true))
   }
 
-  /// A new segment starts with the magic, written with its first records; its directory entry is synced too.
+  /// A new segment starts with the magic, written with its first records; its directory entry is synced with them.
   private func startSegment(_ segment: Segment) throws(StoreError) {
     self.pending = SegmentFormat.magic
     self.pendingStart = 0
-    self.dirtyDirectories.append(self.directory)
-    self.markDirty(segment.file)
+    self.newSegmentUnsynced = true
   }
+
+  /// The current segment was created and no sync has covered its directory entry yet.
+  private var newSegmentUnsynced = false
 
   static func u32(_ bytes: [UInt8], _ index: Int) -> UInt32 {
     UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2]) << 16
@@ -302,6 +304,10 @@ public final class MessageStore {
       self.pending[headerAt + 4 + i] = UInt8(truncatingIfNeeded: checksum >> (8 * i))
     }
     self.markDirty(self.current.file)
+    if self.newSegmentUnsynced {
+      self.newSegmentUnsynced = false
+      self.dirtyDirectories.append(self.directory)
+    }
   }
 
   /// Seals the current segment (its pending records written now) and starts the next.
@@ -400,8 +406,8 @@ public final class MessageStore {
   /// The first write error since the last commit.
   private var failure: StoreError?
 
-  /// What a commit did: a sync to run off the loop, and the generation whose writes failed (its publishes are
-  /// nacked).
+  /// What a commit did: a sync to run off the loop, and the token up to which publishes are nacked because a
+  /// write failed (conservatively including a sync still running: a nacked message may still be delivered).
   public struct Commit {
     public var sync: SyncBatch?
     public var failed: StorageToken?
@@ -476,9 +482,13 @@ public final class MessageStore {
     segment.pendingAcks.removeAll(keepingCapacity: true)
   }
 
-  /// After a failed write or sync the current segment's tail cannot be trusted: seal it and start the next.
+  /// After a failed write or sync the current segment's tail cannot be trusted: seal it and start the next (unless
+  /// it has no record yet).
   private func sealAfterFailure() {
+    self.closeRecord()
+    self.writePending()
     let failed = self.current
+    guard self.pendingStart + self.pending.count > SegmentFormat.magic.count else { return }
     failed.sealed = true
     do {
       let next = try Self.createSegment(
@@ -492,17 +502,24 @@ public final class MessageStore {
     self.deleteIfUnneeded(failed)
   }
 
-  /// The sync of `batch` finished: returns the token now safe, or the token that failed (its publishes are nacked).
+  /// The sync of `batch` finished: returns the token now safe, or the token up to which publishes are nacked (the
+  /// batch's and everything appended since: a nack is safe, a confirm must not be wrong).
   public func syncCompleted(_ batch: SyncBatch, error: StoreError?) -> (completed: StorageToken?, failed: StorageToken?)
   {
     self.syncInFlight = nil
     self.deleteDoomed()
-    let token = StorageToken(generation: batch.generation)
     if error != nil {
+      // After a failed fsync the kernel may have dropped the dirty pages: what was written since, to the same
+      // segment, is not trusted either. Everything up to the open generation fails; later records go to a new
+      // segment.
       self.sealAfterFailure()
-      return (nil, token)
+      let failed = StorageToken(generation: self.openGeneration)
+      self.openGeneration += 1
+      self.dirtyFiles.removeAll()
+      if self.pendingStart + self.pending.count > SegmentFormat.magic.count { self.markDirty(self.current.file) }
+      return (nil, failed)
     }
-    return (token, nil)
+    return (StorageToken(generation: batch.generation), nil)
   }
 
   private func deleteDoomed() {

@@ -365,6 +365,21 @@ struct ConfirmTrackerTests {
     #expect(tracker.unconfirmed == 0)
   }
 
+  @Test("a failed sync nacks the publishes waiting up to its token, in order; later ones still wait")
+  func failedToken() {
+    var tracker = ConfirmTracker()
+    tracker.record(.waiting(StorageToken(generation: 3)))  // 1
+    tracker.record(.waiting(StorageToken(generation: 4)))  // 2
+    tracker.record(.waiting(StorageToken(generation: 5)))  // 3
+    tracker.storageFailed(upTo: StorageToken(generation: 4))
+    #expect(
+      tracker.nextConfirm()
+        == .init(method: .basicNack(BasicNack(deliveryTag: 2, multiple: true, requeue: false)), count: 2))
+    #expect(tracker.nextConfirm() == nil)
+    tracker.storageCompleted(upTo: StorageToken(generation: 5))
+    #expect(tracker.nextConfirm()?.method == .basicAck(BasicAck(deliveryTag: 3, multiple: false)))
+  }
+
   @Test("refused publishes are nacked in order between acks; runs of nacks coalesce")
   func nacks() {
     var tracker = ConfirmTracker()

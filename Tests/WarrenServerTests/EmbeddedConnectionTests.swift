@@ -4,8 +4,13 @@ import NIOCore
 import NIOEmbedded
 import Testing
 import WarrenCore
+import WarrenStore
 
 @testable import WarrenServer
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// Drives one connection handler on an EmbeddedChannel: bytes in, frames out, no sockets.
 struct EmbeddedConnection {
@@ -317,5 +322,62 @@ struct StorageConfirmTests {
     #expect(try connection.frames() == [.method(channel: 1, .basicAck(BasicAck(deliveryTag: 1)))])
     connection.runtime.storageCompleted(upTo: StorageToken(generation: 2))
     #expect(try connection.frames() == [.method(channel: 1, .basicAck(BasicAck(deliveryTag: 3, multiple: true)))])
+  }
+}
+
+@Suite("Confirms from the message store")
+struct MessageStoreConfirmTests {
+  static func open(_ system: SimulatedFileSystem) throws -> (Broker, BrokerPersistence) {
+    let persistence = try BrokerPersistence.open(
+      directory: "/data", fileSystem: system, lock: false, logger: Logger(label: "test"))
+    let broker = Broker()
+    persistence.recover(into: broker)
+    try persistence.attach(to: broker)
+    return (broker, persistence)
+  }
+
+  static func publish(_ body: String, persistent: Bool = true) -> ByteBuffer {
+    var bytes = ByteBuffer()
+    var properties = BasicProperties()
+    properties.deliveryMode = persistent ? 2 : 1
+    bytes.writeAMQPFrame(.method(channel: 1, .basicPublish(BasicPublish(routingKey: "durable"))))
+    bytes.writeAMQPFrame(.header(channel: 1, ContentHeader(bodySize: UInt64(body.utf8.count), properties: properties)))
+    bytes.writeAMQPFrame(.body(channel: 1, ByteBuffer(string: body)))
+    return bytes
+  }
+
+  @Test("acked publishes and the declared queue survive a power cut; a publish whose sync failed is nacked")
+  func ackedSurvivesPowerCut() throws {
+    let system = SimulatedFileSystem()
+    let (broker, persistence) = try Self.open(system)
+    var connection = try EmbeddedConnection(broker: broker)
+    connection.runtime.store = persistence.store
+    var bytes = EmbeddedConnection.opening(frameMax: 131_072)
+    bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
+    bytes.writeAMQPFrame(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "durable", durable: true))))
+    bytes.writeAMQPFrame(.method(channel: 1, .confirmSelect(ConfirmSelect())))
+    try connection.send(bytes, chunk: 100_000)
+    #expect(try connection.frames().contains { if case .method(1, .queueDeclareOk) = $0 { true } else { false } })
+
+    try connection.send(Self.publish("one"), chunk: 100_000)
+    #expect(try connection.frames() == [.method(channel: 1, .basicAck(BasicAck(deliveryTag: 1)))])
+    system.failSyncs = EIO
+    try connection.send(Self.publish("two"), chunk: 100_000)
+    #expect(try connection.frames() == [.method(channel: 1, .basicNack(BasicNack(deliveryTag: 2, requeue: false)))])
+    system.failSyncs = nil
+    try connection.send(Self.publish("three"), chunk: 100_000)
+    try connection.send(Self.publish("transient", persistent: false), chunk: 100_000)
+    #expect(
+      try connection.frames() == [
+        .method(channel: 1, .basicAck(BasicAck(deliveryTag: 3))),
+        .method(channel: 1, .basicAck(BasicAck(deliveryTag: 4))),
+      ])
+
+    system.powerCut()
+    let (recovered, _) = try Self.open(system)
+    let queue = try #require(recovered.vhosts["/"]?.queues["durable"])
+    var bodies: [String] = []
+    while let message = queue.get(noAck: true) { bodies.append(String(buffer: message.message.body)) }
+    #expect(bodies == ["one", "three"])
   }
 }

@@ -45,6 +45,7 @@ let package = Package(
       name: "StoreFuzzer",
       dependencies: [
         .product(name: "WarrenStore", package: "warren"), .product(name: "WarrenCore", package: "warren"),
+        .product(name: "AMQPProtocol", package: "warren"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: fuzzer),

@@ -114,6 +114,9 @@ channel.confirm_delivery()
 channel.basic_publish("orders", "new", b"through the container")
 method, _, body = channel.basic_get("from-mounted-config", auto_ack=True)
 assert body == b"through the container", body
+# A persistent message on a durable queue: it must be in the volume after the restart below.
+channel.queue_declare("survives-restart", durable=True)
+channel.basic_publish("", "survives-restart", b"kept on the volume", pika.BasicProperties(delivery_mode=2))
 connection.close()
 print("container-test: AMQP round trip with pika through the mounted configuration's exchange and queue")
 PY
@@ -130,4 +133,24 @@ if [ "$code" != 0 ] || ! grep -q "shutting down: draining" <<<"$logs"; then
   exit 1
 fi
 echo "container-test: podman stop drained and ended it with exit code 0"
+
+# Started again on the same volume: the queue declared at runtime and its persistent message are recovered.
+"${podman[@]}" start "$name" >/dev/null
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+"$python" - "$amqp_port" <<'PY'
+import sys
+import pika
+
+connection = pika.BlockingConnection(pika.ConnectionParameters(
+    "127.0.0.1", int(sys.argv[1]), credentials=pika.PlainCredentials("app", "app-secret")))
+channel = connection.channel()
+method, _, body = channel.basic_get("survives-restart", auto_ack=True)
+assert body == b"kept on the volume", body
+connection.close()
+print("container-test: a persistent message survived the restart on the data volume")
+PY
+"${podman[@]}" stop -t 30 "$name" >/dev/null
 echo "container-test: OK"

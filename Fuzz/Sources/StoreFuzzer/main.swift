@@ -1,3 +1,4 @@
+import AMQPProtocol
 import Logging
 import WarrenCore
 import WarrenStore
@@ -20,6 +21,10 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     let broker = Broker()
     persistence.recover(into: broker)
     precondition((try? persistence.attach(to: broker)) != nil, "a recovered topology cannot be written back")
+    for vhost in broker.vhosts.values {  // bindings and queues refer to each other until the vhost goes
+      vhost.topologyObserver = nil
+      vhost.removeAll()
+    }
     return 0
   }
   if mode == 1 {

@@ -58,9 +58,11 @@ let package = Package(
       name: "WarrenSystem",
       swiftSettings: upcoming
     ),
+    .target(name: "CCRC32C"),
     .target(
       name: "WarrenStore",
       dependencies: [
+        "CCRC32C",
         "WarrenCore",
         "AMQPProtocol",
         .product(name: "NIOCore", package: "swift-nio"),

@@ -1,8 +1,13 @@
+import CCRC32C
+
 /// CRC-32C (Castagnoli), the checksum of every stored record: it detects torn and corrupted records at recovery.
 ///
 /// Written here on purpose: none of the ecosystem packages this project may use provides CRC-32C (zlib's CRC-32,
-/// in compress-nio, is another polynomial). Slicing-by-8 tables, computed once.
+/// in compress-nio, is another polynomial). The CPU's instruction (SSE 4.2) when there is one: it was 16% of the
+/// broker's CPU for persistent 1 KiB messages with the table version; slicing-by-8 tables otherwise, computed once.
 public enum CRC32C {
+  /// Whether the CPU's CRC-32C instruction is used.
+  public static let usesHardware = warren_crc32c_hardware_available() != 0
   static let tables: [[UInt32]] = {
     var tables = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
     for n in 0..<256 {
@@ -22,6 +27,15 @@ public enum CRC32C {
 
   /// The checksum of `bytes`, continuing from `crc` (0 to start).
   public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+    if self.usesHardware {
+      guard let base = bytes.baseAddress else { return crc }
+      return ~warren_crc32c_hardware(~crc, base, bytes.count)
+    }
+    return self.tableChecksum(bytes, continuing: crc)
+  }
+
+  /// The table version (CPUs without the instruction; tests compare the two).
+  static func tableChecksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
     var crc = ~crc
     var index = 0
     let count = bytes.count

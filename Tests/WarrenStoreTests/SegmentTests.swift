@@ -25,6 +25,20 @@ struct CRC32CTests {
     }
     #expect(pieces == whole)
   }
+
+  @Test("the CPU instruction and the table version agree at every length and alignment")
+  func hardwareMatchesTable() {
+    let bytes = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+    bytes.withUnsafeBytes { all in
+      for start in 0..<9 {
+        for end in stride(from: start, through: all.count, by: 7) {
+          let slice = UnsafeRawBufferPointer(rebasing: all[start..<end])
+          #expect(CRC32C.checksum(slice, continuing: 0x1234) == CRC32C.tableChecksum(slice, continuing: 0x1234))
+        }
+      }
+    }
+    #expect(Array("123456789".utf8).withUnsafeBytes { CRC32C.tableChecksum($0) } == 0xE306_9283)
+  }
 }
 
 @Suite("Segments and recovery, on a simulated file system")

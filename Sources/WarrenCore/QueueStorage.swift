@@ -27,6 +27,8 @@ public protocol QueueStorage: AnyObject {
   func delivered(_ message: QueuedMessage)
   /// The storage token the last append waits for, or nil when it is safe already (in memory, or synced).
   var pendingToken: StorageToken? { get }
+  /// The queue was deleted: every ready message goes (a store forgets them without writing each one off).
+  func queueDeleted()
 }
 
 extension QueueStorage {
@@ -34,6 +36,7 @@ extension QueueStorage {
   public func delivered(_ message: QueuedMessage) {}
   public var residentBytes: Int { self.bytes }
   public var residentCount: Int { self.count }
+  public func queueDeleted() { _ = self.purge() }
   public var pendingToken: StorageToken? { nil }
 }
 

@@ -257,7 +257,7 @@ public final class VirtualHost {
     self.topologyVersion &+= 1
     for binding in queue.incomingBindings { self.removeBinding(binding, autoDeleteSource: true) }
     for consumer in queue.removeAllConsumers() { consumer.channel.consumerCancelledByServer(consumer) }
-    _ = queue.purge()
+    queue.storage.queueDeleted()
     self.topologyObserver?.queueDeleted(queue, in: self)
     return count
   }

@@ -91,7 +91,7 @@ public final class BrokerPersistence: TopologyObserver {
   let fileSystem: any StoreFileSystem
   let logger: Logger
   private var state: TopologyState
-  private var recovered: [UInt32: [RecoveredMessage]]
+  private var recovered: [UInt32: [RecordRun]]
   private var log: AppendLog?
   private var nextQueueID: UInt32
   private let lock: DataDirectoryLock?
@@ -140,7 +140,7 @@ public final class BrokerPersistence: TopologyObserver {
 
   private init(
     store: MessageStore, directory: String, fileSystem: any StoreFileSystem, logger: Logger, state: TopologyState,
-    recovered: [UInt32: [RecoveredMessage]], nextQueueID: UInt32, lock: DataDirectoryLock?, report: RecoveryReport,
+    recovered: [UInt32: [RecordRun]], nextQueueID: UInt32, lock: DataDirectoryLock?, report: RecoveryReport,
     started: ContinuousClock.Instant
   ) {
     self.started = started
@@ -183,7 +183,7 @@ public final class BrokerPersistence: TopologyObserver {
         self.report.queues += 1
       } catch {
         self.logger.error("recovery: queue '\(record.name)' in vhost '\(record.vhost)' skipped: \(error)")
-        for message in messages { self.store.settled(message.location, queue: queueID) }
+        for run in messages { self.store.released(segment: run.segment, count: run.count) }
       }
     }
     for record in self.state.ordered(self.state.bindings) {

@@ -2,21 +2,39 @@ import DequeModule
 import WarrenCore
 
 /// The ready messages of a durable queue: persistent ones are stored in the ``MessageStore`` (and their publishes
-/// wait for its sync), transient ones only in memory. Beyond ``residentLimit`` messages or ``residentByteLimit``
-/// bytes of bodies, a stored message's body is not kept in memory: it is read back from its segment when it
-/// reaches the head, so memory does not grow with the length of the queue.
+/// wait for its sync), transient ones only in memory.
+///
+/// Beyond ``residentLimit`` messages or ``residentByteLimit`` bytes of bodies, a stored message is not kept in
+/// memory: consecutive records of the queue in a segment are one ``RecordRun`` (a few words for thousands of
+/// messages), read back one record after the other as they reach the head. Memory does not grow with the length of
+/// the queue, as long as its records follow each other on disk.
 public final class DurableQueueStorage: QueueStorage {
+  /// A message held in memory.
   struct Entry {
-    /// The message, when it is held in memory.
-    var message: Message?
+    var message: Message
     /// Where it is stored (0: transient, memory only).
     var reference: UInt64
     var enqueuedAt: UInt64
     var sequence: UInt32
-    var bodySize: UInt32
     var redelivered: Bool
+  }
 
-    func precedes(_ other: Entry) -> Bool { Int32(bitPattern: self.sequence &- other.sequence) < 0 }
+  /// Messages on disk: a run of records, and the sequence number of its next message (the rest follow it).
+  struct StoredRun {
+    var run: RecordRun
+    var nextSequence: UInt32
+  }
+
+  enum Slot {
+    case entry(Entry)
+    case stored(StoredRun)
+
+    var firstSequence: UInt32 {
+      switch self {
+      case .entry(let entry): return entry.sequence
+      case .stored(let stored): return stored.nextSequence
+      }
+    }
   }
 
   /// The queue's number in the store (its records name it).
@@ -26,7 +44,8 @@ public final class DurableQueueStorage: QueueStorage {
   public let residentLimit: Int
   /// Body bytes of ready messages held in memory at most.
   public let residentByteLimit: Int
-  private var entries: Deque<Entry> = []
+  private var slots: Deque<Slot> = []
+  public private(set) var count = 0
   public private(set) var bytes = 0
   public private(set) var residentBytes = 0
   public private(set) var residentCount = 0
@@ -34,117 +53,185 @@ public final class DurableQueueStorage: QueueStorage {
   /// Records that could not be read back (damaged after recovery): skipped.
   public private(set) var unreadable = 0
 
-  /// A queue's storage, with the messages recovery gave back (their sequence numbers are 1, 2, ...).
+  /// A queue's storage, with the runs of records recovery gave back (their sequence numbers are 1, 2, ...).
   public init(
-    queueID: UInt32, store: MessageStore, recovered: [RecoveredMessage] = [], residentLimit: Int = 4096,
+    queueID: UInt32, store: MessageStore, recovered: [RecordRun] = [], residentLimit: Int = 4096,
     residentByteLimit: Int = 8 << 20
   ) {
     self.queueID = queueID
     self.store = store
     self.residentLimit = residentLimit
     self.residentByteLimit = residentByteLimit
-    self.entries.reserveCapacity(recovered.count)
-    var sequence: UInt32 = 0
-    for message in recovered {
-      sequence &+= 1
-      self.entries.append(
-        Entry(
-          message: nil, reference: message.location.reference, enqueuedAt: 0, sequence: sequence,
-          bodySize: UInt32(clamping: message.bodySize), redelivered: message.redelivered))
-      self.bytes += message.bodySize
+    var sequence: UInt32 = 1
+    for run in recovered {
+      self.slots.append(.stored(StoredRun(run: run, nextSequence: sequence)))
+      sequence &+= UInt32(truncatingIfNeeded: run.count)
+      self.count += run.count
+      self.bytes += run.bytes
     }
   }
 
-  public var count: Int { self.entries.count }
+  /// How many slots (entries in memory and runs on disk) the queue keeps: its memory, apart from bodies.
+  public var slotCount: Int { self.slots.count }
 
   public var pendingToken: StorageToken? { self.lastAppendStored ? self.store.pendingToken : nil }
 
   public func append(_ queued: QueuedMessage) {
     let message = queued.message
     let size = message.bodySize
-    var reference: UInt64 = 0
-    if message.isPersistent {
-      reference = self.store.append(message, queue: self.queueID).reference
-      self.lastAppendStored = true
-    } else {
-      self.lastAppendStored = false
-    }
-    let resident =
-      reference == 0 || (self.residentCount < self.residentLimit && self.residentBytes + size <= self.residentByteLimit)
-    if resident {
-      self.residentCount += 1
-      self.residentBytes += size
-    }
+    self.count += 1
     self.bytes += size
-    self.entries.append(
-      Entry(
-        message: resident ? message : nil, reference: reference, enqueuedAt: queued.enqueuedAt,
-        sequence: queued.sequence, bodySize: UInt32(clamping: size), redelivered: queued.redelivered))
+    guard message.isPersistent else {
+      self.lastAppendStored = false
+      return self.appendResident(queued, reference: 0)
+    }
+    let location = self.store.append(message, queue: self.queueID)
+    self.lastAppendStored = true
+    if self.residentCount < self.residentLimit && self.residentBytes + size <= self.residentByteLimit
+      && !self.hasStoredTail
+    {
+      return self.appendResident(queued, reference: location.reference)
+    }
+    // On disk only: extend the last run when this record follows its last one.
+    if case .stored(var stored) = self.slots.last, stored.run.segment == location.segment,
+      stored.run.lastOffset == self.store.previousRecordOffset, !stored.run.redelivered,
+      stored.nextSequence &+ UInt32(truncatingIfNeeded: stored.run.count) == queued.sequence
+    {
+      stored.run.lastOffset = location.offset
+      stored.run.count += 1
+      stored.run.bytes += size
+      self.slots[self.slots.count - 1] = .stored(stored)
+    } else {
+      let run = RecordRun(
+        segment: location.segment, nextOffset: location.offset, lastOffset: location.offset, count: 1, bytes: size,
+        redelivered: queued.redelivered)
+      self.slots.append(.stored(StoredRun(run: run, nextSequence: queued.sequence)))
+    }
+  }
+
+  /// Whether the queue's tail is on disk: later messages go to disk too, until it drains (memory stays bounded
+  /// and order is kept without holding bodies).
+  private var hasStoredTail: Bool {
+    if case .stored = self.slots.last { return true }
+    return false
+  }
+
+  private func appendResident(_ queued: QueuedMessage, reference: UInt64) {
+    self.residentCount += 1
+    self.residentBytes += queued.message.bodySize
+    self.slots.append(
+      .entry(
+        Entry(
+          message: queued.message, reference: reference, enqueuedAt: queued.enqueuedAt, sequence: queued.sequence,
+          redelivered: queued.redelivered)))
   }
 
   public func removeFirst() -> QueuedMessage? {
-    while let entry = self.entries.popFirst() {
-      self.bytes -= Int(entry.bodySize)
-      let message: Message
-      if let held = entry.message {
+    while let first = self.slots.first {
+      switch first {
+      case .entry(let entry):
+        self.slots.removeFirst()
+        self.count -= 1
+        self.bytes -= entry.message.bodySize
         self.residentCount -= 1
-        self.residentBytes -= Int(entry.bodySize)
-        message = held
-      } else if let read = self.store.message(at: RecordLocation(reference: entry.reference)) {
-        message = read
-      } else {
-        self.unreadable += 1
-        self.store.settled(RecordLocation(reference: entry.reference), queue: self.queueID)
-        continue
+        self.residentBytes -= entry.message.bodySize
+        return QueuedMessage(
+          message: entry.message, sequence: entry.sequence, enqueuedAt: entry.enqueuedAt,
+          redelivered: entry.redelivered, storageReference: entry.reference)
+      case .stored(var stored):
+        let location = RecordLocation(segment: stored.run.segment, offset: stored.run.nextOffset)
+        let (message, size) = self.store.record(at: location)
+        let sequence = stored.nextSequence
+        guard let size else {
+          // Not even the record's length can be read: the rest of this run is lost to damage.
+          self.unreadable += stored.run.count
+          self.count -= stored.run.count
+          self.bytes -= stored.run.bytes
+          self.store.released(segment: stored.run.segment, count: stored.run.count)
+          self.slots.removeFirst()
+          continue
+        }
+        stored.run.count -= 1
+        stored.run.nextOffset &+= UInt32(truncatingIfNeeded: size)
+        stored.nextSequence &+= 1
+        self.count -= 1
+        let bodySize = message?.bodySize ?? 0
+        stored.run.bytes -= bodySize
+        if stored.run.count == 0 {
+          self.bytes -= stored.run.bytes + bodySize
+          self.slots.removeFirst()
+        } else {
+          self.bytes -= bodySize
+          self.slots[0] = .stored(stored)
+        }
+        guard let message else {
+          self.unreadable += 1
+          self.store.settled(location, queue: self.queueID)
+          continue
+        }
+        return QueuedMessage(
+          message: message, sequence: sequence, enqueuedAt: 0, redelivered: stored.run.redelivered,
+          storageReference: location.reference)
       }
-      return QueuedMessage(
-        message: message, sequence: entry.sequence, enqueuedAt: entry.enqueuedAt, redelivered: entry.redelivered,
-        storageReference: entry.reference)
     }
     return nil
   }
 
   public func requeue(_ requeued: [QueuedMessage]) {
     guard !requeued.isEmpty else { return }
-    let sorted = requeued.map { queued in
-      Entry(
-        message: queued.message, reference: queued.storageReference, enqueuedAt: queued.enqueuedAt,
-        sequence: queued.sequence, bodySize: UInt32(clamping: queued.message.bodySize),
-        redelivered: queued.redelivered)
-    }.sorted { $0.precedes($1) }
-    for entry in sorted {
-      self.bytes += Int(entry.bodySize)
-      self.residentBytes += Int(entry.bodySize)
+    let sorted = requeued.sorted { $0.precedes($1) }.map { queued in
+      Slot.entry(
+        Entry(
+          message: queued.message, reference: queued.storageReference, enqueuedAt: queued.enqueuedAt,
+          sequence: queued.sequence, redelivered: queued.redelivered))
+    }
+    for queued in requeued {
+      self.count += 1
+      self.bytes += queued.message.bodySize
+      self.residentBytes += queued.message.bodySize
       self.residentCount += 1
     }
-    if let head = self.entries.first, head.precedes(sorted.last!) {
-      var merged = Deque<Entry>()
-      merged.reserveCapacity(self.entries.count + sorted.count)
+    func precedes(_ a: Slot, _ b: Slot) -> Bool { Int32(bitPattern: a.firstSequence &- b.firstSequence) < 0 }
+    if let head = self.slots.first, precedes(head, sorted.last!) {
+      var merged = Deque<Slot>()
+      merged.reserveCapacity(self.slots.count + sorted.count)
       var i = sorted.startIndex
-      for entry in self.entries {
-        while i < sorted.endIndex && sorted[i].precedes(entry) {
+      for slot in self.slots {
+        while i < sorted.endIndex && precedes(sorted[i], slot) {
           merged.append(sorted[i])
           i += 1
         }
-        merged.append(entry)
+        merged.append(slot)
       }
       merged.append(contentsOf: sorted[i...])
-      self.entries = merged
+      self.slots = merged
     } else {
-      self.entries.insert(contentsOf: sorted, at: 0)
+      self.slots.insert(contentsOf: sorted, at: 0)
     }
   }
 
+  /// Every ready message goes; each stored one is settled in the store (read back from its run to find it).
   public func purge() -> Int {
-    let count = self.entries.count
-    for entry in self.entries where entry.reference != 0 {
-      self.store.settled(RecordLocation(reference: entry.reference), queue: self.queueID)
+    let purged = self.count
+    while let message = self.removeFirst() { self.settled(message) }
+    return purged
+  }
+
+  /// The queue is gone: its records are dropped at recovery, so they are only released here, not acknowledged.
+  public func queueDeleted() {
+    for slot in self.slots {
+      switch slot {
+      case .entry(let entry) where entry.reference != 0:
+        self.store.released(segment: RecordLocation(reference: entry.reference).segment, count: 1)
+      case .stored(let stored): self.store.released(segment: stored.run.segment, count: stored.run.count)
+      default: break
+      }
     }
-    self.entries.removeAll()
+    self.slots.removeAll()
+    self.count = 0
     self.bytes = 0
     self.residentBytes = 0
     self.residentCount = 0
-    return count
   }
 
   public func settled(_ message: QueuedMessage) {

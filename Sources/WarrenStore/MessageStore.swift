@@ -24,10 +24,19 @@ public struct RecordLocation: Hashable, Sendable {
   public var reference: UInt64 { UInt64(self.segment) << 32 | UInt64(self.offset) }
 }
 
-/// A message a queue gets back at recovery: where it is, its body size, and whether it was delivered before.
-public struct RecoveredMessage: Equatable, Sendable {
-  public var location: RecordLocation
-  public var bodySize: Int
+/// Records of one queue that follow each other in a segment (no other record between them): how a queue keeps
+/// messages whose bodies are on disk without an entry per message. Read from the first; each record's length gives
+/// the next one's offset.
+public struct RecordRun: Equatable, Sendable {
+  public var segment: UInt32
+  /// The next record to read.
+  public var nextOffset: UInt32
+  /// The last record of the run (a new record right after it extends the run).
+  public var lastOffset: UInt32
+  public var count: Int
+  /// Their body bytes.
+  public var bytes: Int
+  /// Whether they were delivered before (recovered after a crash while unacknowledged).
   public var redelivered: Bool
 }
 
@@ -104,6 +113,9 @@ public final class MessageStore {
   private var pending: [UInt8] = []
   private var pendingStart: Int
   private var openRecord: (message: Message, queues: [UInt32], offset: Int)?
+  /// The offset of the record just before the last one appended, in the same segment (nil when it was the first):
+  /// a queue whose previous record is that one extends its ``RecordRun``.
+  public private(set) var previousRecordOffset: UInt32?
   private var nextMessageID: UInt64 = 1
   private var dirtyFiles: [any StoreFile] = []
   private var dirtyDirectories: [String] = []
@@ -137,7 +149,7 @@ public final class MessageStore {
   /// order they were published. Records of other queues are dropped; segments with nothing needed are deleted.
   public static func open(
     fileSystem: any StoreFileSystem, directory: String, liveQueues: Set<UInt32>, segmentSize: Int = 8 << 20
-  ) throws(StoreError) -> (store: MessageStore, messages: [UInt32: [RecoveredMessage]], report: MessageRecoveryReport) {
+  ) throws(StoreError) -> (store: MessageStore, messages: [UInt32: [RecordRun]], report: MessageRecoveryReport) {
     try fileSystem.createDirectory(directory)
     let names = try fileSystem.list(directory)
     let numbers = names.compactMap { name -> UInt32? in
@@ -145,7 +157,7 @@ public final class MessageStore {
       return UInt32(name.dropLast(4))
     }.sorted()
     var report = MessageRecoveryReport()
-    var messages: [UInt32: [RecoveredMessage]] = [:]
+    var messages: [UInt32: [RecordRun]] = [:]
     var kept: [Segment] = []
     var lastID: UInt64 = 0
     for number in numbers {
@@ -177,8 +189,12 @@ public final class MessageStore {
       }
       let segment = Segment(number: number, file: file)
       segment.acks = acksFile
+      var previous: (offset: Int, end: Int)?
       for (offset, payload) in scan.records {
         report.records += 1
+        // The record right before this one, with nothing (not even a damaged record) between them.
+        let follows = previous.map { $0.end == offset ? UInt32($0.offset) : nil } ?? nil
+        previous = (offset, offset + SegmentFormat.recordHeaderSize + payload.count)
         guard let summary = MessageRecord.Summary(decoding: payload) else {
           report.corruptSkipped += 1
           continue
@@ -188,10 +204,19 @@ public final class MessageStore {
           let key = UInt64(queue) << 32 | UInt64(offset)
           if settled.contains(key) { continue }
           let redelivered = delivered.contains(key)
-          messages[queue, default: []].append(
-            RecoveredMessage(
-              location: RecordLocation(segment: number, offset: UInt32(offset)), bodySize: summary.bodySize,
-              redelivered: redelivered))
+          if let follows, var run = messages[queue]?.last, run.segment == number, run.lastOffset == follows,
+            run.redelivered == redelivered
+          {
+            run.lastOffset = UInt32(offset)
+            run.count += 1
+            run.bytes += summary.bodySize
+            messages[queue]![messages[queue]!.count - 1] = run
+          } else {
+            messages[queue, default: []].append(
+              RecordRun(
+                segment: number, nextOffset: UInt32(offset), lastOffset: UInt32(offset), count: 1,
+                bytes: summary.bodySize, redelivered: redelivered))
+          }
           segment.live += 1
           report.messages += 1
           if redelivered { report.redelivered += 1 }
@@ -252,6 +277,7 @@ public final class MessageStore {
   private func startSegment(_ segment: Segment) throws(StoreError) {
     self.pending = SegmentFormat.magic
     self.pendingStart = 0
+    self.lastRecordOffset = nil
     self.newSegmentUnsynced = true
   }
 
@@ -282,6 +308,8 @@ public final class MessageStore {
       self.rollSegment()
     }
     let offset = self.pendingStart + self.pending.count
+    self.previousRecordOffset = self.lastRecordOffset
+    self.lastRecordOffset = UInt32(offset)
     self.openRecord = (message, [queue], offset)
     self.current.live += 1
     return RecordLocation(segment: self.current.number, offset: UInt32(offset))
@@ -309,6 +337,9 @@ public final class MessageStore {
       self.dirtyDirectories.append(self.directory)
     }
   }
+
+  /// The offset of the last record of the current segment.
+  private var lastRecordOffset: UInt32?
 
   /// Seals the current segment (its pending records written now) and starts the next.
   private func rollSegment() {
@@ -377,28 +408,45 @@ public final class MessageStore {
   /// The message stored at a location (read from its segment, or from the records not written yet); nil when
   /// the record there is not whole (damage found after recovery, or a write that failed).
   public func message(at location: RecordLocation) -> Message? {
+    self.record(at: location).message
+  }
+
+  /// The message stored at a location and the record's size in the segment (header included: the next record
+  /// starts after it). The size is known, and the message nil, when the record's length is sound but its checksum
+  /// or contents are not; both are nil when not even a length can be read.
+  public func record(at location: RecordLocation) -> (message: Message?, size: Int?) {
     if let open = self.openRecord, location.segment == self.current.number, Int(location.offset) == open.offset {
-      return open.message
+      self.closeRecord()  // its size is final once read: a later queue cannot join it
     }
-    guard let segment = self.segments[location.segment] else { return nil }
+    guard let segment = self.segments[location.segment] else { return (nil, nil) }
     let offset = Int(location.offset)
     if segment === self.current && offset >= self.pendingStart {
       let start = offset - self.pendingStart
-      guard start + SegmentFormat.recordHeaderSize <= self.pending.count else { return nil }
+      guard start + SegmentFormat.recordHeaderSize <= self.pending.count else { return (nil, nil) }
       let length = Int(Self.u32(self.pending, start))
       let payloadStart = start + SegmentFormat.recordHeaderSize
-      guard payloadStart + length <= self.pending.count else { return nil }
-      return MessageRecord(decoding: self.pending[payloadStart..<(payloadStart + length)])?.message
+      guard payloadStart + length <= self.pending.count else { return (nil, nil) }
+      let message = MessageRecord(decoding: self.pending[payloadStart..<(payloadStart + length)])?.message
+      return (message, SegmentFormat.recordHeaderSize + length)
     }
     guard let header = try? segment.file.read(at: offset, count: SegmentFormat.recordHeaderSize),
       header.count == SegmentFormat.recordHeaderSize
-    else { return nil }
+    else { return (nil, nil) }
     let length = Int(Self.u32(header, 0))
-    guard length <= SegmentFormat.maxPayload,
-      let payload = try? segment.file.read(at: offset + SegmentFormat.recordHeaderSize, count: length),
+    guard length <= SegmentFormat.maxPayload else { return (nil, nil) }
+    let size = SegmentFormat.recordHeaderSize + length
+    guard let payload = try? segment.file.read(at: offset + SegmentFormat.recordHeaderSize, count: length),
       payload.count == length, CRC32C.checksum(payload) == Self.u32(header, 4)
-    else { return nil }
-    return MessageRecord(decoding: payload)?.message
+    else { return (nil, size) }
+    return (MessageRecord(decoding: payload)?.message, size)
+  }
+
+  /// Forgets `count` queue entries of a segment without writing acknowledgements: their queue was deleted, and
+  /// recovery drops records of queues that are gone.
+  public func released(segment number: UInt32, count: Int) {
+    guard let segment = self.segments[number] else { return }
+    segment.live -= count
+    self.deleteIfUnneeded(segment)
   }
 
   // MARK: Committing

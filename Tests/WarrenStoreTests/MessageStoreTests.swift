@@ -30,8 +30,18 @@ extension MessageStore {
   }
 }
 
-func bodies(_ store: MessageStore, _ recovered: [RecoveredMessage]?) -> [String] {
-  (recovered ?? []).map { String(buffer: store.message(at: $0.location)!.body) }
+/// The bodies of recovered runs, read one record after the other as a queue reads them.
+func bodies(_ store: MessageStore, _ recovered: [RecordRun]?) -> [String] {
+  var bodies: [String] = []
+  for run in recovered ?? [] {
+    var offset = run.nextOffset
+    for _ in 0..<run.count {
+      let (message, size) = store.record(at: RecordLocation(segment: run.segment, offset: offset))
+      bodies.append(message.map { String(buffer: $0.body) } ?? "<unreadable>")
+      offset += UInt32(size ?? 0)
+    }
+  }
+  return bodies
 }
 
 @Suite("Message store")
@@ -39,7 +49,7 @@ struct MessageStoreTests {
   let system = SimulatedFileSystem()
 
   func open(_ queues: Set<UInt32> = [1, 2], segmentSize: Int = 8 << 20) throws -> (
-    MessageStore, [UInt32: [RecoveredMessage]], MessageRecoveryReport
+    MessageStore, [UInt32: [RecordRun]], MessageRecoveryReport
   ) {
     let opened = try MessageStore.open(
       fileSystem: self.system, directory: "/data/messages", liveQueues: queues, segmentSize: segmentSize)
@@ -209,13 +219,14 @@ struct MessageStoreTests {
 
 @Suite("Durable queue storage")
 struct DurableQueueStorageTests {
-  @Test("beyond the resident limit, bodies stay on disk and are read back at the head, in order")
+  @Test("beyond the resident limit, bodies stay on disk in one run and are read back at the head, in order")
   func paging() throws {
     let system = SimulatedFileSystem()
     let store = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: []).store
     let storage = DurableQueueStorage(queueID: 1, store: store, residentLimit: 10, residentByteLimit: 1 << 20)
     for i in 0..<100 { storage.append(QueuedMessage(message: persistent("m\(i)"), sequence: UInt32(i + 1))) }
     #expect(storage.count == 100 && storage.residentCount == 10)
+    #expect(storage.slotCount == 11)  // ten messages in memory, ninety in one run on disk
     #expect(storage.pendingToken == store.pendingToken)
     store.commitAndSync()
     var got: [String] = []
@@ -226,6 +237,67 @@ struct DurableQueueStorageTests {
     }
     #expect(got == (0..<100).map { "m\($0)" })
     #expect(storage.residentCount == 0 && storage.residentBytes == 0 && storage.bytes == 0)
+  }
+
+  @Test("runs across queues and segments, transient messages between them, requeues and recovery keep the order")
+  func runsKeepOrder() throws {
+    let system = SimulatedFileSystem()
+    let store = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: [], segmentSize: 2048).store
+    let a = DurableQueueStorage(queueID: 1, store: store, residentLimit: 2, residentByteLimit: 1 << 20)
+    let b = DurableQueueStorage(queueID: 2, store: store, residentLimit: 2, residentByteLimit: 1 << 20)
+    var expectedA: [String] = []
+    var expectedB: [String] = []
+    for i in 0..<60 {
+      let body = String(repeating: "p", count: 100) + "\(i)"
+      let message =
+        i % 7 == 3 ? Message.make(exchange: "", routingKey: "", body: .init(string: body)) : persistent(body)
+      a.append(QueuedMessage(message: message, sequence: UInt32(expectedA.count + 1)))
+      expectedA.append(body)
+      if i % 3 == 0 {  // one record for both queues
+        b.append(QueuedMessage(message: message, sequence: UInt32(expectedB.count + 1)))
+        expectedB.append(body)
+      }
+    }
+    store.commitAndSync()
+    #expect(a.slotCount < 30)
+    // Take five, put two back: they return to their places.
+    let taken = (0..<5).compactMap { _ in a.removeFirst() }
+    a.requeue([taken[3], taken[1]])
+    #expect(taken.map { String(buffer: $0.message.body) } == Array(expectedA.prefix(5)))
+    var gotA: [String] = []
+    while let message = a.removeFirst() { gotA.append(String(buffer: message.message.body)) }
+    #expect(gotA == [expectedA[1], expectedA[3]] + expectedA[5...])
+    var gotB: [String] = []
+    while let message = b.removeFirst() { gotB.append(String(buffer: message.message.body)) }
+    #expect(gotB == expectedB)
+    #expect(a.count == 0 && a.bytes == 0 && b.count == 0 && b.bytes == 0)
+  }
+
+  @Test("a recovered queue reads its runs back in order; a deleted queue's segments go")
+  func recoveredRuns() throws {
+    let system = SimulatedFileSystem()
+    let store = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: [], segmentSize: 4096).store
+    let storage = DurableQueueStorage(queueID: 1, store: store, residentLimit: 0, residentByteLimit: 0)
+    let bodies = (0..<200).map { "message \($0)" }
+    for (i, body) in bodies.enumerated() {
+      storage.append(QueuedMessage(message: persistent(body), sequence: UInt32(i + 1)))
+    }
+    store.commitAndSync()
+    let opened = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: [1], segmentSize: 4096)
+    let runs = try #require(opened.messages[1])
+    #expect(runs.count == opened.store.segmentCount)  // one run per segment
+    let recovered = DurableQueueStorage(queueID: 1, store: opened.store, recovered: runs)
+    #expect(recovered.count == 200 && recovered.residentCount == 0)
+    var got: [String] = []
+    for _ in 0..<100 {
+      let message = try #require(recovered.removeFirst())
+      got.append(String(buffer: message.message.body))
+      recovered.settled(message)
+    }
+    #expect(got == Array(bodies.prefix(100)))
+    recovered.queueDeleted()
+    opened.store.commitAndSync()
+    #expect(opened.store.segmentCount == 1)  // only the current segment is left
   }
 
   @Test("transient messages are not stored and do not wait for a sync")

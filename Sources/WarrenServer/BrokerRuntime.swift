@@ -76,7 +76,6 @@ public final class BrokerRuntime {
       for queue in vhost.queues.values {
         total += queue.storage.residentBytes + queue.unackedBytes
         total += (queue.storage.residentCount + queue.unackedCount) * Self.overheadPerMessage
-        total += (queue.storage.count - queue.storage.residentCount) * Self.overheadPerStoredMessage
       }
     }
     for connection in self.connections.values { total += connection.bufferedBytes }
@@ -85,8 +84,6 @@ public final class BrokerRuntime {
 
   /// A message's memory besides its body: the object, exchange, key, properties and its place in a queue.
   static let overheadPerMessage = 128
-  /// The memory of a ready message whose body is on disk (its entry in the queue).
-  static let overheadPerStoredMessage = 40
 
   /// Takes new readings of memory and free disk space and raises or clears the alarms. While one is in effect,
   /// connections that publish are blocked (see ``AMQPConnectionHandler/channelReadComplete(context:)``); when all

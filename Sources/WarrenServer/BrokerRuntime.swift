@@ -90,6 +90,7 @@ public final class BrokerRuntime {
   /// clear, they are unblocked. Returns whether the memory alarm just cleared.
   @discardableResult
   func updateAlarms(heldBytes: Int, residentMemory: Int, diskFree: Int) -> Bool {
+    self.updatePaging(heldBytes: heldBytes)
     var alarms = self.alarms
     alarms.memory = alarms.memoryAlarm(held: heldBytes, resident: residentMemory)
     alarms.disk = diskFree < alarms.diskFreeLimit
@@ -118,6 +119,23 @@ public final class BrokerRuntime {
       for connection in self.connections.values { connection.resourceAlarmsCleared() }
     }
     return before.memory && !alarms.memory
+  }
+
+  /// Pages transient messages out to the store while the broker holds more than 40% of its memory limit (until it
+  /// holds less than a quarter), so that a queue nobody consumes fills the disk, not the memory alarm. The margin
+  /// is what publishers can add in the 100 ms between two readings.
+  func updatePaging(heldBytes: Int) {
+    guard let store = self.store, self.alarms.memoryLimit > 0 else { return }
+    let paging = store.pagesTransientMessages
+    if !paging && heldBytes > self.alarms.memoryLimit / 5 * 2 {
+      store.pagesTransientMessages = true
+      self.logger.notice(
+        "paging transient messages to disk: \(heldBytes) B held, more than 40% of the memory limit \(self.alarms.memoryLimit) B"
+      )
+    } else if paging && heldBytes < self.alarms.memoryLimit / 4 {
+      store.pagesTransientMessages = false
+      self.logger.notice("transient messages kept in memory again: \(heldBytes) B held")
+    }
   }
 
   /// Storage made everything up to `token` durable (reported on this loop, once per sync): every channel sends the

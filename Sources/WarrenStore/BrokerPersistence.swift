@@ -232,10 +232,10 @@ public final class BrokerPersistence: TopologyObserver {
   private func attach(_ vhost: VirtualHost) {
     vhost.topologyObserver = self
     vhost.makeQueueStorage = { [weak self] _, recoverable in
-      guard recoverable, let self else { return InMemoryQueueStorage() }
+      guard let self else { return InMemoryQueueStorage() }
       let id = self.nextQueueID
       self.nextQueueID += 1
-      return DurableQueueStorage(queueID: id, store: self.store)
+      return DurableQueueStorage(queueID: id, store: self.store, recoverable: recoverable)
     }
   }
 
@@ -245,13 +245,18 @@ public final class BrokerPersistence: TopologyObserver {
     for exchange in vhost.exchanges.values.sorted(by: { $0.name < $1.name }) where Self.isRecorded(exchange) {
       records.append(Self.record(.declareExchange, exchange, vhost))
     }
-    for queue in vhost.queues.values.sorted(by: { $0.name < $1.name }) where queue.storage is DurableQueueStorage {
+    for queue in vhost.queues.values.sorted(by: { $0.name < $1.name }) where Self.isRecoverable(queue) {
       records.append(Self.record(.declareQueue, queue, vhost))
     }
     for binding in vhost.bindings where Self.isDurable(binding, in: vhost) {
       records.append(Self.record(.bind, binding, vhost))
     }
     return records
+  }
+
+  /// Whether a queue is recovered after a restart (durable, neither exclusive nor auto-delete).
+  static func isRecoverable(_ queue: Queue) -> Bool {
+    (queue.storage as? DurableQueueStorage)?.recoverable == true
   }
 
   static func isRecorded(_ exchange: Exchange) -> Bool {
@@ -261,7 +266,7 @@ public final class BrokerPersistence: TopologyObserver {
   static func isDurable(_ binding: Binding, in vhost: VirtualHost) -> Bool {
     guard let source = vhost.exchanges[binding.source], source.durable else { return false }
     switch binding.destination {
-    case .queue(let queue): return queue.storage is DurableQueueStorage
+    case .queue(let queue): return Self.isRecoverable(queue)
     case .exchange(let exchange): return exchange.durable
     }
   }
@@ -311,11 +316,11 @@ public final class BrokerPersistence: TopologyObserver {
   }
 
   public func queueDeclared(_ queue: Queue, in vhost: VirtualHost) {
-    if queue.storage is DurableQueueStorage { self.append(Self.record(.declareQueue, queue, vhost)) }
+    if Self.isRecoverable(queue) { self.append(Self.record(.declareQueue, queue, vhost)) }
   }
 
   public func queueDeleted(_ queue: Queue, in vhost: VirtualHost) {
-    if queue.storage is DurableQueueStorage { self.append(Self.record(.deleteQueue, queue, vhost)) }
+    if Self.isRecoverable(queue) { self.append(Self.record(.deleteQueue, queue, vhost)) }
   }
 
   public func bindingAdded(_ binding: Binding, in vhost: VirtualHost) {

@@ -1,8 +1,10 @@
 import DequeModule
 import WarrenCore
 
-/// The ready messages of a durable queue: persistent ones are stored in the ``MessageStore`` (and their publishes
-/// wait for its sync), transient ones only in memory.
+/// The ready messages of a queue when the broker has a store. On a recoverable queue (durable, neither exclusive nor
+/// auto-delete) persistent messages are stored in the ``MessageStore`` and their publishes wait for its sync. Other
+/// messages are held in memory, and paged out to the store as transient records (never recovered) while the
+/// broker holds much of its memory limit (``MessageStore/pagesTransientMessages``).
 ///
 /// Beyond ``residentLimit`` messages or ``residentByteLimit`` bytes of bodies, a stored message is not kept in
 /// memory: consecutive records of the queue in a segment are one ``RecordRun`` (a few words for thousands of
@@ -25,9 +27,10 @@ public final class DurableQueueStorage: QueueStorage {
     var nextSequence: UInt32
   }
 
+  /// A message in memory, or a run on disk (boxed: runs are few, and a slot stays the size of an entry).
   enum Slot {
     case entry(Entry)
-    case stored(StoredRun)
+    indirect case stored(StoredRun)
 
     var firstSequence: UInt32 {
       switch self {
@@ -39,6 +42,12 @@ public final class DurableQueueStorage: QueueStorage {
 
   /// The queue's number in the store (its records name it).
   public let queueID: UInt32
+  /// Whether its persistent messages are kept across restarts.
+  public let recoverable: Bool
+  /// Transient messages (and their body bytes) held in memory before paging starts for this queue: a short queue
+  /// stays in memory.
+  static let transientFloor = 64
+  static let transientByteFloor = 1 << 20
   let store: MessageStore
   /// Ready messages held in memory at most (beyond it, stored bodies stay on disk).
   public let residentLimit: Int
@@ -55,10 +64,11 @@ public final class DurableQueueStorage: QueueStorage {
 
   /// A queue's storage, with the runs of records recovery gave back (their sequence numbers are 1, 2, ...).
   public init(
-    queueID: UInt32, store: MessageStore, recovered: [RecordRun] = [], residentLimit: Int = 4096,
-    residentByteLimit: Int = 8 << 20
+    queueID: UInt32, store: MessageStore, recoverable: Bool = true, recovered: [RecordRun] = [],
+    residentLimit: Int = 4096, residentByteLimit: Int = 8 << 20
   ) {
     self.queueID = queueID
+    self.recoverable = recoverable
     self.store = store
     self.residentLimit = residentLimit
     self.residentByteLimit = residentByteLimit
@@ -81,8 +91,14 @@ public final class DurableQueueStorage: QueueStorage {
     let size = message.bodySize
     self.count += 1
     self.bytes += size
-    guard message.isPersistent else {
+    guard self.recoverable && message.isPersistent else {
       self.lastAppendStored = false
+      if self.store.pagesTransientMessages
+        && (self.residentCount >= Self.transientFloor || self.residentBytes >= Self.transientByteFloor)
+      {
+        let location = self.store.append(message, queue: self.queueID, transient: true)
+        return self.appendStored(location, queued, size: size, transient: true)
+      }
       return self.appendResident(queued, reference: 0)
     }
     let location = self.store.append(message, queue: self.queueID)
@@ -92,9 +108,14 @@ public final class DurableQueueStorage: QueueStorage {
     {
       return self.appendResident(queued, reference: location.reference)
     }
-    // On disk only: extend the last run when this record follows its last one.
+    self.appendStored(location, queued, size: size, transient: false)
+  }
+
+  /// On disk only: extends the last run when this record follows its last one.
+  private func appendStored(_ location: RecordLocation, _ queued: QueuedMessage, size: Int, transient: Bool) {
     if case .stored(var stored) = self.slots.last, stored.run.segment == location.segment,
       stored.run.lastOffset == self.store.previousRecordOffset, !stored.run.redelivered,
+      stored.run.isTransient == transient,
       stored.nextSequence &+ UInt32(truncatingIfNeeded: stored.run.count) == queued.sequence
     {
       stored.run.lastOffset = location.offset
@@ -104,7 +125,7 @@ public final class DurableQueueStorage: QueueStorage {
     } else {
       let run = RecordRun(
         segment: location.segment, nextOffset: location.offset, lastOffset: location.offset, count: 1, bytes: size,
-        redelivered: queued.redelivered)
+        redelivered: queued.redelivered, isTransient: transient)
       self.slots.append(.stored(StoredRun(run: run, nextSequence: queued.sequence)))
     }
   }
@@ -164,14 +185,15 @@ public final class DurableQueueStorage: QueueStorage {
           self.bytes -= bodySize
           self.slots[0] = .stored(stored)
         }
+        let reference = stored.run.isTransient ? location.transientReference : location.reference
         guard let message else {
           self.unreadable += 1
-          self.store.settled(location, queue: self.queueID)
+          self.release(reference)
           continue
         }
         return QueuedMessage(
           message: message, sequence: sequence, enqueuedAt: 0, redelivered: stored.run.redelivered,
-          storageReference: location.reference)
+          storageReference: reference)
       }
     }
     return nil
@@ -236,11 +258,22 @@ public final class DurableQueueStorage: QueueStorage {
 
   public func settled(_ message: QueuedMessage) {
     guard message.storageReference != 0 else { return }
-    self.store.settled(RecordLocation(reference: message.storageReference), queue: self.queueID)
+    self.release(message.storageReference)
+  }
+
+  /// A stored message is done with: a persistent one is acknowledged in the store, a paged transient one only
+  /// released (recovery drops it anyway).
+  private func release(_ reference: UInt64) {
+    let location = RecordLocation(reference: reference)
+    if RecordLocation.isTransient(reference) {
+      self.store.released(segment: location.segment, count: 1)
+    } else {
+      self.store.settled(location, queue: self.queueID)
+    }
   }
 
   public func delivered(_ message: QueuedMessage) {
-    guard message.storageReference != 0 else { return }
+    guard message.storageReference != 0, !RecordLocation.isTransient(message.storageReference) else { return }
     self.store.delivered(RecordLocation(reference: message.storageReference), queue: self.queueID)
   }
 }

@@ -6,8 +6,13 @@ import WarrenCore
 /// (exchange, routing key, property bytes as received, body). Little endian; every length is checked when reading
 /// back.
 public struct MessageRecord: Equatable, Sendable {
-  /// The record kind, first byte of the payload.
+  /// The record kind, first byte of the payload: a persistent message.
   public static let kind: UInt8 = 1
+  /// The kind of a transient message paged out under memory pressure: readable, but dropped at recovery.
+  public static let transientKind: UInt8 = 2
+
+  /// Whether it holds a transient message paged out (not recovered after a restart).
+  public var isTransient = false
 
   /// Unique and increasing within the store.
   public var id: UInt64
@@ -34,27 +39,29 @@ public struct MessageRecord: Equatable, Sendable {
   public func encoded() -> [UInt8] {
     var out: [UInt8] = []
     Self.encode(
-      id: self.id, queues: self.queues, exchange: self.exchange, routingKey: self.routingKey,
-      properties: self.properties, body: self.body, into: &out)
+      kind: self.isTransient ? Self.transientKind : Self.kind, id: self.id, queues: self.queues,
+      exchange: self.exchange, routingKey: self.routingKey, properties: self.properties, body: self.body, into: &out)
     return out
   }
 
   /// Appends the payload of a record for `message` (its bytes copied once, straight from the message).
-  public static func encode(id: UInt64, queues: [UInt32], message: Message, into out: inout [UInt8]) {
+  public static func encode(
+    id: UInt64, queues: [UInt32], message: Message, transient: Bool = false, into out: inout [UInt8]
+  ) {
     message.withBytes { exchange, routingKey, properties, body in
       Self.encode(
-        id: id, queues: queues, exchange: exchange, routingKey: routingKey, properties: properties, body: body,
-        into: &out)
+        kind: transient ? Self.transientKind : Self.kind, id: id, queues: queues, exchange: exchange,
+        routingKey: routingKey, properties: properties, body: body, into: &out)
     }
   }
 
   static func encode(
-    id: UInt64, queues: [UInt32], exchange: some Collection<UInt8>, routingKey: some Collection<UInt8>,
+    kind: UInt8, id: UInt64, queues: [UInt32], exchange: some Collection<UInt8>, routingKey: some Collection<UInt8>,
     properties: some Collection<UInt8>, body: some Collection<UInt8>, into out: inout [UInt8]
   ) {
     out.reserveCapacity(
       out.count + 24 + 4 * queues.count + exchange.count + routingKey.count + properties.count + body.count)
-    out.append(Self.kind)
+    out.append(kind)
     Self.put(id, &out)
     out.append(UInt8(truncatingIfNeeded: min(queues.count, 255)))
     for queue in queues.prefix(255) { Self.put(queue, &out) }
@@ -79,6 +86,7 @@ public struct MessageRecord: Equatable, Sendable {
     self.init(
       id: summary.id, queues: summary.queues, exchange: exchange, routingKey: routingKey, properties: properties,
       body: body)
+    self.isTransient = summary.isTransient
   }
 
   /// The message this record holds.
@@ -94,6 +102,8 @@ public struct MessageRecord: Equatable, Sendable {
     public var id: UInt64
     public var queues: [UInt32]
     public var bodySize: Int
+    /// A transient message paged out: recovery drops it.
+    public var isTransient: Bool
     var exchangeOffset: Int
 
     /// Reads a payload's summary; nil when the payload is not a whole, well-formed message record.
@@ -103,7 +113,8 @@ public struct MessageRecord: Equatable, Sendable {
     }
 
     init?(reading reader: inout Reader) {
-      guard reader.byte() == MessageRecord.kind, let id = reader.integer(UInt64.self), let count = reader.byte()
+      guard let kind = reader.byte(), kind == MessageRecord.kind || kind == MessageRecord.transientKind,
+        let id = reader.integer(UInt64.self), let count = reader.byte()
       else { return nil }
       var queues: [UInt32] = []
       queues.reserveCapacity(Int(count))
@@ -118,6 +129,7 @@ public struct MessageRecord: Equatable, Sendable {
       self.id = id
       self.queues = queues
       self.bodySize = Int(bodySize)
+      self.isTransient = kind == MessageRecord.transientKind
       self.exchangeOffset = exchangeOffset
     }
   }

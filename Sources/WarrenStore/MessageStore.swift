@@ -17,11 +17,17 @@ public struct RecordLocation: Hashable, Sendable {
   }
 
   public init(reference: UInt64) {
-    self.segment = UInt32(truncatingIfNeeded: reference >> 32)
+    self.segment = UInt32(truncatingIfNeeded: reference >> 32) & 0x7FFF_FFFF
     self.offset = UInt32(truncatingIfNeeded: reference)
   }
 
   public var reference: UInt64 { UInt64(self.segment) << 32 | UInt64(self.offset) }
+
+  /// The reference of a transient message paged out (its top bit set: settling it writes no acknowledgement).
+  public var transientReference: UInt64 { self.reference | 1 << 63 }
+
+  /// Whether a reference is a transient message's.
+  public static func isTransient(_ reference: UInt64) -> Bool { reference & 1 << 63 != 0 }
 }
 
 /// Records of one queue that follow each other in a segment (no other record between them): how a queue keeps
@@ -38,6 +44,8 @@ public struct RecordRun: Equatable, Sendable {
   public var bytes: Int
   /// Whether they were delivered before (recovered after a crash while unacknowledged).
   public var redelivered: Bool
+  /// Transient messages paged out (settled without acknowledgements; never recovered).
+  public var isTransient = false
 }
 
 /// What recovery found, for the log.
@@ -112,7 +120,10 @@ public final class MessageStore {
   /// Records of the current segment not written yet, starting at `pendingStart` in the file.
   private var pending: [UInt8] = []
   private var pendingStart: Int
-  private var openRecord: (message: Message, queues: [UInt32], offset: Int)?
+  private var openRecord: (message: Message, queues: [UInt32], offset: Int, transient: Bool)?
+  /// Transient messages are paged to disk (the broker holds much of its memory limit): queues write new ones as
+  /// transient records instead of holding them.
+  public var pagesTransientMessages = false
   /// The offset of the record just before the last one appended, in the same segment (nil when it was the first):
   /// a queue whose previous record is that one extends its ``RecordRun``.
   public private(set) var previousRecordOffset: UInt32?
@@ -200,6 +211,7 @@ public final class MessageStore {
           continue
         }
         lastID = max(lastID, summary.id)
+        if summary.isTransient { continue }  // paged out under memory pressure: not kept across a restart
         for queue in summary.queues where liveQueues.contains(queue) {
           let key = UInt64(queue) << 32 | UInt64(offset)
           if settled.contains(key) { continue }
@@ -294,8 +306,8 @@ public final class MessageStore {
   /// Stores a persistent message for a queue (by its store number) and returns where it is. A message routed to
   /// several durable queues is one record naming them all: call this for each, one after the other.
   @discardableResult
-  public func append(_ message: Message, queue: UInt32) -> RecordLocation {
-    if let open = self.openRecord, open.message === message {
+  public func append(_ message: Message, queue: UInt32, transient: Bool = false) -> RecordLocation {
+    if let open = self.openRecord, open.message === message, open.transient == transient {
       self.openRecord!.queues.append(queue)
       self.current.live += 1
       return RecordLocation(segment: self.current.number, offset: UInt32(open.offset))
@@ -310,7 +322,7 @@ public final class MessageStore {
     let offset = self.pendingStart + self.pending.count
     self.previousRecordOffset = self.lastRecordOffset
     self.lastRecordOffset = UInt32(offset)
-    self.openRecord = (message, [queue], offset)
+    self.openRecord = (message, [queue], offset, transient)
     self.current.live += 1
     return RecordLocation(segment: self.current.number, offset: UInt32(offset))
   }
@@ -321,7 +333,9 @@ public final class MessageStore {
     self.openRecord = nil
     let headerAt = self.pending.count
     self.pending.append(contentsOf: repeatElement(0, count: SegmentFormat.recordHeaderSize))
-    MessageRecord.encode(id: self.nextMessageID, queues: open.queues, message: open.message, into: &self.pending)
+    MessageRecord.encode(
+      id: self.nextMessageID, queues: open.queues, message: open.message, transient: open.transient,
+      into: &self.pending)
     self.nextMessageID += 1
     let length = self.pending.count - headerAt - SegmentFormat.recordHeaderSize
     let checksum = self.pending.withUnsafeBytes {

@@ -131,26 +131,33 @@ def test_bodies_declared_huge_and_never_sent_hold_no_memory(broker):
 
 
 def test_memory_alarm_blocks_a_flood_in_time_and_clears_after_a_purge():
-    """A publisher floods 1 MiB messages against a 64 MiB watermark: it is blocked near the watermark (not hundreds
-    of MB later), and a purge unblocks it within seconds although the allocator had kept the freed memory."""
+    """A consumer takes a flood of 1 MiB messages and acknowledges none against a 64 MiB watermark (unacknowledged
+    messages stay in memory): the publisher is blocked near the watermark (not hundreds of MB later); once the
+    consumer goes (its messages requeued) a purge unblocks it within seconds, although the allocator had kept the
+    freed memory."""
     watermark = 64 * 2**20
     broker = Broker(env={"WARREN_MEMORY_HIGH_WATERMARK": str(watermark)})
     try:
         events = []
+        consumer = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
+        consumer_channel = consumer.channel()
+        consumer_channel.queue_declare("flood")
+        consumer_channel.basic_consume("flood", lambda *_: None, auto_ack=False)  # never acknowledges
         publisher = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
         publisher.add_on_connection_blocked_callback(lambda *_: events.append("blocked"))
         publisher.add_on_connection_unblocked_callback(lambda *_: events.append("unblocked"))
         ch = publisher.channel()
-        ch.queue_declare("flood")
         body = b"x" * 2**20
         sent = 0
         while "blocked" not in events and sent < 400:
             ch.basic_publish("", "flood", body)
             sent += 1
             publisher.process_data_events(time_limit=0.01)
+            consumer.process_data_events(time_limit=0)
         assert "blocked" in events, f"not blocked after {sent} MiB"
         assert sent < 3 * watermark // 2**20  # blocked near the watermark
         assert broker.wait_for_log(r"memory alarm set")
+        consumer.close()  # its unacknowledged messages go back to the queue
         admin = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
         admin.channel().queue_purge("flood")
         admin.close()
@@ -160,6 +167,36 @@ def test_memory_alarm_blocks_a_flood_in_time_and_clears_after_a_purge():
                 break
         assert "unblocked" in events
         ch.basic_publish("", "flood", b"after")  # publishing works again
+        publisher.close()
+    finally:
+        broker.stop()
+
+
+def test_transient_messages_nobody_consumes_are_paged_to_disk_instead_of_blocking_publishers():
+    """Against a 64 MiB watermark, 300 MiB of transient messages to a queue nobody consumes: the broker pages them
+    to disk, the publisher is never blocked, resident memory stays bounded, and every message comes back in order."""
+    watermark = 64 * 2**20
+    broker = Broker(env={"WARREN_MEMORY_HIGH_WATERMARK": str(watermark)})
+    try:
+        events = []
+        publisher = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
+        publisher.add_on_connection_blocked_callback(lambda *_: events.append("blocked"))
+        ch = publisher.channel()
+        ch.queue_declare("unconsumed")  # not durable: nothing of it survives a restart
+        ch.confirm_delivery()
+        for i in range(300):
+            ch.basic_publish("", "unconsumed", i.to_bytes(4, "big") + b"x" * (2**20 - 4))
+        assert events == []
+        assert broker.logged(r"paging transient messages to disk")
+        assert resident_kb(broker.process.pid) < 3 * watermark // 1024
+        got = []
+        while True:
+            method, _, body = ch.basic_get("unconsumed", auto_ack=True)
+            if method is None:
+                break
+            got.append(int.from_bytes(body[:4], "big"))
+            assert len(body) == 2**20
+        assert got == list(range(300))
         publisher.close()
     finally:
         broker.stop()

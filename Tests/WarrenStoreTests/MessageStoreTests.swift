@@ -300,6 +300,37 @@ struct DurableQueueStorageTests {
     #expect(opened.store.segmentCount == 1)  // only the current segment is left
   }
 
+  @Test("under memory pressure transient messages are paged out, read back in order, and never recovered")
+  func transientPaging() throws {
+    let system = SimulatedFileSystem()
+    let store = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: []).store
+    let storage = DurableQueueStorage(queueID: 1, store: store, recoverable: false)
+    let transient = { (i: Int) in Message.make(exchange: "", routingKey: "q", body: .init(string: "t\(i)")) }
+    for i in 0..<10 { storage.append(QueuedMessage(message: transient(i), sequence: UInt32(i + 1))) }
+    store.pagesTransientMessages = true
+    for i in 10..<300 { storage.append(QueuedMessage(message: transient(i), sequence: UInt32(i + 1))) }
+    // Persistent messages on a queue that is not recovered are not stored for durability either.
+    storage.append(QueuedMessage(message: persistent("p"), sequence: 301))
+    #expect(storage.pendingToken == nil)
+    #expect(storage.count == 301 && storage.residentCount == DurableQueueStorage.transientFloor)
+    store.commitAndSync()
+    let reopened = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: [1])
+    #expect(reopened.messages.isEmpty && reopened.report.corruptSkipped == 0 && reopened.report.records > 200)
+    var got: [String] = []
+    while let message = storage.removeFirst() {
+      got.append(String(buffer: message.message.body))
+      storage.settled(message)
+    }
+    #expect(got == (0..<300).map { "t\($0)" } + ["p"])
+    store.commitAndSync()
+    #expect(try system.list("/d").filter { $0.hasSuffix(".acks") }.isEmpty)  // released, not acknowledged
+  }
+
+  @Test("a slot is no bigger than a message in memory needs: runs are boxed")
+  func slotSize() {
+    #expect(MemoryLayout<DurableQueueStorage.Slot>.stride <= 32)
+  }
+
   @Test("transient messages are not stored and do not wait for a sync")
   func transient() throws {
     let store = try MessageStore.open(fileSystem: SimulatedFileSystem(), directory: "/d", liveQueues: []).store

@@ -121,20 +121,20 @@ public final class BrokerRuntime {
     return before.memory && !alarms.memory
   }
 
-  /// Pages transient messages out to the store while the broker holds more than 40% of its memory limit (until it
-  /// holds less than a quarter), so that a queue nobody consumes fills the disk, not the memory alarm. The margin
+  /// Pages messages out to the store while the broker holds more than 40% of its memory limit (until it holds less
+  /// than a quarter), so that a queue nobody consumes fills the disk, not the memory alarm. The margin
   /// is what publishers can add in the 100 ms between two readings.
   func updatePaging(heldBytes: Int) {
     guard let store = self.store, self.alarms.memoryLimit > 0 else { return }
-    let paging = store.pagesTransientMessages
+    let paging = store.isUnderMemoryPressure
     if !paging && heldBytes > self.alarms.memoryLimit / 5 * 2 {
-      store.pagesTransientMessages = true
+      store.isUnderMemoryPressure = true
       self.logger.notice(
-        "paging transient messages to disk: \(heldBytes) B held, more than 40% of the memory limit \(self.alarms.memoryLimit) B"
+        "paging messages to disk: \(heldBytes) B held, more than 40% of the memory limit \(self.alarms.memoryLimit) B"
       )
     } else if paging && heldBytes < self.alarms.memoryLimit / 4 {
-      store.pagesTransientMessages = false
-      self.logger.notice("transient messages kept in memory again: \(heldBytes) B held")
+      store.isUnderMemoryPressure = false
+      self.logger.notice("messages kept in memory again: \(heldBytes) B held")
     }
   }
 

@@ -4,7 +4,8 @@ import WarrenCore
 /// The ready messages of a queue when the broker has a store. On a recoverable queue (durable, neither exclusive nor
 /// auto-delete) persistent messages are stored in the ``MessageStore`` and their publishes wait for its sync. Other
 /// messages are held in memory, and paged out to the store as transient records (never recovered) while the
-/// broker holds much of its memory limit (``MessageStore/pagesTransientMessages``).
+/// broker holds much of its memory limit (``MessageStore/isUnderMemoryPressure``); then persistent messages beyond
+/// the first few stay on disk too.
 ///
 /// Beyond ``residentLimit`` messages or ``residentByteLimit`` bytes of bodies, a stored message is not kept in
 /// memory: consecutive records of the queue in a segment are one ``RecordRun`` (a few words for thousands of
@@ -44,8 +45,7 @@ public final class DurableQueueStorage: QueueStorage {
   public let queueID: UInt32
   /// Whether its persistent messages are kept across restarts.
   public let recoverable: Bool
-  /// Transient messages (and their body bytes) held in memory before paging starts for this queue: a short queue
-  /// stays in memory.
+  /// Messages (and their body bytes) a queue keeps in memory under memory pressure: a short queue stays there.
   static let transientFloor = 64
   static let transientByteFloor = 1 << 20
   let store: MessageStore
@@ -93,9 +93,7 @@ public final class DurableQueueStorage: QueueStorage {
     self.bytes += size
     guard self.recoverable && message.isPersistent else {
       self.lastAppendStored = false
-      if self.store.pagesTransientMessages
-        && (self.residentCount >= Self.transientFloor || self.residentBytes >= Self.transientByteFloor)
-      {
+      if self.mustPageOut {
         let location = self.store.append(message, queue: self.queueID, transient: true)
         return self.appendStored(location, queued, size: size, transient: true)
       }
@@ -104,7 +102,7 @@ public final class DurableQueueStorage: QueueStorage {
     let location = self.store.append(message, queue: self.queueID)
     self.lastAppendStored = true
     if self.residentCount < self.residentLimit && self.residentBytes + size <= self.residentByteLimit
-      && !self.hasStoredTail
+      && !self.hasStoredTail && !self.mustPageOut
     {
       return self.appendResident(queued, reference: location.reference)
     }
@@ -130,6 +128,12 @@ public final class DurableQueueStorage: QueueStorage {
     }
   }
 
+  /// Under memory pressure a queue keeps only its first few messages in memory.
+  private var mustPageOut: Bool {
+    self.store.isUnderMemoryPressure
+      && (self.residentCount >= Self.transientFloor || self.residentBytes >= Self.transientByteFloor)
+  }
+
   /// Whether the queue's tail is on disk: later messages go to disk too, until it drains (memory stays bounded
   /// and order is kept without holding bodies).
   private var hasStoredTail: Bool {
@@ -148,10 +152,9 @@ public final class DurableQueueStorage: QueueStorage {
   }
 
   public func removeFirst() -> QueuedMessage? {
-    while let first = self.slots.first {
-      switch first {
+    while let first = self.slots.popFirst() {
+      switch consume first {
       case .entry(let entry):
-        self.slots.removeFirst()
         self.count -= 1
         self.bytes -= entry.message.bodySize
         self.residentCount -= 1
@@ -169,7 +172,6 @@ public final class DurableQueueStorage: QueueStorage {
           self.count -= stored.run.count
           self.bytes -= stored.run.bytes
           self.store.released(segment: stored.run.segment, count: stored.run.count)
-          self.slots.removeFirst()
           continue
         }
         stored.run.count -= 1
@@ -178,12 +180,11 @@ public final class DurableQueueStorage: QueueStorage {
         self.count -= 1
         let bodySize = message?.bodySize ?? 0
         stored.run.bytes -= bodySize
+        self.bytes -= bodySize
         if stored.run.count == 0 {
-          self.bytes -= stored.run.bytes + bodySize
-          self.slots.removeFirst()
+          self.bytes -= stored.run.bytes  // what unreadable records in it had
         } else {
-          self.bytes -= bodySize
-          self.slots[0] = .stored(stored)
+          self.slots.prepend(.stored(stored))
         }
         let reference = stored.run.isTransient ? location.transientReference : location.reference
         guard let message else {

@@ -121,9 +121,9 @@ public final class MessageStore {
   private var pending: [UInt8] = []
   private var pendingStart: Int
   private var openRecord: (message: Message, queues: [UInt32], offset: Int, transient: Bool)?
-  /// Transient messages are paged to disk (the broker holds much of its memory limit): queues write new ones as
-  /// transient records instead of holding them.
-  public var pagesTransientMessages = false
+  /// The broker holds much of its memory limit: queues keep only a few messages in memory and page the rest out,
+  /// persistent ones to their records, transient ones as transient records.
+  public var isUnderMemoryPressure = false
   /// The offset of the record just before the last one appended, in the same segment (nil when it was the first):
   /// a queue whose previous record is that one extends its ``RecordRun``.
   public private(set) var previousRecordOffset: UInt32?

@@ -307,7 +307,7 @@ struct DurableQueueStorageTests {
     let storage = DurableQueueStorage(queueID: 1, store: store, recoverable: false)
     let transient = { (i: Int) in Message.make(exchange: "", routingKey: "q", body: .init(string: "t\(i)")) }
     for i in 0..<10 { storage.append(QueuedMessage(message: transient(i), sequence: UInt32(i + 1))) }
-    store.pagesTransientMessages = true
+    store.isUnderMemoryPressure = true
     for i in 10..<300 { storage.append(QueuedMessage(message: transient(i), sequence: UInt32(i + 1))) }
     // Persistent messages on a queue that is not recovered are not stored for durability either.
     storage.append(QueuedMessage(message: persistent("p"), sequence: 301))
@@ -324,6 +324,20 @@ struct DurableQueueStorageTests {
     #expect(got == (0..<300).map { "t\($0)" } + ["p"])
     store.commitAndSync()
     #expect(try system.list("/d").filter { $0.hasSuffix(".acks") }.isEmpty)  // released, not acknowledged
+  }
+
+  @Test("under memory pressure a durable queue keeps only its first few persistent messages in memory")
+  func persistentUnderPressure() throws {
+    let store = try MessageStore.open(fileSystem: SimulatedFileSystem(), directory: "/d", liveQueues: []).store
+    let storage = DurableQueueStorage(queueID: 1, store: store)
+    store.isUnderMemoryPressure = true
+    for i in 0..<500 { storage.append(QueuedMessage(message: persistent("p\(i)"), sequence: UInt32(i + 1))) }
+    #expect(storage.residentCount == DurableQueueStorage.transientFloor && storage.slotCount == 65)
+    store.isUnderMemoryPressure = false
+    store.commitAndSync()
+    var got: [String] = []
+    while let message = storage.removeFirst() { got.append(String(buffer: message.message.body)) }
+    #expect(got == (0..<500).map { "p\($0)" })
   }
 
   @Test("a slot is no bigger than a message in memory needs: runs are boxed")

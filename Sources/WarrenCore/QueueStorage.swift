@@ -64,23 +64,7 @@ public final class InMemoryQueueStorage: QueueStorage {
     guard !requeued.isEmpty else { return }
     let sorted = requeued.sorted { $0.precedes($1) }
     for message in sorted { self.bytes += message.message.bodySize }
-    // The common case: every requeued message is older than the current head.
-    if let head = self.messages.first, head.precedes(sorted.last!) {
-      var merged = Deque<QueuedMessage>()
-      merged.reserveCapacity(self.messages.count + sorted.count)
-      var i = sorted.startIndex
-      for m in self.messages {
-        while i < sorted.endIndex && sorted[i].precedes(m) {
-          merged.append(sorted[i])
-          i += 1
-        }
-        merged.append(m)
-      }
-      merged.append(contentsOf: sorted[i...])
-      self.messages = merged
-    } else {
-      self.messages.insert(contentsOf: sorted, at: 0)
-    }
+    self.messages.merge(sorted) { $0.precedes($1) }
   }
 
   public func purge() -> Int {
@@ -88,5 +72,29 @@ public final class InMemoryQueueStorage: QueueStorage {
     self.messages.removeAll()
     self.bytes = 0
     return n
+  }
+}
+
+extension Deque {
+  /// Puts `sorted` (in order) among the elements (also in order) where `precedes` says they go: how requeued
+  /// messages return to their places. The common case, all of them before the head, is one insertion at the front.
+  public mutating func merge(_ sorted: [Element], by precedes: (Element, Element) -> Bool) {
+    guard let last = sorted.last else { return }
+    guard let head = self.first, precedes(head, last) else {
+      self.insert(contentsOf: sorted, at: 0)
+      return
+    }
+    var merged = Deque<Element>()
+    merged.reserveCapacity(self.count + sorted.count)
+    var i = sorted.startIndex
+    for element in self {
+      while i < sorted.endIndex && precedes(sorted[i], element) {
+        merged.append(sorted[i])
+        i += 1
+      }
+      merged.append(element)
+    }
+    merged.append(contentsOf: sorted[i...])
+    self = merged
   }
 }

@@ -214,23 +214,7 @@ public final class DurableQueueStorage: QueueStorage {
       self.residentBytes += queued.message.bodySize
       self.residentCount += 1
     }
-    func precedes(_ a: Slot, _ b: Slot) -> Bool { Int32(bitPattern: a.firstSequence &- b.firstSequence) < 0 }
-    if let head = self.slots.first, precedes(head, sorted.last!) {
-      var merged = Deque<Slot>()
-      merged.reserveCapacity(self.slots.count + sorted.count)
-      var i = sorted.startIndex
-      for slot in self.slots {
-        while i < sorted.endIndex && precedes(sorted[i], slot) {
-          merged.append(sorted[i])
-          i += 1
-        }
-        merged.append(slot)
-      }
-      merged.append(contentsOf: sorted[i...])
-      self.slots = merged
-    } else {
-      self.slots.insert(contentsOf: sorted, at: 0)
-    }
+    self.slots.merge(sorted) { Int32(bitPattern: $0.firstSequence &- $1.firstSequence) < 0 }
   }
 
   /// Every ready message goes; each stored one is settled in the store (read back from its run to find it).

@@ -355,12 +355,13 @@ public final class MessageStore {
   /// The offset of the last record of the current segment.
   private var lastRecordOffset: UInt32?
 
-  /// Seals the current segment (its pending records written now) and starts the next.
+  /// Seals the current segment (its pending records written first) and starts the next. When the next cannot be
+  /// created, the current one goes on taking records, and the open generation fails.
   private func rollSegment() {
     self.closeRecord()
     self.writePending()
-    self.current.sealed = true
     let previous = self.current
+    previous.sealed = true
     do {
       let next = try Self.createSegment(
         number: previous.number + 1, fileSystem: self.fileSystem, directory: self.directory)
@@ -368,7 +369,6 @@ public final class MessageStore {
       self.current = next
       try self.startSegment(next)
     } catch {
-      // The next segment cannot be created: keep appending to this one (a write error, if any, nacks).
       previous.sealed = false
       self.failure = self.failure ?? error
     }
@@ -549,19 +549,8 @@ public final class MessageStore {
   private func sealAfterFailure() {
     self.closeRecord()
     self.writePending()
-    let failed = self.current
     guard self.pendingStart + self.pending.count > SegmentFormat.magic.count else { return }
-    failed.sealed = true
-    do {
-      let next = try Self.createSegment(
-        number: failed.number + 1, fileSystem: self.fileSystem, directory: self.directory)
-      self.segments[next.number] = next
-      self.current = next
-      try self.startSegment(next)
-    } catch {
-      failed.sealed = false  // nowhere else to go: later writes will fail and nack too
-    }
-    self.deleteIfUnneeded(failed)
+    self.rollSegment()
   }
 
   /// The sync of `batch` finished: returns the token now safe, or the token up to which publishes are nacked (the

@@ -97,16 +97,20 @@ def declare(port):
     connection.close()
 
 
-def drain(port):
-    """Every body in the durable queue (acknowledged, so the queue is empty after)."""
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
-    channel = connection.channel()
-    bodies = []
+def take_all(channel, queue):
+    """Every message of a queue, with basic.get and no-ack: (body, redelivered) each."""
+    got = []
     while True:
-        method, _, body = channel.basic_get(QUEUE, auto_ack=True)
+        method, _, body = channel.basic_get(queue, auto_ack=True)
         if method is None:
-            break
-        bodies.append(body.decode())
+            return got
+        got.append((body.decode(), method.redelivered))
+
+
+def drain(port):
+    """Every body in the durable queue (the queue is empty after)."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    bodies = [body for body, _ in take_all(connection.channel(), QUEUE)]
     connection.close()
     return bodies
 
@@ -171,13 +175,7 @@ def test_unacknowledged_messages_come_back_redelivered_after_kill9(tmp_path):
     broker = Broker(data_dir=data)
     try:
         connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
-        channel = connection.channel()
-        got = []
-        while True:
-            method, _, body = channel.basic_get("redeliver-q", auto_ack=True)
-            if method is None:
-                break
-            got.append((body.decode(), method.redelivered))
+        got = take_all(connection.channel(), "redeliver-q")
         assert got == [("m0", True), ("m1", True), ("m2", True)] + [(f"m{i}", False) for i in range(4, 10)]
         connection.close()
     finally:
@@ -202,12 +200,7 @@ def test_sigterm_then_restart_loses_nothing(tmp_path):
         connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
         channel = connection.channel()
         channel.basic_publish("term-x", "", b"after", pika.BasicProperties(delivery_mode=2))
-        bodies = []
-        while True:
-            method, _, body = channel.basic_get("term-q", auto_ack=True)
-            if method is None:
-                break
-            bodies.append(body.decode())
+        bodies = [body for body, _ in take_all(channel, "term-q")]
         assert bodies == [f"m{i}" for i in range(500)] + ["after"]
         connection.close()
     finally:

@@ -42,11 +42,8 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
   let queues = Set<UInt32>(0..<16)
   guard let opened = try? MessageStore.open(fileSystem: system, directory: "/d", liveQueues: queues) else { return 0 }
   var total = 0
-  for (_, messages) in opened.messages {
-    for message in messages {
-      precondition(opened.store.message(at: message.location) != nil, "a recovered message cannot be read")
-      total += 1
-    }
+  for (_, runs) in opened.messages {
+    total += bodies(of: runs, in: opened.store).count
   }
   precondition(total == opened.report.messages, "recovered messages miscounted")
   var properties = BasicProperties()
@@ -61,7 +58,22 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
   guard let again = try? MessageStore.open(fileSystem: system, directory: "/d", liveQueues: queues) else {
     preconditionFailure("a recovered store does not open again")
   }
-  let last = again.messages[3]?.last.flatMap { again.store.message(at: $0.location) }
-  precondition(last.map { String(buffer: $0.body) } == "marker", "a message appended after recovery was lost")
+  let last = bodies(of: again.messages[3] ?? [], in: again.store).last
+  precondition(last == "marker", "a message appended after recovery was lost")
   return 0
+}
+
+/// Reads recovered runs as a queue does, one record after the other; every one must be readable.
+func bodies(of runs: [RecordRun], in store: MessageStore) -> [String] {
+  var bodies: [String] = []
+  for run in runs {
+    var offset = run.nextOffset
+    for _ in 0..<run.count {
+      let (message, size) = store.record(at: RecordLocation(segment: run.segment, offset: offset))
+      guard let message, let size else { preconditionFailure("a recovered message cannot be read") }
+      bodies.append(String(buffer: message.body))
+      offset += UInt32(size)
+    }
+  }
+  return bodies
 }

@@ -38,6 +38,9 @@ public struct MessageRecord: Equatable, Sendable {
   /// The record's payload.
   public func encoded() -> [UInt8] {
     var out: [UInt8] = []
+    out.reserveCapacity(
+      24 + 4 * self.queues.count + self.exchange.count + self.routingKey.count + self.properties.count
+        + self.body.count)
     Self.encode(
       kind: self.isTransient ? Self.transientKind : Self.kind, id: self.id, queues: self.queues,
       exchange: self.exchange, routingKey: self.routingKey, properties: self.properties, body: self.body, into: &out)
@@ -59,8 +62,8 @@ public struct MessageRecord: Equatable, Sendable {
     kind: UInt8, id: UInt64, queues: [UInt32], exchange: some Collection<UInt8>, routingKey: some Collection<UInt8>,
     properties: some Collection<UInt8>, body: some Collection<UInt8>, into out: inout [UInt8]
   ) {
-    out.reserveCapacity(
-      out.count + 24 + 4 * queues.count + exchange.count + routingKey.count + properties.count + body.count)
+    // No reserveCapacity here: `out` is usually the store's buffer of many records, and reserving exactly what each
+    // one needs would reallocate (and copy) the whole buffer per record; appends grow it geometrically.
     out.append(kind)
     Self.put(id, &out)
     out.append(UInt8(truncatingIfNeeded: min(queues.count, 255)))

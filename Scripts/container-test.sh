@@ -121,8 +121,8 @@ connection.close()
 print("container-test: AMQP round trip with pika through the mounted configuration's exchange and queue")
 PY
 
-curl -fsS "http://127.0.0.1:$http_port/metrics" | grep -q '^rabbitmq_global_messages_received_total{protocol="amqp091"} 1$'
-echo "container-test: /metrics counted the publish"
+curl -fsS "http://127.0.0.1:$http_port/metrics" | grep -q '^rabbitmq_global_messages_received_total{protocol="amqp091"} 2$'
+echo "container-test: /metrics counted the two publishes"
 
 "${podman[@]}" stop -t 30 "$name" >/dev/null
 code=$("${podman[@]}" inspect -f '{{.State.ExitCode}}' "$name")

@@ -141,16 +141,18 @@ public final class BrokerRuntime {
   /// Storage made everything up to `token` durable (reported on this loop, once per sync): every channel sends the
   /// confirms that waited for it, and the writes are flushed.
   func storageCompleted(upTo token: StorageToken) {
-    for connection in self.connections.values {
-      for channel in connection.channels.values { channel.storageCompleted(upTo: token) }
-    }
-    if !self.inReadCycle { self.flushDirty() }
+    self.forEachChannel { $0.storageCompleted(upTo: token) }
   }
 
   /// Storage could not make `token` durable: the publishes that waited for it are nacked.
   func storageFailed(upTo token: StorageToken) {
+    self.forEachChannel { $0.storageFailed(upTo: token) }
+  }
+
+  /// Tells every channel of a storage result, then flushes what they wrote (unless a read will).
+  private func forEachChannel(_ body: (ServerChannel) -> Void) {
     for connection in self.connections.values {
-      for channel in connection.channels.values { channel.storageFailed(upTo: token) }
+      for channel in connection.channels.values { body(channel) }
     }
     if !self.inReadCycle { self.flushDirty() }
   }

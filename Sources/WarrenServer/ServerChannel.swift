@@ -188,7 +188,8 @@ final class ServerChannel: DeliveryChannel {
       let store = self.connection.runtime.store
       let logged = store?.lastLogGeneration
       guard let reply = try self.operations.perform(method) else { return }
-      if let store, store.lastLogGeneration != logged, self.deferredReplies.isEmpty {
+      if let store, store.lastLogGeneration != logged {
+        // Its own record's token (never older than those queued before it, which it waits behind anyway).
         self.deferredReplies.append((StorageToken(generation: store.lastLogGeneration), reply))
       } else {
         self.reply(reply)

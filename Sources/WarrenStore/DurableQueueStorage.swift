@@ -12,16 +12,6 @@ import WarrenCore
 /// messages), read back one record after the other as they reach the head. Memory does not grow with the length of
 /// the queue, as long as its records follow each other on disk.
 public final class DurableQueueStorage: QueueStorage {
-  /// A message held in memory.
-  struct Entry {
-    var message: Message
-    /// Where it is stored (0: transient, memory only).
-    var reference: UInt64
-    var enqueuedAt: UInt64
-    var sequence: UInt32
-    var redelivered: Bool
-  }
-
   /// Messages on disk: a run of records, and the sequence number of its next message (the rest follow it).
   struct StoredRun {
     var run: RecordRun
@@ -30,7 +20,8 @@ public final class DurableQueueStorage: QueueStorage {
 
   /// A message in memory, or a run on disk (boxed: runs are few, and a slot stays the size of an entry).
   enum Slot {
-    case entry(Entry)
+    /// A message held in memory (its `storageReference` 0 when it is not stored).
+    case entry(QueuedMessage)
     indirect case stored(StoredRun)
 
     var firstSequence: UInt32 {
@@ -144,11 +135,9 @@ public final class DurableQueueStorage: QueueStorage {
   private func appendResident(_ queued: QueuedMessage, reference: UInt64) {
     self.residentCount += 1
     self.residentBytes += queued.message.bodySize
-    self.slots.append(
-      .entry(
-        Entry(
-          message: queued.message, reference: reference, enqueuedAt: queued.enqueuedAt, sequence: queued.sequence,
-          redelivered: queued.redelivered)))
+    var entry = queued
+    entry.storageReference = reference
+    self.slots.append(.entry(entry))
   }
 
   public func removeFirst() -> QueuedMessage? {
@@ -159,9 +148,7 @@ public final class DurableQueueStorage: QueueStorage {
         self.bytes -= entry.message.bodySize
         self.residentCount -= 1
         self.residentBytes -= entry.message.bodySize
-        return QueuedMessage(
-          message: entry.message, sequence: entry.sequence, enqueuedAt: entry.enqueuedAt,
-          redelivered: entry.redelivered, storageReference: entry.reference)
+        return entry
       case .stored(var stored):
         let location = RecordLocation(segment: stored.run.segment, offset: stored.run.nextOffset)
         let (message, size) = self.store.record(at: location)
@@ -202,12 +189,7 @@ public final class DurableQueueStorage: QueueStorage {
 
   public func requeue(_ requeued: [QueuedMessage]) {
     guard !requeued.isEmpty else { return }
-    let sorted = requeued.sorted { $0.precedes($1) }.map { queued in
-      Slot.entry(
-        Entry(
-          message: queued.message, reference: queued.storageReference, enqueuedAt: queued.enqueuedAt,
-          sequence: queued.sequence, redelivered: queued.redelivered))
-    }
+    let sorted = requeued.sorted { $0.precedes($1) }.map { Slot.entry($0) }
     for queued in requeued {
       self.count += 1
       self.bytes += queued.message.bodySize
@@ -228,8 +210,8 @@ public final class DurableQueueStorage: QueueStorage {
   public func queueDeleted() {
     for slot in self.slots {
       switch slot {
-      case .entry(let entry) where entry.reference != 0:
-        self.store.released(segment: RecordLocation(reference: entry.reference).segment, count: 1)
+      case .entry(let entry) where entry.storageReference != 0:
+        self.store.released(segment: RecordLocation(reference: entry.storageReference).segment, count: 1)
       case .stored(let stored): self.store.released(segment: stored.run.segment, count: stored.run.count)
       default: break
       }

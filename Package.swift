@@ -192,8 +192,10 @@ let package = Package(
     .executableTarget(
       name: "warren-microbench",
       dependencies: [
-        "AMQPProtocol", "WarrenCore", "WarrenMetrics", "WarrenSystem", "TopicExchange",
+        "AMQPProtocol", "WarrenCore", "WarrenMetrics", "WarrenSystem", "TopicExchange", "WarrenServer", "WarrenStore",
         .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       path: "Benchmarks/Micro",
       swiftSettings: upcoming

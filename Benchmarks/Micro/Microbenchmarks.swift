@@ -9,23 +9,43 @@ import WarrenSystem
 /// dequeue. A few seconds in all; run with `make microbench` (release build). They report, they assert nothing.
 @main
 struct Microbenchmarks {
+  /// Only the benchmarks whose names contain the first argument, if one is given.
+  static let filter = CommandLine.arguments.dropFirst().first
+  /// Timed runs of each (the second argument; 5 by default, 1 under valgrind's instruction count).
+  static let repetitions = CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 5
+
+  /// Whether the benchmarks named `name` run (set-up included).
+  static func wanted(_ name: String) -> Bool {
+    filter.map { name.contains($0) } ?? true
+  }
+
   static func measure(_ name: String, operations: Int, _ body: () -> Void) {
+    guard wanted(name) else { return }
     body()  // warm up
     let clock = ContinuousClock()
     var best = Duration.seconds(1000)
-    for _ in 0..<5 {
+    for _ in 0..<repetitions {
       let elapsed = clock.measure(body)
       best = min(best, elapsed)
     }
     let nanos = Double(best.components.seconds) * 1e9 + Double(best.components.attoseconds) / 1e9
     let perOp = nanos / Double(operations)
-    let padded = name + String(repeating: " ", count: max(1, 56 - name.count))
+    let padded = name + String(repeating: " ", count: max(1, 72 - name.count))
     let rounded = (perOp * 10).rounded() / 10
     print("\(padded)\(rounded) ns/op  \(Int(1e9 / perOp)) ops/s")
   }
 
   static func main() throws {
     let count = 200_000
+    let rounds = 400
+    for (name, persistent) in [("transient", false), ("persistent", true)] {
+      var run = try EndToEnd(persistent: persistent, bodySize: 1024, batch: 256)
+      measure("end to end, 1 KiB \(name), confirms + acks, batches of 256 (per message)", operations: rounds * 256) {
+        for _ in 0..<rounds { try! run.round() }
+        precondition(run.delivered > 0)
+      }
+      run.remove()
+    }
     // Frames: publish + header + 16-byte body, as a client sends them.
     var wire = ByteBuffer()
     for _ in 0..<count {
@@ -67,7 +87,7 @@ struct Microbenchmarks {
       }
     }
 
-    for bindings in [10, 1_000, 100_000] {
+    for bindings in [10, 1_000, 100_000] where wanted("route direct") {
       let vhost = VirtualHost(name: "/", registry: ExchangeRegistry())
       let exchange = try vhost.declareExchange(name: "d", type: "direct")
       let target = try vhost.declareQueue(name: "target", connection: 1)
@@ -85,7 +105,7 @@ struct Microbenchmarks {
 
     var topicRegistry = ExchangeRegistry()
     topicRegistry.register(TopicExchangeType())
-    for bindings in [10, 1_000, 100_000] {
+    for bindings in [10, 1_000, 100_000] where wanted("route topic") {
       let vhost = VirtualHost(name: "/", registry: topicRegistry)
       let exchange = try vhost.declareExchange(name: "t", type: "topic")
       let target = try vhost.declareQueue(name: "target", connection: 1)

@@ -415,7 +415,7 @@ public struct ChannelStateMachine {
     return self.nextDeliveryTag
   }
 
-  @usableFromInline mutating func appendUnacked(_ delivery: UnackedDelivery) {
+  @usableFromInline mutating func appendUnacked(_ delivery: consuming UnackedDelivery) {
     self.unacked.append(delivery)
   }
 
@@ -431,8 +431,8 @@ public struct ChannelStateMachine {
     default: return .none
     }
     // The common case, one ack of the oldest delivery, without building an array.
-    if acknowledged, !multiple, self.mode != .transactional, let head = self.unacked.first, head.tag == tag {
-      self.unacked.removeFirst()
+    if acknowledged, !multiple, self.mode != .transactional, self.firstUnackedTag == tag {
+      let head = self.unacked.removeFirst()
       head.consumer?.unacked -= 1
       return .settleOne(head)
     }
@@ -457,10 +457,14 @@ public struct ChannelStateMachine {
         taken = Array(self.unacked)
         self.unacked.removeAll()
       } else {
-        guard let first = self.unacked.first, first.tag <= tag else { return nil }
-        while let head = self.unacked.first, head.tag <= tag { taken.append(self.unacked.removeFirst()) }
+        guard let first = self.firstUnackedTag, first <= tag else { return nil }
+        // Tags increase along the deque: count those up to `tag`, then move them out (no copies).
+        var count = 1
+        while count < self.unacked.count, self.unacked[count].tag <= tag { count += 1 }
+        taken.reserveCapacity(count)
+        for _ in 0..<count { taken.append(self.unacked.removeFirst()) }
       }
-    } else if let head = self.unacked.first, head.tag == tag {
+    } else if self.firstUnackedTag == tag {
       taken = [self.unacked.removeFirst()]
     } else {
       guard let index = self.index(ofTag: tag) else { return nil }
@@ -468,6 +472,11 @@ public struct ChannelStateMachine {
     }
     for delivery in taken { delivery.consumer?.unacked -= 1 }
     return taken
+  }
+
+  /// The tag of the oldest unacked delivery, read without copying the delivery.
+  private var firstUnackedTag: UInt64? {
+    self.unacked.isEmpty ? nil : self.unacked[0].tag
   }
 
   private func index(ofTag tag: UInt64) -> Int? {

@@ -343,17 +343,35 @@ final class ServerChannel: DeliveryChannel {
   // MARK: Settling and release
 
   private func settle(_ settlement: Settlement) {
-    if settlement.acknowledged { self.counters.values.messagesAcknowledged += settlement.deliveries.count }
+    let deliveries = settlement.deliveries
+    if settlement.acknowledged { self.counters.values.messagesAcknowledged += deliveries.count }
+    guard !deliveries.isEmpty else { return }
+    // Usually every delivery settled at once comes from one queue: no list of queues, no filtering.
+    let first = deliveries[0].queue
+    var oneQueue = true
+    for i in deliveries.indices where deliveries[i].queue !== first {
+      oneQueue = false
+      break
+    }
+    if oneQueue {
+      if settlement.requeue {
+        first.requeue(deliveries.map(\.message))
+      } else {
+        for i in deliveries.indices { first.settle(deliveries[i].message) }
+      }
+      first.dispatch()
+      return
+    }
     self.touchedQueues.removeAll(keepingCapacity: true)
-    for delivery in settlement.deliveries where !self.touchedQueues.contains(where: { $0 === delivery.queue }) {
-      self.touchedQueues.append(delivery.queue)
+    for i in deliveries.indices where !self.touchedQueues.contains(where: { $0 === deliveries[i].queue }) {
+      self.touchedQueues.append(deliveries[i].queue)
     }
     let queues = self.touchedQueues
     for queue in queues {
       if settlement.requeue {
-        queue.requeue(settlement.deliveries.filter { $0.queue === queue }.map(\.message))
+        queue.requeue(deliveries.filter { $0.queue === queue }.map(\.message))
       } else {
-        for delivery in settlement.deliveries where delivery.queue === queue { queue.settle(delivery.message) }
+        for i in deliveries.indices where deliveries[i].queue === queue { queue.settle(deliveries[i].message) }
       }
     }
     for queue in queues { queue.dispatch() }

@@ -120,7 +120,9 @@ public final class MessageStore {
   /// Records of the current segment not written yet, starting at `pendingStart` in the file.
   private var pending: [UInt8] = []
   private var pendingStart: Int
-  private var openRecord: (message: Message, queues: [UInt32], offset: Int, transient: Bool)?
+  /// The record being built: its queue list is complete once another message comes. The first queue is kept
+  /// apart so that a message for one queue allocates no array.
+  private var openRecord: (message: Message, firstQueue: UInt32, moreQueues: [UInt32], offset: Int, transient: Bool)?
   /// The broker holds much of its memory limit: queues keep only a few messages in memory and page the rest out,
   /// persistent ones to their records, transient ones as transient records.
   public var isUnderMemoryPressure = false
@@ -308,7 +310,7 @@ public final class MessageStore {
   @discardableResult
   public func append(_ message: Message, queue: UInt32, transient: Bool = false) -> RecordLocation {
     if let open = self.openRecord, open.message === message, open.transient == transient {
-      self.openRecord!.queues.append(queue)
+      self.openRecord!.moreQueues.append(queue)
       self.current.live += 1
       return RecordLocation(segment: self.current.number, offset: UInt32(open.offset))
     }
@@ -322,7 +324,7 @@ public final class MessageStore {
     let offset = self.pendingStart + self.pending.count
     self.previousRecordOffset = self.lastRecordOffset
     self.lastRecordOffset = UInt32(offset)
-    self.openRecord = (message, [queue], offset, transient)
+    self.openRecord = (message, queue, [], offset, transient)
     self.current.live += 1
     return RecordLocation(segment: self.current.number, offset: UInt32(offset))
   }
@@ -331,20 +333,10 @@ public final class MessageStore {
   private func closeRecord() {
     guard let open = self.openRecord else { return }
     self.openRecord = nil
-    let headerAt = self.pending.count
-    self.pending.append(contentsOf: repeatElement(0, count: SegmentFormat.recordHeaderSize))
-    MessageRecord.encode(
-      id: self.nextMessageID, queues: open.queues, message: open.message, transient: open.transient,
-      into: &self.pending)
+    MessageRecord.appendRecord(
+      id: self.nextMessageID, firstQueue: open.firstQueue, moreQueues: open.moreQueues, message: open.message,
+      transient: open.transient, to: &self.pending)
     self.nextMessageID += 1
-    let length = self.pending.count - headerAt - SegmentFormat.recordHeaderSize
-    let checksum = self.pending.withUnsafeBytes {
-      CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(headerAt + SegmentFormat.recordHeaderSize)...]))
-    }
-    for i in 0..<4 {
-      self.pending[headerAt + i] = UInt8(truncatingIfNeeded: UInt32(length) >> (8 * i))
-      self.pending[headerAt + 4 + i] = UInt8(truncatingIfNeeded: checksum >> (8 * i))
-    }
     self.markDirty(self.current.file)
     if self.newSegmentUnsynced {
       self.newSegmentUnsynced = false
@@ -391,8 +383,8 @@ public final class MessageStore {
   }
 
   private static func appendAck(queue: UInt32, offset: UInt32, to bytes: inout [UInt8]) {
-    withUnsafeBytes(of: queue.littleEndian) { bytes.append(contentsOf: $0) }
-    withUnsafeBytes(of: offset.littleEndian) { bytes.append(contentsOf: $0) }
+    // One append of both (each append costs a uniqueness and capacity check).
+    withUnsafeBytes(of: (UInt64(offset) << 32 | UInt64(queue)).littleEndian) { bytes.append(contentsOf: $0) }
   }
 
   private var doomed: [Segment] = []

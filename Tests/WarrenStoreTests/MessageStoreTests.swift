@@ -456,3 +456,22 @@ struct TopologyRecoveryTests {
     withExtendedLifetime(first) {}
   }
 }
+
+@Suite("Record encoding")
+struct RecordEncodingTests {
+  @Test("the store's one-pass record writer produces the bytes of the reference encoder", arguments: [0, 1, 4])
+  func onePassMatchesReference(extraQueues: Int) throws {
+    let message = Message.make(
+      exchange: "amq.direct", routingKey: "key", rawProperties: ByteBuffer(bytes: [0x10, 0x00, 0x02]),
+      body: ByteBuffer(repeating: 9, count: 1000))
+    let more = (0..<extraQueues).map { UInt32(10 + $0) }
+    var fast: [UInt8] = [1, 2, 3]  // records follow what the buffer holds
+    MessageRecord.appendRecord(id: 77, firstQueue: 5, moreQueues: more, message: message, transient: false, to: &fast)
+    var payload: [UInt8] = []
+    MessageRecord.encode(id: 77, queues: [5] + more, message: message, into: &payload)
+    #expect(fast == [1, 2, 3] + SegmentFormat.record(payload))
+    let decoded = try #require(MessageRecord(decoding: payload))
+    #expect(decoded.queues == [5] + more)
+    #expect(decoded.body == Array(repeating: 9, count: 1000))
+  }
+}

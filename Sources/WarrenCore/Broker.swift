@@ -116,6 +116,10 @@ public final class Broker {
   public let clock: BrokerClock
 
   private var lastConnectionID: UInt64 = 0
+  /// Runs the queues' timers (TTL, `x-expires`) of every virtual host, now and added later.
+  public var timers: (any QueueTimers)? {
+    didSet { for vhost in self.vhosts.values { vhost.timers = self.timers } }
+  }
   /// Called with each virtual host added after it is set (the store attaches its storage and observer).
   public var virtualHostAdded: ((VirtualHost) -> Void)?
 
@@ -164,6 +168,7 @@ public final class Broker {
   public func addVirtualHost(_ name: String) -> VirtualHost {
     if let existing = self.vhosts[name] { return existing }
     let vhost = VirtualHost(name: name, registry: self.registry, counters: self.counters, clock: self.clock)
+    vhost.timers = self.timers
     self.vhosts[name] = vhost
     self.virtualHostAdded?(vhost)
     return vhost

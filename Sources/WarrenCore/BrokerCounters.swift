@@ -41,12 +41,23 @@ public final class BrokerCounters {
     public var messagesRedelivered = 0
     /// Deliveries acknowledged by consumers.
     public var messagesAcknowledged = 0
+    /// Messages dead-lettered to an exchange, by reason (RabbitMQ's `dead_letter_strategy="at_most_once"`).
+    public var messagesDeadLettered: [Int] = Array(repeating: 0, count: DeadLetterReason.allCases.count)
+    /// Messages that left a queue for a reason that dead-letters, with no dead-letter exchange: dropped
+    /// (`dead_letter_strategy="disabled"`).
+    public var messagesDeadLetterDisabled: [Int] = Array(repeating: 0, count: DeadLetterReason.allCases.count)
     /// Received message body sizes: counts per bucket of ``BrokerCounters/messageSizeBuckets`` (the last is +Inf).
     public var messageSizeCounts = [Int](repeating: 0, count: BrokerCounters.messageSizeBuckets.count + 1)
     /// The sum of the received message body sizes.
     public var messageSizeSum = 0
 
     public init() {}
+
+    /// Counts a message dead-lettered (or dropped, with no dead-letter exchange) for `reason`.
+    mutating func countDeadLettered(_ reason: DeadLetterReason, toExchange: Bool) {
+      let index = DeadLetterReason.allCases.firstIndex(of: reason)!
+      if toExchange { self.messagesDeadLettered[index] += 1 } else { self.messagesDeadLetterDisabled[index] += 1 }
+    }
 
     /// Messages delivered to consumers and basic.get, in either acknowledgement mode.
     public var messagesDelivered: Int {

@@ -108,6 +108,24 @@ public final class Message: ManagedBuffer<MessageLayout, UInt8> {
     self.withBytes { _, _, properties, _ in properties.count >= 2 && properties[0] & 0x20 != 0 }
   }
 
+  /// Whether the properties include an expiration (read from the property flags, nothing decoded).
+  @inlinable public var hasExpiration: Bool {
+    self.withBytes { _, _, properties, _ in properties.count >= 2 && properties[0] & 0x01 != 0 }
+  }
+
+  /// The per-message TTL in milliseconds from the `expiration` property (decoded; only called for messages that
+  /// have one), nil when absent or not a non-negative integer.
+  public var expirationMilliseconds: Int64? {
+    guard self.hasExpiration, let text = self.properties.expiration else { return nil }
+    return Self.parseExpiration(text)
+  }
+
+  /// An `expiration` property's milliseconds, as RabbitMQ reads it: a non-negative integer in decimal.
+  public static func parseExpiration(_ text: String) -> Int64? {
+    guard let value = Int64(text), value >= 0 else { return nil }
+    return value
+  }
+
   /// The body size in bytes.
   @inlinable public var bodySize: Int { self.withUnsafeMutablePointerToHeader { Int($0.pointee.bodyLength) } }
 

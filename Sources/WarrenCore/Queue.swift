@@ -48,6 +48,16 @@ public final class Queue {
   private var nextConsumer = 0
   @usableFromInline var nextSequence: UInt32 = 0
   var hadConsumer = false
+  /// The virtual host it belongs to: dead-lettered messages are republished there, and its timers come from it.
+  public internal(set) weak var owner: VirtualHost?
+  /// Whether an enqueue has more to do than append and dispatch (length limits, TTL).
+  @usableFromInline let hasEnqueueRules: Bool
+  /// Whether ready messages may expire: the queue has a TTL, or a message with an `expiration` was enqueued.
+  @usableFromInline var mayExpire: Bool
+  /// The earliest timer this queue has asked its virtual host for (uptime nanoseconds), if one is pending.
+  var scheduledTimer: UInt64?
+  /// When it was last used (a consumer, basic.get, a redeclare), for `x-expires`.
+  var lastUsed: UInt64 = 0
 
   init(
     name: String,
@@ -69,6 +79,10 @@ public final class Queue {
     self.options = options
     self.clock = clock
     self.storage = storage
+    self.hasEnqueueRules =
+      options.maxLength != nil || options.maxLengthBytes != nil || options.messageTTL != nil
+    self.mayExpire = options.messageTTL != nil || storage.count > 0  // recovered messages may carry expirations
+    self.lastUsed = clock.nowNanoseconds
     // Messages a store gave back at recovery are numbered 1...count.
     self.nextSequence = UInt32(truncatingIfNeeded: storage.count)
   }
@@ -86,11 +100,135 @@ public final class Queue {
   @inlinable
   @discardableResult
   public func enqueue(_ message: Message) -> EnqueueResult {
+    if self.hasEnqueueRules || message.hasExpiration { return self.enqueueWithRules(message) }
     self.messagesPublished &+= 1
     self.storage.append(
       QueuedMessage(message: message, sequence: self.takeSequence(), enqueuedAt: self.clock.nowNanoseconds))
     if !self.consumers.isEmpty { self.dispatch() }
     return .accepted
+  }
+
+  /// An enqueue with length limits or TTL, as RabbitMQ's classic queues: `reject-publish` refuses a message that
+  /// would go over a limit (`reject-publish-dlx` dead-letters it too), `drop-head` takes it and drops (dead-letters)
+  /// the oldest; a message no consumer took at once expires now when its TTL is 0.
+  @usableFromInline func enqueueWithRules(_ message: Message) -> EnqueueResult {
+    if self.options.overflow != .dropHead && self.wouldOverflow(adding: message.bodySize) {
+      if self.options.overflow == .rejectPublishDeadLetter { self.deadLetter(message, reason: .maxlen) }
+      return .refused
+    }
+    self.messagesPublished &+= 1
+    if message.hasExpiration { self.mayExpire = true }
+    self.storage.append(
+      QueuedMessage(message: message, sequence: self.takeSequence(), enqueuedAt: self.clock.nowNanoseconds))
+    if !self.consumers.isEmpty { self.dispatch() }
+    var result = EnqueueResult.accepted
+    if self.options.overflow == .dropHead && self.dropHeadOverLimits() { result = .acceptedDroppingOldest }
+    if self.mayExpire { self.expireHead() }
+    return result
+  }
+
+  /// Whether one more ready message of `size` bytes goes over `x-max-length` or `x-max-length-bytes`.
+  func wouldOverflow(adding size: Int) -> Bool {
+    if let limit = self.options.maxLength, self.storage.count + 1 > limit { return true }
+    if let limit = self.options.maxLengthBytes, self.storage.bytes + size > limit { return true }
+    return false
+  }
+
+  /// Drops (dead-letters) the oldest ready messages while the queue is over a limit; returns whether it dropped any.
+  func dropHeadOverLimits() -> Bool {
+    var dropped = false
+    while (self.options.maxLength.map { self.storage.count > $0 } ?? false)
+      || (self.options.maxLengthBytes.map { self.storage.bytes > $0 } ?? false),
+      let head = self.storage.removeFirst()
+    {
+      self.storage.settled(head)
+      self.deadLetter(head.message, reason: .maxlen)
+      dropped = true
+    }
+    return dropped
+  }
+
+  // MARK: Expiry
+
+  /// The most expired messages removed in one go: the rest wait for the next turn of the loop, so that a million
+  /// messages expiring at once do not stall other connections.
+  public static let expiryBatch = 10_000
+
+  /// When a ready message expires here (uptime nanoseconds): its enqueue time plus the lower of the queue's TTL
+  /// and its own `expiration`; nil when it never does.
+  @usableFromInline func expiry(of queued: QueuedMessage) -> UInt64? {
+    var ttl = self.options.messageTTL
+    if queued.message.hasExpiration, let own = queued.message.expirationMilliseconds { ttl = min(ttl ?? own, own) }
+    guard let ttl else { return nil }
+    return queued.enqueuedAt &+ UInt64(ttl) &* 1_000_000
+  }
+
+  /// Removes the expired messages at the head, dead-lettering them (at most ``expiryBatch``), and asks for a timer
+  /// for the next head that will expire. As in RabbitMQ, only the head is checked: a message with a short
+  /// `expiration` behind one without waits until it reaches the head. A message that expires exactly now is
+  /// still delivered by `dispatch` (`includingDue` false): that is how a TTL of 0 reaches a waiting consumer.
+  public func expireHead(includingDue: Bool = true) {
+    guard self.mayExpire else { return }
+    let now = self.clock.nowNanoseconds
+    var expired = 0
+    while let head = self.storage.head() {
+      guard let deadline = self.expiry(of: head) else { return }
+      if deadline > now || (deadline == now && !includingDue) { return self.scheduleTimer(at: deadline) }
+      if expired == Self.expiryBatch { return self.scheduleTimer(at: now) }
+      _ = self.storage.removeFirst()
+      self.storage.settled(head)
+      expired += 1
+      self.deadLetter(head.message, reason: .expired)
+    }
+  }
+
+  private func scheduleTimer(at deadline: UInt64) {
+    if let scheduled = self.scheduledTimer, scheduled <= deadline { return }
+    guard let owner = self.owner, !self.isDeleted else { return }
+    self.scheduledTimer = deadline
+    owner.scheduleTimer(for: self, at: deadline)
+  }
+
+  /// A timer this queue asked for is due (on the broker's loop, the clock refreshed): expires what is due, and
+  /// deletes the queue when it was unused for its `x-expires`.
+  public func timerFired(deadline: UInt64) {
+    if self.scheduledTimer == deadline { self.scheduledTimer = nil }
+    guard !self.isDeleted else { return }
+    self.expireHead()
+    self.checkUnused()
+  }
+
+  /// The queue was used (consumed from, got from, declared again): its `x-expires` period starts again.
+  public func markUsed() {
+    guard let expires = self.options.expires else { return }
+    self.lastUsed = self.clock.nowNanoseconds
+    if self.consumers.isEmpty { self.scheduleTimer(at: self.lastUsed &+ UInt64(expires) &* 1_000_000) }
+  }
+
+  /// Deletes the queue when it has had no consumer and no use for its `x-expires` period.
+  func checkUnused() {
+    guard let expires = self.options.expires, self.consumers.isEmpty else { return }
+    let deadline = self.lastUsed &+ UInt64(expires) &* 1_000_000
+    if deadline <= self.clock.nowNanoseconds {
+      self.owner?.removeQueue(self)
+    } else {
+      self.scheduleTimer(at: deadline)
+    }
+  }
+
+  // MARK: Dead-lettering
+
+  /// Hands a message that leaves this queue without being consumed to its dead-letter exchange, if it has one
+  /// (counted either way).
+  func deadLetter(_ message: Message, reason: DeadLetterReason) {
+    self.owner?.deadLetter(message, from: self, reason: reason)
+  }
+
+  /// A delivery was rejected (basic.reject or basic.nack without requeue): settled and dead-lettered.
+  public func reject(_ queued: QueuedMessage) {
+    self.settle(queued)
+    guard !self.isDeleted else { return }
+    self.deadLetter(queued.message, reason: .rejected)
   }
 
   @usableFromInline func takeSequence() -> UInt32 {
@@ -112,6 +250,10 @@ public final class Queue {
         continue
       }
       refused = 0
+      if self.mayExpire {
+        self.expireHead(includingDue: false)
+        if self.storage.count == 0 { break }
+      }
       let message = self.storage.removeFirst()!
       if !consumer.noAck {
         self.unackedCount += 1
@@ -154,6 +296,8 @@ public final class Queue {
 
   /// Takes the head for basic.get; tracked as unacknowledged unless `noAck`.
   public func get(noAck: Bool) -> QueuedMessage? {
+    self.markUsed()
+    if self.mayExpire { self.expireHead() }
     guard let message = self.storage.removeFirst() else { return nil }
     if !noAck {
       self.unackedCount += 1
@@ -190,6 +334,7 @@ public final class Queue {
         m.redelivered = true
         return m
       })
+    if self.mayExpire { self.expireHead() }
   }
 
   /// Removes every ready message; returns how many.
@@ -200,6 +345,7 @@ public final class Queue {
   func addConsumer(_ consumer: Consumer) {
     self.consumers.append(consumer)
     self.hadConsumer = true
+    self.markUsed()
   }
 
   /// Removes a consumer; returns whether it was the last one of an auto-delete queue.
@@ -207,7 +353,10 @@ public final class Queue {
     guard let index = self.consumers.firstIndex(where: { $0 === consumer }) else { return false }
     self.consumers.remove(at: index)
     if index < self.nextConsumer { self.nextConsumer -= 1 }
-    if self.consumers.isEmpty { self.resumePublishers() }  // no consumers: nothing to wait for
+    if self.consumers.isEmpty {
+      self.resumePublishers()  // no consumers: nothing to wait for
+      self.markUsed()  // the x-expires period starts when the last consumer goes
+    }
     // Its unacked deliveries still count for the queue until the channel settles them.
     return self.autoDelete && self.consumers.isEmpty && self.hadConsumer
   }

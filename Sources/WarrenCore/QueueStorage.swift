@@ -16,6 +16,8 @@ public protocol QueueStorage: AnyObject {
   func append(_ message: QueuedMessage)
   /// Removes and returns the head.
   func removeFirst() -> QueuedMessage?
+  /// The head without removing it (for expiry checks; a store may read it into memory).
+  func head() -> QueuedMessage?
   /// Puts delivered messages back, each at the position its sequence number gives.
   func requeue(_ messages: [QueuedMessage])
   /// Removes every ready message and returns how many there were.
@@ -53,6 +55,8 @@ public final class InMemoryQueueStorage: QueueStorage {
     self.bytes += message.message.bodySize
     self.messages.append(message)
   }
+
+  public func head() -> QueuedMessage? { self.messages.first }
 
   public func removeFirst() -> QueuedMessage? {
     guard let first = self.messages.popFirst() else { return nil }

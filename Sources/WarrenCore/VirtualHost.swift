@@ -23,6 +23,9 @@ public final class VirtualHost {
   }
   /// Hears of every exchange, queue and binding created or deleted (the store records the durable ones).
   public var topologyObserver: (any TopologyObserver)?
+  /// Runs queues' timers (message TTL, `x-expires`); without one (a bare vhost in a test) expiry happens only
+  /// when a queue is used.
+  public var timers: (any QueueTimers)?
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
   private var routes = RouteSet()
@@ -151,6 +154,11 @@ public final class VirtualHost {
 
   // MARK: Queues
 
+  /// A queue asks for ``Queue/timerFired(deadline:)`` at `deadline` (uptime nanoseconds).
+  func scheduleTimer(for queue: Queue, at deadline: UInt64) {
+    self.timers?.schedule(queue, at: deadline)
+  }
+
   /// queue.declare, with RabbitMQ's checks and replies. `connection` identifies the declaring connection.
   @discardableResult
   public func declareQueue(
@@ -163,7 +171,9 @@ public final class VirtualHost {
     connection: UInt64
   ) throws(BrokerError) -> Queue {
     if passive {
-      return try self.queue(named: requestedName, connection: connection)
+      let queue = try self.queue(named: requestedName, connection: connection)
+      queue.markUsed()  // as RabbitMQ: a passive declare renews an x-expires lease too
+      return queue
     }
     try validateName(requestedName, kind: "queue")
     self.counters.values.queuesDeclared += 1
@@ -195,6 +205,7 @@ public final class VirtualHost {
             + "received \(QueueArguments.show(arguments[key])) but current is \(QueueArguments.show(existing.arguments[key]))"
         )
       }
+      existing.markUsed()
       return existing
     }
     let options = try QueueOptions(arguments: arguments, queue: name, vhost: self.name)
@@ -202,7 +213,10 @@ public final class VirtualHost {
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
       autoDelete: autoDelete, arguments: arguments, options: options, clock: self.clock,
       storage: self.makeQueueStorage(name, durable && !exclusive && !autoDelete))
+    queue.owner = self
     self.queues[name] = queue
+    queue.markUsed()  // starts the x-expires period
+    if queue.mayExpire { queue.expireHead() }  // recovered messages whose TTL passed while the broker was down
     self.counters.values.queuesCreated += 1
     self.topologyVersion &+= 1
     self.topologyObserver?.queueDeclared(queue, in: self)
@@ -467,6 +481,34 @@ public final class VirtualHost {
     _ message: Message, keys: some Collection<String>, from exchange: Exchange,
     publisher: (any FlowControlledPublisher)?
   ) -> PublishOutcome {
+    var routes = self.resolve(message, keys: keys, from: exchange)
+    var outcome = PublishOutcome()
+    for destination in routes.destinations {
+      guard case .queue(let queue) = destination else { continue }
+      outcome.add(queue.enqueue(message), storage: queue.storage)
+      if let publisher, queue.isCongested { queue.throttle(publisher) }
+    }
+    routes.reset(epoch: self.routeEpoch)
+    self.routes = routes
+    return outcome
+  }
+
+  /// The queues a message reaches from an exchange with these routing keys (for dead-lettering, which leaves some
+  /// out before enqueueing).
+  func queues(routing message: Message, keys: [String], from exchange: Exchange) -> [Queue] {
+    var routes = self.resolve(message, keys: keys, from: exchange)
+    var queues: [Queue] = []
+    for destination in routes.destinations {
+      if case .queue(let queue) = destination { queues.append(queue) }
+    }
+    routes.reset(epoch: self.routeEpoch)
+    self.routes = routes
+    return queues
+  }
+
+  /// Where a message goes from an exchange: through exchange-to-exchange bindings and, when nothing is reached,
+  /// alternate exchanges. Takes the reusable route set; the caller gives it back.
+  private func resolve(_ message: Message, keys: some Collection<String>, from exchange: Exchange) -> RouteSet {
     self.routeEpoch &+= 1
     var routes = self.routes
     self.routes = RouteSet()
@@ -494,16 +536,7 @@ public final class VirtualHost {
       alternate.router.route(input, into: &routes)
       queueCount += Self.expand(&routes, from: &index, input: input)
     }
-    var outcome = PublishOutcome()
-    if queueCount > 0 {
-      for destination in routes.destinations {
-        guard case .queue(let queue) = destination else { continue }
-        outcome.add(queue.enqueue(message), storage: queue.storage)
-        if let publisher, queue.isCongested { queue.throttle(publisher) }
-      }
-    }
-    self.routes = routes
-    return outcome
+    return routes
   }
 
   /// Routes through the exchanges among the new destinations (exchange-to-exchange bindings); counts the queues.
@@ -573,14 +606,7 @@ struct SenderSelectedKeys {
   init?(_ message: Message) {
     var properties = message.properties
     guard var headers = properties.headers, headers["CC"] != nil || headers["BCC"] != nil else { return nil }
-    func keys(_ value: FieldValue?) -> [String] {
-      switch value {
-      case .array(let values): return values.compactMap(\.stringValue)
-      case .longString(let s): return [s]
-      default: return []
-      }
-    }
-    self.keys = keys(headers["CC"]) + keys(headers["BCC"])
+    self.keys = VirtualHost.routingKeys(in: headers["CC"]) + VirtualHost.routingKeys(in: headers["BCC"])
     if headers["BCC"] != nil {
       headers["BCC"] = nil
       properties.headers = headers

@@ -55,6 +55,7 @@ public final class BrokerRuntime {
         "connection.blocked": .bool(true),
       ]),
     ]
+    broker.timers = self  // queue timers (TTL, x-expires) run on this loop
   }
 
   /// Why publishers are blocked, for connection.blocked.
@@ -233,5 +234,19 @@ public final class BrokerRuntime {
       i += 1
     }
     self.dirty.removeAll(keepingCapacity: true)
+  }
+}
+
+extension BrokerRuntime: QueueTimers {
+  /// A queue's timer on the loop: the clock is refreshed, the queue does what is due, and what that wrote (dead
+  /// letters delivered to consumers) is flushed.
+  public func schedule(_ queue: Queue, at deadline: UInt64) {
+    let bound = NIOLoopBound((runtime: self, queue: queue), eventLoop: self.eventLoop)
+    self.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(deadline)) {
+      let (runtime, queue) = bound.value
+      runtime.broker.clock.refresh()
+      queue.timerFired(deadline: deadline)
+      runtime.flushDirty()
+    }
   }
 }

@@ -200,7 +200,7 @@ final class ServerChannel: DeliveryChannel {
   // MARK: Publishing
 
   private func publish(_ content: ChannelStateMachine.Content) throws(BrokerError) {
-    try self.checkUserID(content.properties)
+    try self.checkProperties(content.properties)
     if self.machine.mode == .transactional {
       _ = try self.exchange(named: content.publish.exchange)
       self.machine.addToTransaction(content)
@@ -222,14 +222,27 @@ final class ServerChannel: DeliveryChannel {
   /// As RabbitMQ: a `user_id` property must name the authenticated user (406). The property flags are read without
   /// decoding; the properties are decoded only when the flag is set.
   @inline(__always)
-  private func checkUserID(_ properties: ByteBuffer) throws(BrokerError) {
-    guard let flags = properties.getInteger(at: properties.readerIndex, as: UInt16.self), flags & 0x0010 != 0 else {
+  private func checkProperties(_ properties: ByteBuffer) throws(BrokerError) {
+    guard let flags = properties.getInteger(at: properties.readerIndex, as: UInt16.self), flags & 0x0110 != 0 else {
       return
     }
     var raw = properties
-    guard let userID = (try? BasicProperties(from: &raw))?.userId, userID != self.operations.user else { return }
-    throw .preconditionFailed(
-      "user_id property set to '\(userID)' but authenticated user was '\(self.operations.user)'")
+    guard let decoded = try? BasicProperties(from: &raw) else { return }
+    if let userID = decoded.userId, userID != self.operations.user {
+      throw .preconditionFailed(
+        "user_id property set to '\(userID)' but authenticated user was '\(self.operations.user)'")
+    }
+    if let expiration = decoded.expiration, Message.parseExpiration(expiration) == nil {
+      throw .preconditionFailed("invalid expiration '\(expiration)': \(Self.expirationError(expiration))")
+    }
+  }
+
+  /// Why an `expiration` is refused, in RabbitMQ's (Erlang's) words.
+  static func expirationError(_ text: String) -> String {
+    let digits = text.prefix { $0.isASCII && ($0.isNumber || $0 == "-" || $0 == "+") }
+    guard let value = Int64(digits) else { return "no_integer" }
+    if digits.count < text.count { return "{leftover_string,\"\(text.dropFirst(digits.count))\"}" }
+    return "{value_negative,\(value)}"
   }
 
   private func route(_ content: ChannelStateMachine.Content) throws(BrokerError) {
@@ -353,9 +366,12 @@ final class ServerChannel: DeliveryChannel {
       oneQueue = false
       break
     }
+    let rejected = !settlement.requeue && !settlement.acknowledged  // dead-lettered
     if oneQueue {
       if settlement.requeue {
         first.requeue(deliveries.map(\.message))
+      } else if rejected {
+        for i in deliveries.indices { first.reject(deliveries[i].message) }
       } else {
         for i in deliveries.indices { first.settle(deliveries[i].message) }
       }
@@ -371,7 +387,9 @@ final class ServerChannel: DeliveryChannel {
       if settlement.requeue {
         queue.requeue(deliveries.filter { $0.queue === queue }.map(\.message))
       } else {
-        for i in deliveries.indices where deliveries[i].queue === queue { queue.settle(deliveries[i].message) }
+        for i in deliveries.indices where deliveries[i].queue === queue {
+          if rejected { queue.reject(deliveries[i].message) } else { queue.settle(deliveries[i].message) }
+        }
       }
     }
     for queue in queues { queue.dispatch() }

@@ -187,6 +187,18 @@ public final class DurableQueueStorage: QueueStorage {
     return nil
   }
 
+  /// The head; a stored one is read back and kept in memory as the first entry.
+  public func head() -> QueuedMessage? {
+    if case .entry(let entry)? = self.slots.first { return entry }
+    guard let message = self.removeFirst() else { return nil }
+    self.count += 1
+    self.bytes += message.message.bodySize
+    self.residentCount += 1
+    self.residentBytes += message.message.bodySize
+    self.slots.prepend(.entry(message))
+    return message
+  }
+
   public func requeue(_ requeued: [QueuedMessage]) {
     guard !requeued.isEmpty else { return }
     let sorted = requeued.sorted { $0.precedes($1) }.map { Slot.entry($0) }

@@ -290,6 +290,7 @@ final class TokenStorage: QueueStorage {
     self.memory.append(message)
   }
   func removeFirst() -> QueuedMessage? { self.memory.removeFirst() }
+  func head() -> QueuedMessage? { self.memory.head() }
   func requeue(_ messages: [QueuedMessage]) { self.memory.requeue(messages) }
   func purge() -> Int { self.memory.purge() }
   var pendingToken: StorageToken? { StorageToken(generation: self.generation) }

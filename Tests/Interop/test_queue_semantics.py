@@ -1,0 +1,318 @@
+"""Queue semantics frameworks rely on (dead-lettering, TTL, length limits, queue expiry), through pika. They run
+against Warren by default and against RabbitMQ with AMQP_TARGET_PORT (`make test-rabbitmq`), so Warren answers as
+RabbitMQ 3.x does, to the header."""
+
+import datetime
+import time
+import uuid
+
+import pika
+import pytest
+
+
+@pytest.fixture
+def conn(target_port):
+    c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", target_port, heartbeat=0))
+    yield c
+    if c.is_open:
+        c.close()
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def dead_letter_setup(ch, **arguments):
+    """A work queue whose dead letters go, through a direct exchange, to a queue bound with the work queue's name
+    and `dead` (a dead-letter routing key). Returns (work queue, dead-letter queue, exchange)."""
+    work, dead, exchange = unique("work"), unique("dead"), unique("dlx")
+    ch.exchange_declare(exchange, "direct", auto_delete=True)
+    ch.queue_declare(dead, exclusive=True)
+    ch.queue_bind(dead, exchange, routing_key=work)
+    ch.queue_bind(dead, exchange, routing_key="dead")
+    ch.queue_declare(work, exclusive=True, arguments={"x-dead-letter-exchange": exchange, **arguments})
+    return work, dead, exchange
+
+
+def wait_get(conn, ch, queue, timeout=10.0):
+    """basic.get until a message comes (it may be on its way through a timer), or None after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        method, properties, body = ch.basic_get(queue, auto_ack=True)
+        if method:
+            return method, properties, body
+        conn.process_data_events(time_limit=0.02)
+    return None
+
+
+def death(properties, index=0):
+    return properties.headers["x-death"][index]
+
+
+def test_rejected_message_is_dead_lettered_with_x_death_and_first_death_headers(conn):
+    ch = conn.channel()
+    work, dead, exchange = dead_letter_setup(ch)
+    ch.basic_publish("", work, b"job", pika.BasicProperties(headers={"app": "x", "CC": ["cc-key"]}))
+    got = None
+    for _ in range(100):
+        got, _, _ = ch.basic_get(work)
+        if got:
+            break
+        conn.process_data_events(time_limit=0.01)
+    ch.basic_reject(got.delivery_tag, requeue=False)
+    method, properties, body = wait_get(conn, ch, dead)
+    assert body == b"job"
+    assert method.exchange == exchange and method.routing_key == work
+    headers = properties.headers
+    assert headers["app"] == "x" and headers["CC"] == ["cc-key"]
+    assert headers["x-first-death-reason"] == "rejected"
+    assert headers["x-first-death-queue"] == work
+    assert headers["x-first-death-exchange"] == ""
+    entry = death(properties)
+    assert entry["count"] == 1
+    assert entry["reason"] == "rejected"
+    assert entry["queue"] == work
+    assert entry["exchange"] == ""
+    assert entry["routing-keys"] == [work, "cc-key"]
+    assert abs(entry["time"].replace(tzinfo=datetime.timezone.utc).timestamp() - time.time()) < 60
+    assert "original-expiration" not in entry
+
+
+def test_nack_without_requeue_dead_letters_with_the_dead_letter_routing_key_and_drops_cc(conn):
+    ch = conn.channel()
+    work, dead, exchange = dead_letter_setup(ch, **{"x-dead-letter-routing-key": "dead"})
+    ch.basic_publish("", work, b"job", pika.BasicProperties(headers={"CC": ["cc-key"]}))
+    got = None
+    while not got:
+        got, _, _ = ch.basic_get(work)
+    ch.basic_nack(got.delivery_tag, requeue=False)
+    method, properties, _ = wait_get(conn, ch, dead)
+    assert method.routing_key == "dead"
+    assert "CC" not in properties.headers
+    assert death(properties)["routing-keys"] == [work, "cc-key"]
+    # nack with requeue puts it back instead: nothing more is dead-lettered.
+    ch.basic_publish("", work, b"again")
+    got = None
+    while not got:
+        got, _, _ = ch.basic_get(work)
+    ch.basic_nack(got.delivery_tag, requeue=True)
+    again, _, body = ch.basic_get(work, auto_ack=True)
+    assert body == b"again" and again.redelivered
+    assert ch.basic_get(dead)[0] is None
+
+
+def test_queue_ttl_expires_messages_to_the_dead_letter_exchange(conn):
+    ch = conn.channel()
+    work, dead, _ = dead_letter_setup(ch, **{"x-message-ttl": 30})
+    ch.basic_publish("", work, b"short-lived")
+    method, properties, body = wait_get(conn, ch, dead)
+    assert body == b"short-lived"
+    entry = death(properties)
+    assert entry["reason"] == "expired" and entry["queue"] == work and entry["count"] == 1
+    assert "original-expiration" not in entry
+    assert ch.queue_declare(work, passive=True).method.message_count == 0
+
+
+def test_message_expiration_moves_to_original_expiration_and_the_lower_ttl_wins(conn):
+    ch = conn.channel()
+    work, dead, _ = dead_letter_setup(ch, **{"x-message-ttl": 600_000})
+    ch.basic_publish("", work, b"m", pika.BasicProperties(expiration="40"))
+    _, properties, _ = wait_get(conn, ch, dead)
+    assert properties.expiration is None
+    entry = death(properties)
+    assert entry["reason"] == "expired"
+    assert entry["original-expiration"] == "40"
+
+
+def test_expiration_zero_reaches_only_a_waiting_consumer(conn):
+    ch = conn.channel()
+    work, dead, _ = dead_letter_setup(ch)
+    ch.basic_publish("", work, b"nobody waits", pika.BasicProperties(expiration="0"))
+    _, properties, body = wait_get(conn, ch, dead)
+    assert body == b"nobody waits" and death(properties)["reason"] == "expired"
+    got = []
+    ch.basic_consume(work, lambda c, m, p, b: got.append(b), auto_ack=True)
+    ch.basic_publish("", work, b"someone waits", pika.BasicProperties(expiration="0"))
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert got == [b"someone waits"]
+    assert ch.basic_get(dead)[0] is None
+
+
+@pytest.mark.parametrize(
+    "expiration, reason",
+    [("abc", "no_integer"), ("-1", "{value_negative,-1}"), ("10x", '{leftover_string,"x"}')],
+)
+def test_an_invalid_expiration_closes_the_channel_with_406(conn, expiration, reason):
+    ch = conn.channel()
+    queue = unique("q")
+    ch.queue_declare(queue, exclusive=True)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+        ch.basic_publish("", queue, b"m", pika.BasicProperties(expiration=expiration))
+        ch.queue_declare(queue, passive=True)  # the close arrives before this answer
+    assert error.value.reply_code == 406
+    assert error.value.reply_text == f"PRECONDITION_FAILED - invalid expiration '{expiration}': {reason}"
+
+
+def test_max_length_drops_the_oldest_to_the_dead_letter_exchange(conn):
+    ch = conn.channel()
+    work, dead, _ = dead_letter_setup(ch, **{"x-max-length": 2})
+    for body in [b"1", b"2", b"3"]:
+        ch.basic_publish("", work, body)
+    _, properties, body = wait_get(conn, ch, dead)
+    assert body == b"1" and death(properties)["reason"] == "maxlen"
+    assert [ch.basic_get(work, auto_ack=True)[2] for _ in range(2)] == [b"2", b"3"]
+
+
+def test_max_length_bytes_counts_body_bytes(conn):
+    ch = conn.channel()
+    work, dead, _ = dead_letter_setup(ch, **{"x-max-length-bytes": 10})
+    for body in [b"aaaa", b"bbbb", b"cccc"]:  # 12 bytes: the first goes
+        ch.basic_publish("", work, body)
+    assert wait_get(conn, ch, dead)[2] == b"aaaa"
+    assert ch.queue_declare(work, passive=True).method.message_count == 2
+
+
+def test_reject_publish_nacks_the_publisher_and_keeps_the_queue(conn):
+    ch = conn.channel()
+    work, dead, _ = dead_letter_setup(ch, **{"x-max-length": 1, "x-overflow": "reject-publish"})
+    ch.confirm_delivery()
+    ch.basic_publish("", work, b"first")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", work, b"second")
+    assert ch.basic_get(work, auto_ack=True)[2] == b"first"
+    assert ch.basic_get(dead)[0] is None  # reject-publish does not dead-letter
+    ch.basic_publish("", work, b"third")  # room again
+
+
+def test_reject_publish_dlx_nacks_and_dead_letters(conn):
+    ch = conn.channel()
+    work, dead, _ = dead_letter_setup(ch, **{"x-max-length": 1, "x-overflow": "reject-publish-dlx"})
+    ch.confirm_delivery()
+    ch.basic_publish("", work, b"first")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", work, b"second")
+    _, properties, body = wait_get(conn, ch, dead)
+    assert body == b"second" and death(properties)["reason"] == "maxlen"
+    assert ch.queue_declare(work, passive=True).method.message_count == 1
+
+
+def test_a_missing_dead_letter_exchange_drops_silently(conn):
+    ch = conn.channel()
+    work = unique("work")
+    ch.queue_declare(work, exclusive=True, arguments={"x-dead-letter-exchange": unique("absent")})
+    ch.basic_publish("", work, b"m")
+    got = None
+    while not got:
+        got, _, _ = ch.basic_get(work)
+    ch.basic_reject(got.delivery_tag, requeue=False)
+    assert ch.queue_declare(work, passive=True).method.message_count == 0
+    assert conn.is_open and ch.is_open
+
+
+def cycle_setup(ch, ttl):
+    """A queue whose dead letters go through a fanout exchange back to itself and to an observer queue."""
+    work, observer, exchange = unique("cycle"), unique("observer"), unique("fan")
+    ch.exchange_declare(exchange, "fanout", auto_delete=True)
+    arguments = {"x-dead-letter-exchange": exchange}
+    if ttl is not None:
+        arguments["x-message-ttl"] = ttl
+    ch.queue_declare(work, exclusive=True, arguments=arguments)
+    ch.queue_declare(observer, exclusive=True)
+    ch.queue_bind(work, exchange)
+    ch.queue_bind(observer, exchange)
+    return work, observer
+
+
+def test_a_dead_letter_cycle_without_rejection_is_cut(conn):
+    ch = conn.channel()
+    work, observer = cycle_setup(ch, ttl=20)
+    ch.basic_publish("", work, b"m")
+    _, properties, _ = wait_get(conn, ch, observer)
+    assert death(properties)["count"] == 1
+    # Without the cut it would expire again every 20 ms and reach the observer again.
+    conn.sleep(0.3)
+    assert ch.queue_declare(observer, passive=True).method.message_count == 0
+    assert ch.queue_declare(work, passive=True).method.message_count == 0
+
+
+def test_a_dead_letter_cycle_with_a_rejection_goes_round_and_counts(conn):
+    ch = conn.channel()
+    work, observer = cycle_setup(ch, ttl=None)
+    ch.basic_publish("", work, b"m")
+    for count in (1, 2):
+        got = None
+        while not got:
+            got, _, _ = ch.basic_get(work)
+        ch.basic_reject(got.delivery_tag, requeue=False)
+        _, properties, _ = wait_get(conn, ch, observer)
+        entry = death(properties)
+        assert entry["count"] == count and entry["reason"] == "rejected" and entry["queue"] == work
+        assert len(properties.headers["x-death"]) == 1
+    assert ch.queue_declare(work, passive=True).method.message_count == 1
+
+
+def test_x_death_keeps_one_entry_per_queue_and_reason_most_recent_first(conn):
+    ch = conn.channel()
+    first, second = unique("first"), unique("second")
+    ch.queue_declare(second, exclusive=True)
+    ch.queue_declare(
+        first, exclusive=True, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": second}
+    )
+    ch.basic_publish("", first, b"m")
+    got = None
+    while not got:
+        got, _, _ = ch.basic_get(first)
+    ch.basic_reject(got.delivery_tag, requeue=False)
+    method, properties, body = wait_get(conn, ch, second)
+    # Published again by hand, with its headers, to a queue that expires it into `second` once more.
+    third = unique("third")
+    ch.queue_declare(
+        third,
+        exclusive=True,
+        arguments={"x-message-ttl": 10, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": second},
+    )
+    ch.basic_publish("", third, body, properties)
+    _, properties, _ = wait_get(conn, ch, second)
+    deaths = properties.headers["x-death"]
+    assert [(d["queue"], d["reason"]) for d in deaths] == [(third, "expired"), (first, "rejected")]
+    assert properties.headers["x-first-death-queue"] == first
+
+
+def test_an_unused_queue_expires(conn):
+    ch = conn.channel()
+    queue = unique("expiring")
+    ch.queue_declare(queue, arguments={"x-expires": 100})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        probe = conn.channel()
+        try:
+            probe.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            assert error.reply_code == 404
+            return
+        probe.close()
+        conn.sleep(0.25)  # longer than the period: a passive declare renews it, as any declare does
+    pytest.fail("the queue was not deleted")
+
+
+def test_a_passive_declare_renews_the_lease(conn):
+    ch = conn.channel()
+    queue = unique("renewed")
+    ch.queue_declare(queue, arguments={"x-expires": 300})
+    for _ in range(8):  # 0.8 s in all, more than twice the period
+        conn.sleep(0.1)
+        ch.queue_declare(queue, passive=True)
+    ch.queue_delete(queue)
+
+
+def test_a_consumer_keeps_an_expiring_queue(conn):
+    ch = conn.channel()
+    queue = unique("kept")
+    ch.queue_declare(queue, arguments={"x-expires": 50})
+    tag = ch.basic_consume(queue, lambda *_: None, auto_ack=True)
+    conn.sleep(0.3)
+    assert ch.queue_declare(queue, passive=True).method.message_count == 0
+    ch.basic_cancel(tag)
+    ch.queue_delete(queue)

@@ -183,6 +183,14 @@ public struct MetricsRenderer: Sendable {
     ]
     for (name, help, value) in globals { out.single(g + name, .counter, help: help, amqp, value) }
     out.single(g + "consumers", .gauge, help: "Current number of consumers", amqp, s.consumerCount)
+    // As RabbitMQ 3.13: per reason, dead-lettered to an exchange (at_most_once) or dropped without one (disabled).
+    for (index, reason) in DeadLetterReason.allCases.enumerated() {
+      let name = g + "messages_dead_lettered_\(reason.rawValue)_total"
+      out.family(name, .counter, help: "Total number of messages dead-lettered due to \(reason.rawValue)")
+      for (strategy, counts) in [("at_most_once", c.messagesDeadLettered), ("disabled", c.messagesDeadLetterDisabled)] {
+        out.sample(name, [("queue_type", "rabbit_classic_queue"), ("dead_letter_strategy", strategy)], counts[index])
+      }
+    }
     out.histogram(
       g + "message_size_bytes", help: "Size of messages received from publishers", amqp,
       bounds: BrokerCounters.messageSizeBuckets, counts: c.messageSizeCounts, sum: c.messageSizeSum)

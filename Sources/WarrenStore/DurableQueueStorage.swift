@@ -85,12 +85,13 @@ public final class DurableQueueStorage: QueueStorage {
     guard self.recoverable && message.isPersistent else {
       self.lastAppendStored = false
       if self.mustPageOut {
-        let location = self.store.append(message, queue: self.queueID, transient: true)
+        let location = self.store.append(
+          message, queue: self.queueID, transient: true, enqueuedAt: queued.enqueuedAt)
         return self.appendStored(location, queued, size: size, transient: true)
       }
       return self.appendResident(queued, reference: 0)
     }
-    let location = self.store.append(message, queue: self.queueID)
+    let location = self.store.append(message, queue: self.queueID, enqueuedAt: queued.enqueuedAt)
     self.lastAppendStored = true
     if self.residentCount < self.residentLimit && self.residentBytes + size <= self.residentByteLimit
       && !self.hasStoredTail && !self.mustPageOut
@@ -151,7 +152,7 @@ public final class DurableQueueStorage: QueueStorage {
         return entry
       case .stored(var stored):
         let location = RecordLocation(segment: stored.run.segment, offset: stored.run.nextOffset)
-        let (message, size) = self.store.record(at: location)
+        let (message, size, enqueuedAt) = self.store.storedRecord(at: location)
         let sequence = stored.nextSequence
         guard let size else {
           // Not even the record's length can be read: the rest of this run is lost to damage.
@@ -180,7 +181,7 @@ public final class DurableQueueStorage: QueueStorage {
           continue
         }
         return QueuedMessage(
-          message: message, sequence: sequence, enqueuedAt: 0, redelivered: stored.run.redelivered,
+          message: message, sequence: sequence, enqueuedAt: enqueuedAt, redelivered: stored.run.redelivered,
           storageReference: reference)
       }
     }

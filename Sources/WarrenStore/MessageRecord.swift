@@ -6,10 +6,16 @@ import WarrenCore
 /// (exchange, routing key, property bytes as received, body). Little endian; every length is checked when reading
 /// back.
 public struct MessageRecord: Equatable, Sendable {
-  /// The record kind, first byte of the payload: a persistent message.
-  public static let kind: UInt8 = 1
+  /// The record kind, first byte of the payload: a persistent message, with the time it was enqueued.
+  public static let kind: UInt8 = 3
   /// The kind of a transient message paged out under memory pressure: readable, but dropped at recovery.
-  public static let transientKind: UInt8 = 2
+  public static let transientKind: UInt8 = 4
+  /// The kinds of records written before they carried a time (still read; their time is unknown, 0).
+  static let untimedKind: UInt8 = 1
+  static let untimedTransientKind: UInt8 = 2
+
+  /// When it was enqueued, in milliseconds since 1970 (for TTL, across restarts); 0 when unknown.
+  public var enqueuedAt: UInt64 = 0
 
   /// Whether it holds a transient message paged out (not recovered after a restart).
   public var isTransient = false
@@ -42,19 +48,21 @@ public struct MessageRecord: Equatable, Sendable {
       24 + 4 * self.queues.count + self.exchange.count + self.routingKey.count + self.properties.count
         + self.body.count)
     Self.encode(
-      kind: self.isTransient ? Self.transientKind : Self.kind, id: self.id, queues: self.queues,
-      exchange: self.exchange, routingKey: self.routingKey, properties: self.properties, body: self.body, into: &out)
+      kind: self.isTransient ? Self.transientKind : Self.kind, id: self.id, enqueuedAt: self.enqueuedAt,
+      queues: self.queues, exchange: self.exchange, routingKey: self.routingKey, properties: self.properties,
+      body: self.body, into: &out)
     return out
   }
 
   /// Appends the payload of a record for `message` (its bytes copied once, straight from the message).
   public static func encode(
-    id: UInt64, queues: [UInt32], message: Message, transient: Bool = false, into out: inout [UInt8]
+    id: UInt64, enqueuedAt: UInt64 = 0, queues: [UInt32], message: Message, transient: Bool = false,
+    into out: inout [UInt8]
   ) {
     message.withBytes { exchange, routingKey, properties, body in
       Self.encode(
-        kind: transient ? Self.transientKind : Self.kind, id: id, queues: queues, exchange: exchange,
-        routingKey: routingKey, properties: properties, body: body, into: &out)
+        kind: transient ? Self.transientKind : Self.kind, id: id, enqueuedAt: enqueuedAt, queues: queues,
+        exchange: exchange, routingKey: routingKey, properties: properties, body: body, into: &out)
     }
   }
 
@@ -64,7 +72,7 @@ public struct MessageRecord: Equatable, Sendable {
   /// (each append checks uniqueness and capacity: about 20 ns per small field, measured with a Swift
   /// microbenchmark on this machine).
   static func appendRecord(
-    id: UInt64, firstQueue: UInt32, moreQueues: [UInt32], message: Message, transient: Bool,
+    id: UInt64, enqueuedAt: UInt64, firstQueue: UInt32, moreQueues: [UInt32], message: Message, transient: Bool,
     to out: inout [UInt8]
   ) {
     message.withBytes { exchange, routingKey, properties, body in
@@ -72,7 +80,7 @@ public struct MessageRecord: Equatable, Sendable {
       let routingKey = UnsafeRawBufferPointer(rebasing: routingKey.prefix(255))
       let queueCount = min(moreQueues.count + 1, 255)
       let headLength =
-        SegmentFormat.recordHeaderSize + 1 + 8 + 1 + 4 * queueCount + 1 + exchange.count + 1 + routingKey.count + 4
+        SegmentFormat.recordHeaderSize + 1 + 8 + 8 + 1 + 4 * queueCount + 1 + exchange.count + 1 + routingKey.count + 4
         + properties.count + 4
       let start = out.count
       // No reserveCapacity: `out` is the store's buffer of many records; appends grow it geometrically.
@@ -89,6 +97,7 @@ public struct MessageRecord: Equatable, Sendable {
         }
         store(transient ? Self.transientKind : Self.kind)
         store(id)
+        store(enqueuedAt)
         store(UInt8(queueCount))
         store(firstQueue)
         for queue in moreQueues.prefix(queueCount - 1) { store(queue) }
@@ -114,11 +123,13 @@ public struct MessageRecord: Equatable, Sendable {
   }
 
   static func encode(
-    kind: UInt8, id: UInt64, queues: [UInt32], exchange: some Collection<UInt8>, routingKey: some Collection<UInt8>,
-    properties: some Collection<UInt8>, body: some Collection<UInt8>, into out: inout [UInt8]
+    kind: UInt8, id: UInt64, enqueuedAt: UInt64, queues: [UInt32], exchange: some Collection<UInt8>,
+    routingKey: some Collection<UInt8>, properties: some Collection<UInt8>, body: some Collection<UInt8>,
+    into out: inout [UInt8]
   ) {
     out.append(kind)
     Self.put(id, &out)
+    Self.put(enqueuedAt, &out)
     out.append(UInt8(truncatingIfNeeded: min(queues.count, 255)))
     for queue in queues.prefix(255) { Self.put(queue, &out) }
     out.append(UInt8(min(exchange.count, 255)))
@@ -143,6 +154,7 @@ public struct MessageRecord: Equatable, Sendable {
       id: summary.id, queues: summary.queues, exchange: exchange, routingKey: routingKey, properties: properties,
       body: body)
     self.isTransient = summary.isTransient
+    self.enqueuedAt = summary.enqueuedAt
   }
 
   /// The message this record holds.
@@ -160,6 +172,8 @@ public struct MessageRecord: Equatable, Sendable {
     public var bodySize: Int
     /// A transient message paged out: recovery drops it.
     public var isTransient: Bool
+    /// When it was enqueued, milliseconds since 1970 (0: unknown).
+    public var enqueuedAt: UInt64
     var exchangeOffset: Int
 
     /// Reads a payload's summary; nil when the payload is not a whole, well-formed message record.
@@ -169,9 +183,11 @@ public struct MessageRecord: Equatable, Sendable {
     }
 
     init?(reading reader: inout Reader) {
-      guard let kind = reader.byte(), kind == MessageRecord.kind || kind == MessageRecord.transientKind,
-        let id = reader.integer(UInt64.self), let count = reader.byte()
+      guard let kind = reader.byte(), (MessageRecord.untimedKind...MessageRecord.transientKind).contains(kind),
+        let id = reader.integer(UInt64.self)
       else { return nil }
+      let timed = kind == MessageRecord.kind || kind == MessageRecord.transientKind
+      guard let enqueuedAt = timed ? reader.integer(UInt64.self) : 0, let count = reader.byte() else { return nil }
       var queues: [UInt32] = []
       queues.reserveCapacity(Int(count))
       for _ in 0..<count {
@@ -185,7 +201,8 @@ public struct MessageRecord: Equatable, Sendable {
       self.id = id
       self.queues = queues
       self.bodySize = Int(bodySize)
-      self.isTransient = kind == MessageRecord.transientKind
+      self.isTransient = kind == MessageRecord.transientKind || kind == MessageRecord.untimedTransientKind
+      self.enqueuedAt = enqueuedAt
       self.exchangeOffset = exchangeOffset
     }
   }

@@ -122,7 +122,26 @@ public final class MessageStore {
   private var pendingStart: Int
   /// The record being built: its queue list is complete once another message comes. The first queue is kept
   /// apart so that a message for one queue allocates no array.
-  private var openRecord: (message: Message, firstQueue: UInt32, moreQueues: [UInt32], offset: Int, transient: Bool)?
+  private var openRecord:
+    (message: Message, firstQueue: UInt32, moreQueues: [UInt32], offset: Int, transient: Bool, enqueuedAt: UInt64)?
+  /// Wall-clock nanoseconds minus uptime nanoseconds: records carry wall-clock times (they outlive the process),
+  /// queues keep uptime.
+  private let wallClockOffset: Int64 = {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) - Int64(NIODeadline.now().uptimeNanoseconds)
+  }()
+
+  /// An uptime (as queues stamp messages) in milliseconds since 1970, as records keep it.
+  func wallMilliseconds(uptime: UInt64) -> UInt64 {
+    UInt64(max(0, Int64(truncatingIfNeeded: uptime) &+ self.wallClockOffset) / 1_000_000)
+  }
+
+  /// A record's time (milliseconds since 1970) as an uptime; 0 when unknown or before this boot.
+  public func uptime(wallMilliseconds: UInt64) -> UInt64 {
+    guard wallMilliseconds > 0 else { return 0 }
+    return UInt64(max(0, Int64(truncatingIfNeeded: wallMilliseconds) &* 1_000_000 &- self.wallClockOffset))
+  }
   /// The broker holds much of its memory limit: queues keep only a few messages in memory and page the rest out,
   /// persistent ones to their records, transient ones as transient records.
   public var isUnderMemoryPressure = false
@@ -308,7 +327,9 @@ public final class MessageStore {
   /// Stores a persistent message for a queue (by its store number) and returns where it is. A message routed to
   /// several durable queues is one record naming them all: call this for each, one after the other.
   @discardableResult
-  public func append(_ message: Message, queue: UInt32, transient: Bool = false) -> RecordLocation {
+  public func append(_ message: Message, queue: UInt32, transient: Bool = false, enqueuedAt: UInt64 = 0)
+    -> RecordLocation
+  {
     if let open = self.openRecord, open.message === message, open.transient == transient {
       self.openRecord!.moreQueues.append(queue)
       self.current.live += 1
@@ -324,7 +345,7 @@ public final class MessageStore {
     let offset = self.pendingStart + self.pending.count
     self.previousRecordOffset = self.lastRecordOffset
     self.lastRecordOffset = UInt32(offset)
-    self.openRecord = (message, queue, [], offset, transient)
+    self.openRecord = (message, queue, [], offset, transient, enqueuedAt)
     self.current.live += 1
     return RecordLocation(segment: self.current.number, offset: UInt32(offset))
   }
@@ -334,8 +355,8 @@ public final class MessageStore {
     guard let open = self.openRecord else { return }
     self.openRecord = nil
     MessageRecord.appendRecord(
-      id: self.nextMessageID, firstQueue: open.firstQueue, moreQueues: open.moreQueues, message: open.message,
-      transient: open.transient, to: &self.pending)
+      id: self.nextMessageID, enqueuedAt: self.wallMilliseconds(uptime: open.enqueuedAt), firstQueue: open.firstQueue,
+      moreQueues: open.moreQueues, message: open.message, transient: open.transient, to: &self.pending)
     self.nextMessageID += 1
     self.markDirty(self.current.file)
     if self.newSegmentUnsynced {
@@ -421,30 +442,39 @@ public final class MessageStore {
   /// starts after it). The size is known, and the message nil, when the record's length is sound but its checksum
   /// or contents are not; both are nil when not even a length can be read.
   public func record(at location: RecordLocation) -> (message: Message?, size: Int?) {
+    let stored = self.storedRecord(at: location)
+    return (stored.message, stored.size)
+  }
+
+  /// ``record(at:)`` with the time the message was enqueued (uptime nanoseconds; 0 when unknown).
+  public func storedRecord(at location: RecordLocation) -> (message: Message?, size: Int?, enqueuedAt: UInt64) {
     if let open = self.openRecord, location.segment == self.current.number, Int(location.offset) == open.offset {
       self.closeRecord()  // its size is final once read: a later queue cannot join it
     }
-    guard let segment = self.segments[location.segment] else { return (nil, nil) }
+    guard let segment = self.segments[location.segment] else { return (nil, nil, 0) }
     let offset = Int(location.offset)
     if segment === self.current && offset >= self.pendingStart {
       let start = offset - self.pendingStart
-      guard start + SegmentFormat.recordHeaderSize <= self.pending.count else { return (nil, nil) }
+      guard start + SegmentFormat.recordHeaderSize <= self.pending.count else { return (nil, nil, 0) }
       let length = Int(Self.u32(self.pending, start))
       let payloadStart = start + SegmentFormat.recordHeaderSize
-      guard payloadStart + length <= self.pending.count else { return (nil, nil) }
-      let message = MessageRecord(decoding: self.pending[payloadStart..<(payloadStart + length)])?.message
-      return (message, SegmentFormat.recordHeaderSize + length)
+      guard payloadStart + length <= self.pending.count else { return (nil, nil, 0) }
+      let record = MessageRecord(decoding: self.pending[payloadStart..<(payloadStart + length)])
+      return (
+        record?.message, SegmentFormat.recordHeaderSize + length, self.uptime(wallMilliseconds: record?.enqueuedAt ?? 0)
+      )
     }
     guard let header = try? segment.file.read(at: offset, count: SegmentFormat.recordHeaderSize),
       header.count == SegmentFormat.recordHeaderSize
-    else { return (nil, nil) }
+    else { return (nil, nil, 0) }
     let length = Int(Self.u32(header, 0))
-    guard length <= SegmentFormat.maxPayload else { return (nil, nil) }
+    guard length <= SegmentFormat.maxPayload else { return (nil, nil, 0) }
     let size = SegmentFormat.recordHeaderSize + length
     guard let payload = try? segment.file.read(at: offset + SegmentFormat.recordHeaderSize, count: length),
       payload.count == length, CRC32C.checksum(payload) == Self.u32(header, 4)
-    else { return (nil, size) }
-    return (MessageRecord(decoding: payload)?.message, size)
+    else { return (nil, size, 0) }
+    let record = MessageRecord(decoding: payload)
+    return (record?.message, size, self.uptime(wallMilliseconds: record?.enqueuedAt ?? 0))
   }
 
   /// Forgets `count` queue entries of a segment without writing acknowledgements: their queue was deleted, and

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import threading
+import time
 
 import aio_pika
 import pika
@@ -177,6 +178,35 @@ def test_unacknowledged_messages_come_back_redelivered_after_kill9(tmp_path):
         connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
         got = take_all(connection.channel(), "redeliver-q")
         assert got == [("m0", True), ("m1", True), ("m2", True)] + [(f"m{i}", False) for i in range(4, 10)]
+        connection.close()
+    finally:
+        broker.stop()
+
+
+def test_ttl_counts_from_the_first_enqueue_across_paging_and_restarts(tmp_path):
+    """A durable queue with a TTL keeps each persistent message's enqueue time in its record: 6,000 messages (most
+    of them on disk, beyond what a queue keeps in memory) neither expire early after a kill -9 and restart, nor
+    outlive their TTL: those with a short expiration, published before the crash, are gone after it."""
+    data = str(tmp_path / "data")
+    broker = Broker(data_dir=data)
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+    channel = connection.channel()
+    channel.queue_declare("ttl-q", durable=True, arguments={"x-message-ttl": 600_000})
+    channel.queue_declare("short-q", durable=True)
+    channel.confirm_delivery()
+    for i in range(6000):
+        channel.basic_publish("", "ttl-q", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    channel.basic_publish("", "short-q", b"short", pika.BasicProperties(delivery_mode=2, expiration="200"))
+    broker.kill()
+    time.sleep(0.3)  # the short expiration passes while the broker is down (no event to wait for)
+
+    broker = Broker(data_dir=data)
+    try:
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+        channel = connection.channel()
+        assert channel.queue_declare("short-q", passive=True).method.message_count == 0
+        got = take_all(channel, "ttl-q")
+        assert [body for body, _ in got] == [f"m{i}" for i in range(6000)]
         connection.close()
     finally:
         broker.stop()

@@ -316,3 +316,33 @@ def test_a_consumer_keeps_an_expiring_queue(conn):
     assert ch.queue_declare(queue, passive=True).method.message_count == 0
     ch.basic_cancel(tag)
     ch.queue_delete(queue)
+
+
+def test_dead_letter_counters_have_rabbitmq_names(broker):
+    """Warren's metrics count dead-lettered messages by reason and strategy, with RabbitMQ 3.13's names."""
+    c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
+    ch = c.channel()
+
+    def counter(reason, strategy):
+        text = broker.http_get("/metrics")[1]
+        for line in text.splitlines():
+            if line.startswith(f"rabbitmq_global_messages_dead_lettered_{reason}_total{{") and (
+                f'dead_letter_strategy="{strategy}"' in line
+            ):
+                return int(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"no {reason}/{strategy} sample")
+
+    before = counter("maxlen", "at_most_once"), counter("rejected", "disabled")
+    work, dead, _ = dead_letter_setup(ch, **{"x-max-length": 1})
+    ch.basic_publish("", work, b"1")
+    ch.basic_publish("", work, b"2")  # drops 1 to the dead-letter exchange
+    plain = unique("plain")
+    ch.queue_declare(plain, exclusive=True)
+    ch.basic_publish("", plain, b"x")
+    got = None
+    while not got:
+        got, _, _ = ch.basic_get(plain)
+    ch.basic_reject(got.delivery_tag, requeue=False)  # no dead-letter exchange: dropped
+    assert wait_get(c, ch, dead)[2] == b"1"
+    assert (counter("maxlen", "at_most_once"), counter("rejected", "disabled")) == (before[0] + 1, before[1] + 1)
+    c.close()

@@ -23,7 +23,7 @@ struct MessageRecordTests {
   func malformed() {
     let bytes = Self.record.encoded()
     for cut in 0..<bytes.count { #expect(MessageRecord(decoding: Array(bytes.prefix(cut))) == nil, "cut at \(cut)") }
-    #expect(MessageRecord(decoding: [3] + bytes.dropFirst()) == nil)
+    #expect(MessageRecord(decoding: [9] + bytes.dropFirst()) == nil)
     #expect(MessageRecord(decoding: [MessageRecord.transientKind] + bytes.dropFirst())?.isTransient == true)
     #expect(MessageRecord(decoding: bytes + [0]) == nil)
     // Each byte changed in turn: what still decodes must be exactly what those bytes say.

@@ -239,6 +239,29 @@ struct DurableQueueStorageTests {
     #expect(storage.residentCount == 0 && storage.residentBytes == 0 && storage.bytes == 0)
   }
 
+  @Test("a message read back from disk keeps its enqueue time (to the millisecond), for TTL; a recovery too")
+  func enqueueTimeKept() throws {
+    let system = SimulatedFileSystem()
+    let store = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: [1]).store
+    let storage = DurableQueueStorage(queueID: 1, store: store, residentLimit: 1, residentByteLimit: 1 << 20)
+    let base = NIODeadline.now().uptimeNanoseconds
+    let times = (0..<5).map { base + UInt64($0) * 7_000_000_123 }
+    for (i, time) in times.enumerated() {
+      storage.append(QueuedMessage(message: persistent("m\(i)"), sequence: UInt32(i + 1), enqueuedAt: time))
+    }
+    store.commitAndSync()
+    var read: [UInt64] = []
+    while let message = storage.removeFirst() { read.append(message.enqueuedAt) }
+    #expect(read.first == times.first)  // held in memory
+    for (got, sent) in zip(read.dropFirst(), times.dropFirst()) {
+      #expect(got <= sent && sent - got < 1_000_000, "\(got) vs \(sent)")
+    }
+    let (reopened, runs, _) = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: [1])
+    let recovered = DurableQueueStorage(queueID: 1, store: reopened, recovered: runs[1] ?? [])
+    let first = try #require(recovered.removeFirst())
+    #expect(first.enqueuedAt <= times[0] && times[0] - first.enqueuedAt < 1_000_000)
+  }
+
   @Test("runs across queues and segments, transient messages between them, requeues and recovery keep the order")
   func runsKeepOrder() throws {
     let system = SimulatedFileSystem()
@@ -466,12 +489,14 @@ struct RecordEncodingTests {
       body: ByteBuffer(repeating: 9, count: 1000))
     let more = (0..<extraQueues).map { UInt32(10 + $0) }
     var fast: [UInt8] = [1, 2, 3]  // records follow what the buffer holds
-    MessageRecord.appendRecord(id: 77, firstQueue: 5, moreQueues: more, message: message, transient: false, to: &fast)
+    MessageRecord.appendRecord(
+      id: 77, enqueuedAt: 1_234, firstQueue: 5, moreQueues: more, message: message, transient: false, to: &fast)
     var payload: [UInt8] = []
-    MessageRecord.encode(id: 77, queues: [5] + more, message: message, into: &payload)
+    MessageRecord.encode(id: 77, enqueuedAt: 1_234, queues: [5] + more, message: message, into: &payload)
     #expect(fast == [1, 2, 3] + SegmentFormat.record(payload))
     let decoded = try #require(MessageRecord(decoding: payload))
     #expect(decoded.queues == [5] + more)
+    #expect(decoded.enqueuedAt == 1_234)
     #expect(decoded.body == Array(repeating: 9, count: 1000))
   }
 }

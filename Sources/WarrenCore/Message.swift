@@ -166,6 +166,8 @@ public struct QueuedMessage {
   public var redelivered: Bool
   /// Where the queue's storage keeps it on disk (its own encoding), 0 when it is not stored.
   public var storageReference: UInt64
+  /// How many times it was delivered and came back (a quorum queue's `x-delivery-count`).
+  public var deliveryCount: UInt16 = 0
 
   public init(
     message: Message, sequence: UInt32, enqueuedAt: UInt64 = 0, redelivered: Bool = false, storageReference: UInt64 = 0

@@ -328,12 +328,39 @@ public final class Queue {
       self.unackedCount -= 1
       self.unackedBytes -= message.message.bodySize
     }
+    if self.options.queueType == .quorum { return self.requeueCounting(messages) }
     self.storage.requeue(
       messages.map {
         var m = $0
         m.redelivered = true
         return m
       })
+    if self.mayExpire { self.expireHead() }
+  }
+
+  /// A quorum queue counts each return: over `x-delivery-limit` a message is dead-lettered (reason
+  /// `delivery_limit`), otherwise it goes back with an `x-delivery-count` header (the message is re-made with it;
+  /// returns are rare).
+  private func requeueCounting(_ messages: [QueuedMessage]) {
+    var back: [QueuedMessage] = []
+    for var queued in messages {
+      queued.deliveryCount &+= 1
+      if let limit = self.options.deliveryLimit, Int(queued.deliveryCount) > limit {
+        self.storage.settled(queued)
+        self.deadLetter(queued.message, reason: .deliveryLimit)
+        continue
+      }
+      var properties = queued.message.properties
+      var headers = properties.headers ?? [:]
+      headers["x-delivery-count"] = .int64(Int64(queued.deliveryCount))
+      properties.headers = headers
+      let original = queued.message
+      queued.message = Message.make(
+        exchange: original.exchange, routingKey: original.routingKey, properties: properties, body: original.body)
+      queued.redelivered = true
+      back.append(queued)
+    }
+    self.storage.requeue(back)
     if self.mayExpire { self.expireHead() }
   }
 

@@ -39,6 +39,41 @@ public enum QueueArguments {
     }
   }
 
+  /// Both sides of an inequivalent argument as RabbitMQ words them: plain values when both are set, "the value 'X'
+  /// of type 'T'" beside "none" when one is missing.
+  public static func showDifference(received: FieldValue?, current: FieldValue?) -> (String, String) {
+    if received != nil && current != nil { return (self.show(received), self.show(current)) }
+    func typed(_ value: FieldValue?) -> String {
+      guard let value else { return "none" }
+      let plain = self.show(value)
+      return "the value \(plain) of type '\(self.wireTypeName(value))'"
+    }
+    return (typed(received), typed(current))
+  }
+
+  /// RabbitMQ's name of a field's wire type.
+  static func wireTypeName(_ value: FieldValue) -> String {
+    switch value {
+    case .bool: return "bool"
+    case .int8: return "byte"
+    case .uint8: return "unsignedbyte"
+    case .int16: return "short"
+    case .uint16: return "unsignedshort"
+    case .int32: return "signedint"
+    case .uint32: return "unsignedint"
+    case .int64: return "long"
+    case .float: return "float"
+    case .double: return "double"
+    case .decimal: return "decimal"
+    case .longString: return "longstr"
+    case .bytes: return "binary"
+    case .array: return "array"
+    case .timestamp: return "timestamp"
+    case .table: return "table"
+    case .void: return "void"
+    }
+  }
+
   static func typeName(_ value: FieldValue) -> String {
     switch value {
     case .longString, .bytes: return "longstr"
@@ -83,6 +118,17 @@ public struct QueueOptions: Sendable, Equatable {
   public var singleActiveConsumer = false
   /// `x-queue-mode: lazy`.
   public var isLazy = false
+  /// `x-queue-type`.
+  public var queueType: QueueType = .classic
+  /// `x-delivery-limit` (quorum queues): a message requeued more often than this is dead-lettered.
+  public var deliveryLimit: Int?
+
+  /// The queue types declare accepts: a quorum queue is a durable queue with RabbitMQ's quorum semantics
+  /// (delivery counts and limits), on this single node.
+  public enum QueueType: String, Sendable {
+    case classic
+    case quorum
+  }
 
   /// No options: an ordinary queue.
   public init() {}
@@ -131,9 +177,15 @@ public struct QueueOptions: Sendable, Equatable {
         }
         self.isLazy = s == "lazy"
       case "x-queue-type":
-        guard let s = value.stringValue, s == "classic" else {
-          throw invalid(key, "only classic queues are supported, not \(QueueArguments.show(value))")
+        guard let s = value.stringValue else {
+          throw invalid(key, "{unacceptable_type,\(QueueArguments.typeName(value))}")
         }
+        guard let type = QueueType(rawValue: s) else {
+          throw invalid(key, "\"unsupported queue type '\(s)'\"")  // streams, too, until they exist
+        }
+        self.queueType = type
+      case "x-delivery-limit":
+        if let n = value.integerValue, n >= 0 { self.deliveryLimit = Int(n) }  // other values ignored, as RabbitMQ
       case "x-single-active-consumer":
         guard let b = value.boolValue else {
           throw invalid(key, "\"expected bool, got \(QueueArguments.typeName(value))\"")
@@ -142,6 +194,25 @@ public struct QueueOptions: Sendable, Equatable {
       default:
         continue
       }
+    }
+    if self.queueType == .quorum {
+      for key in ["x-max-priority", "x-queue-mode"] where arguments[key] != nil {
+        throw .preconditionFailed(
+          "invalid arg '\(key)' for \(describe("queue", queue, vhost: vhost)) of queue type rabbit_quorum_queue")
+      }
+    } else {
+      self.deliveryLimit = nil  // a classic queue ignores it, as RabbitMQ 3.x
+    }
+  }
+
+  /// A quorum queue's properties, checked as RabbitMQ does: durable, not exclusive, not auto-delete.
+  public func checkProperties(durable: Bool, exclusive: Bool, autoDelete: Bool, queue: String, vhost: String)
+    throws(BrokerError)
+  {
+    guard self.queueType == .quorum else { return }
+    let invalid = !durable ? "non-durable" : exclusive ? "exclusive-owner" : autoDelete ? "auto-delete" : nil
+    if let invalid {
+      throw .preconditionFailed("invalid property '\(invalid)' for \(describe("queue", queue, vhost: vhost))")
     }
   }
 }

@@ -200,15 +200,19 @@ public final class VirtualHost {
       }
       if existing.autoDelete != autoDelete { throw inequivalent("auto_delete", autoDelete, existing.autoDelete) }
       if let key = QueueArguments.firstDifference(existing.arguments, arguments, keys: QueueArguments.equivalenceKeys) {
+        let (received, current) = QueueArguments.showDifference(
+          received: arguments[key], current: existing.arguments[key])
         throw .preconditionFailed(
           "inequivalent arg '\(key)' for \(describe("queue", name, vhost: self.name)): "
-            + "received \(QueueArguments.show(arguments[key])) but current is \(QueueArguments.show(existing.arguments[key]))"
+            + "received \(received) but current is \(current)"
         )
       }
       existing.markUsed()
       return existing
     }
     let options = try QueueOptions(arguments: arguments, queue: name, vhost: self.name)
+    try options.checkProperties(
+      durable: durable, exclusive: exclusive, autoDelete: autoDelete, queue: name, vhost: self.name)
     let queue = Queue(
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
       autoDelete: autoDelete, arguments: arguments, options: options, clock: self.clock,

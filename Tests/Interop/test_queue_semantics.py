@@ -346,3 +346,93 @@ def test_dead_letter_counters_have_rabbitmq_names(broker):
     assert wait_get(c, ch, dead)[2] == b"1"
     assert (counter("maxlen", "at_most_once"), counter("rejected", "disabled")) == (before[0] + 1, before[1] + 1)
     c.close()
+
+
+def closed_with(conn, action):
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+        action(ch)
+    return error.value.reply_code, error.value.reply_text
+
+
+@pytest.mark.parametrize(
+    "properties, word",
+    [({"durable": False}, "non-durable"), ({"exclusive": True}, "exclusive-owner"), ({"auto_delete": True}, "auto-delete")],
+)
+def test_a_quorum_queue_must_be_durable_shared_and_kept(conn, properties, word):
+    name = unique("qq")
+    kw = {"durable": True, **properties}
+    code, text = closed_with(conn, lambda ch: ch.queue_declare(name, arguments={"x-queue-type": "quorum"}, **kw))
+    assert (code, text) == (406, f"PRECONDITION_FAILED - invalid property '{word}' for queue '{name}' in vhost '/'")
+
+
+def test_quorum_queue_arguments_and_types_are_checked(conn):
+    name = unique("qq")
+    code, text = closed_with(
+        conn, lambda ch: ch.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum", "x-max-priority": 5})
+    )
+    assert (code, text) == (
+        406,
+        f"PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue '{name}' in vhost '/' "
+        "of queue type rabbit_quorum_queue",
+    )
+    code, text = closed_with(conn, lambda ch: ch.queue_declare(name, durable=True, arguments={"x-queue-type": "foo"}))
+    assert (code, text) == (
+        406,
+        f"PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue '{name}' in vhost '/': "
+        "\"unsupported queue type 'foo'\"",
+    )
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+    code, text = closed_with(conn, lambda ch: ch.queue_declare(name, durable=True))
+    assert (code, text) == (
+        406,
+        f"PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '{name}' in vhost '/': "
+        "received none but current is the value 'quorum' of type 'longstr'",
+    )
+    conn.channel().queue_delete(name)
+
+
+@pytest.mark.warren_only
+def test_streams_are_refused_until_they_exist(conn):
+    name = unique("stream")
+    code, text = closed_with(
+        conn, lambda ch: ch.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
+    )
+    assert code == 406 and "unsupported queue type 'stream'" in text
+
+
+def test_a_quorum_queue_counts_redeliveries_and_dead_letters_over_the_delivery_limit(conn):
+    ch = conn.channel()
+    work, dead = unique("qq"), unique("qq-dead")
+    ch.queue_declare(dead, exclusive=True)
+    ch.queue_declare(
+        work,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": 1,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead,
+        },
+    )
+    try:
+        ch.basic_publish("", work, b"job", pika.BasicProperties(headers={"app": 1}))
+        seen = []
+        for _ in range(2):
+            method, properties = None, None
+            deadline = time.monotonic() + 10
+            while method is None and time.monotonic() < deadline:
+                method, properties, _ = ch.basic_get(work)
+                if method is None:
+                    conn.process_data_events(time_limit=0.01)
+            seen.append((method.redelivered, (properties.headers or {}).get("x-delivery-count")))
+            ch.basic_nack(method.delivery_tag, requeue=True)
+        assert seen[1] == (True, 1)
+        assert seen[0][0] is False
+        _, properties, body = wait_get(conn, ch, dead)
+        assert body == b"job"
+        assert death(properties)["reason"] == "delivery_limit"
+        assert properties.headers["app"] == 1
+    finally:
+        ch.queue_delete(work)

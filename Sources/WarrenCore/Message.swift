@@ -108,6 +108,30 @@ public final class Message: ManagedBuffer<MessageLayout, UInt8> {
     self.withBytes { _, _, properties, _ in properties.count >= 2 && properties[0] & 0x20 != 0 }
   }
 
+  /// The `priority` property (0 when absent), read from the property bytes without decoding them: only
+  /// content-type, content-encoding, headers and delivery-mode come before it.
+  @inlinable public var priority: UInt8 {
+    self.withBytes { _, _, properties, _ in
+      guard properties.count >= 2 else { return 0 }
+      let flags = UInt16(properties[0]) << 8 | UInt16(properties[1])
+      guard flags & 0x0800 != 0, flags & 0x0001 == 0 else { return 0 }
+      var offset = 2
+      for bit: UInt16 in [0x8000, 0x4000] where flags & bit != 0 {
+        guard offset < properties.count else { return 0 }
+        offset += 1 + Int(properties[offset])
+      }
+      if flags & 0x2000 != 0 {
+        guard offset + 4 <= properties.count else { return 0 }
+        let length =
+          Int(properties[offset]) << 24 | Int(properties[offset + 1]) << 16 | Int(properties[offset + 2]) << 8
+          | Int(properties[offset + 3])
+        offset += 4 + length
+      }
+      if flags & 0x1000 != 0 { offset += 1 }
+      return offset < properties.count ? properties[offset] : 0
+    }
+  }
+
   /// Whether the properties include an expiration (read from the property flags, nothing decoded).
   @inlinable public var hasExpiration: Bool {
     self.withBytes { _, _, properties, _ in properties.count >= 2 && properties[0] & 0x01 != 0 }

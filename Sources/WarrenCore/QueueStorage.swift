@@ -31,6 +31,10 @@ public protocol QueueStorage: AnyObject {
   var pendingToken: StorageToken? { get }
   /// The queue was deleted: every ready message goes (a store forgets them without writing each one off).
   func queueDeleted()
+  /// Another storage of the same kind for the same queue (a priority queue keeps one per priority level).
+  func makeSibling() -> any QueueStorage
+  /// The storage that does the keeping (itself, or the first level of a ``PriorityQueueStorage``).
+  var base: any QueueStorage { get }
 }
 
 extension QueueStorage {
@@ -40,6 +44,65 @@ extension QueueStorage {
   public var residentCount: Int { self.count }
   public func queueDeleted() { _ = self.purge() }
   public var pendingToken: StorageToken? { nil }
+  public func makeSibling() -> any QueueStorage { InMemoryQueueStorage() }
+  public var base: any QueueStorage { self }
+}
+
+/// A priority queue's ready messages (`x-max-priority`): one storage per level, the highest non-empty level first,
+/// in order within a level. A message's priority above the maximum counts as the maximum; none counts as 0.
+public final class PriorityQueueStorage: QueueStorage {
+  private var levels: [any QueueStorage]
+  private var lastLevel = 0
+
+  /// Levels 0...maxPriority; `base` (with whatever it recovered) is level 0, the others its siblings. Recovered
+  /// messages are sorted into their levels here (held in memory: a restart of a long priority queue reads it).
+  public init(base: any QueueStorage, maxPriority: Int) {
+    self.levels = [base] + (0..<max(0, maxPriority)).map { _ in base.makeSibling() }
+    var recovered: [[QueuedMessage]] = Array(repeating: [], count: self.levels.count)
+    var kept: [QueuedMessage] = []
+    while let message = base.removeFirst() {
+      let level = self.level(of: message)
+      if level == 0 { kept.append(message) } else { recovered[level].append(message) }
+    }
+    base.requeue(kept)
+    for (level, messages) in recovered.enumerated() where !messages.isEmpty { self.levels[level].requeue(messages) }
+  }
+
+  private func level(of queued: QueuedMessage) -> Int {
+    min(Int(queued.message.priority), self.levels.count - 1)
+  }
+
+  public var count: Int { self.levels.reduce(0) { $0 + $1.count } }
+  public var bytes: Int { self.levels.reduce(0) { $0 + $1.bytes } }
+  public var residentBytes: Int { self.levels.reduce(0) { $0 + $1.residentBytes } }
+  public var residentCount: Int { self.levels.reduce(0) { $0 + $1.residentCount } }
+  public var base: any QueueStorage { self.levels[0] }
+  public var pendingToken: StorageToken? { self.levels[self.lastLevel].pendingToken }
+
+  public func append(_ message: QueuedMessage) {
+    self.lastLevel = self.level(of: message)
+    self.levels[self.lastLevel].append(message)
+  }
+
+  private var highest: (any QueueStorage)? {
+    for level in self.levels.reversed() where level.count > 0 { return level }
+    return nil
+  }
+
+  public func removeFirst() -> QueuedMessage? { self.highest?.removeFirst() }
+  public func head() -> QueuedMessage? { self.highest?.head() }
+
+  public func requeue(_ messages: [QueuedMessage]) {
+    var byLevel: [[QueuedMessage]] = Array(repeating: [], count: self.levels.count)
+    for message in messages { byLevel[self.level(of: message)].append(message) }
+    for (level, group) in byLevel.enumerated() where !group.isEmpty { self.levels[level].requeue(group) }
+  }
+
+  public func purge() -> Int { self.levels.reduce(0) { $0 + $1.purge() } }
+  public func settled(_ message: QueuedMessage) { self.levels[self.level(of: message)].settled(message) }
+  public func delivered(_ message: QueuedMessage) { self.levels[self.level(of: message)].delivered(message) }
+  public func queueDeleted() { for level in self.levels { level.queueDeleted() } }
+  public func makeSibling() -> any QueueStorage { self.levels[0].makeSibling() }
 }
 
 /// Ready messages in memory, in a deque ordered by sequence number.

@@ -216,7 +216,7 @@ public final class VirtualHost {
     let queue = Queue(
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
       autoDelete: autoDelete, arguments: arguments, options: options, clock: self.clock,
-      storage: self.makeQueueStorage(name, durable && !exclusive && !autoDelete))
+      storage: self.makeStorage(name, recoverable: durable && !exclusive && !autoDelete, options: options))
     queue.owner = self
     self.queues[name] = queue
     queue.markUsed()  // starts the x-expires period
@@ -226,6 +226,12 @@ public final class VirtualHost {
     self.topologyObserver?.queueDeclared(queue, in: self)
     // Every queue is bound to the default exchange by its name (implicitly: the default exchange routes by name).
     return queue
+  }
+
+  private func makeStorage(_ name: String, recoverable: Bool, options: QueueOptions) -> any QueueStorage {
+    let storage = self.makeQueueStorage(name, recoverable)
+    guard let maxPriority = options.maxPriority, maxPriority > 0 else { return storage }
+    return PriorityQueueStorage(base: storage, maxPriority: maxPriority)
   }
 
   /// The queue a connection may use, or 404 / 405 as RabbitMQ answers.

@@ -256,7 +256,7 @@ public final class BrokerPersistence: TopologyObserver {
 
   /// Whether a queue is recovered after a restart (durable, neither exclusive nor auto-delete).
   static func isRecoverable(_ queue: Queue) -> Bool {
-    (queue.storage as? DurableQueueStorage)?.recoverable == true
+    (queue.storage.base as? DurableQueueStorage)?.recoverable == true
   }
 
   static func isRecorded(_ exchange: Exchange) -> Bool {
@@ -280,7 +280,7 @@ public final class BrokerPersistence: TopologyObserver {
   static func record(_ op: TopologyRecord.Operation, _ queue: Queue, _ vhost: VirtualHost) -> TopologyRecord {
     TopologyRecord(
       op: op, vhost: vhost.name, name: queue.name, arguments: TopologyRecord.encode(queue.arguments),
-      queueID: (queue.storage as? DurableQueueStorage)?.queueID)
+      queueID: (queue.storage.base as? DurableQueueStorage)?.queueID)
   }
 
   static func record(_ op: TopologyRecord.Operation, _ binding: Binding, _ vhost: VirtualHost) -> TopologyRecord {

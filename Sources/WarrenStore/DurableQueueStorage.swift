@@ -188,6 +188,13 @@ public final class DurableQueueStorage: QueueStorage {
     return nil
   }
 
+  /// A storage for the same queue in the same store (a priority level).
+  public func makeSibling() -> any QueueStorage {
+    DurableQueueStorage(
+      queueID: self.queueID, store: self.store, recoverable: self.recoverable, residentLimit: self.residentLimit,
+      residentByteLimit: self.residentByteLimit)
+  }
+
   /// The head; a stored one is read back and kept in memory as the first entry.
   public func head() -> QueuedMessage? {
     if case .entry(let entry)? = self.slots.first { return entry }

@@ -212,6 +212,28 @@ def test_ttl_counts_from_the_first_enqueue_across_paging_and_restarts(tmp_path):
         broker.stop()
 
 
+def test_a_durable_priority_queue_keeps_its_order_across_kill9(tmp_path):
+    data = str(tmp_path / "data")
+    broker = Broker(data_dir=data)
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+    channel = connection.channel()
+    channel.queue_declare("prio-q", durable=True, arguments={"x-max-priority": 5})
+    channel.confirm_delivery()
+    for body, priority in [("a", 1), ("b", 5), ("c", 0), ("d", 5), ("e", 3)]:
+        channel.basic_publish("", "prio-q", body.encode(), pika.BasicProperties(delivery_mode=2, priority=priority))
+    broker.kill()
+
+    broker = Broker(data_dir=data)
+    try:
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+        channel = connection.channel()
+        channel.basic_publish("", "prio-q", b"f", pika.BasicProperties(delivery_mode=2, priority=4))
+        assert [body for body, _ in take_all(channel, "prio-q")] == ["b", "d", "f", "e", "a", "c"]
+        connection.close()
+    finally:
+        broker.stop()
+
+
 def test_sigterm_then_restart_loses_nothing(tmp_path):
     data = str(tmp_path / "data")
     broker = Broker(data_dir=data)

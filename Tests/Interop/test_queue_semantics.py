@@ -436,3 +436,22 @@ def test_a_quorum_queue_counts_redeliveries_and_dead_letters_over_the_delivery_l
         assert properties.headers["app"] == 1
     finally:
         ch.queue_delete(work)
+
+
+def test_a_priority_queue_delivers_higher_priorities_first_and_fifo_within_one(conn):
+    ch = conn.channel()
+    queue = unique("prio")
+    ch.queue_declare(queue, exclusive=True, arguments={"x-max-priority": 10})
+    sent = [("low", 1), ("mid-a", 5), ("none", None), ("top", 10), ("above", 200), ("mid-b", 5)]
+    for body, priority in sent:
+        ch.basic_publish("", queue, body.encode(), pika.BasicProperties(priority=priority))
+    first, _, body = ch.basic_get(queue)
+    assert body == b"top"
+    ch.basic_nack(first.delivery_tag, requeue=True)  # back to its place among its level
+    got = []
+    while True:
+        method, _, body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            break
+        got.append(body.decode())
+    assert got == ["top", "above", "mid-a", "mid-b", "low", "none"]

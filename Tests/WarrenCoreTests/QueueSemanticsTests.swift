@@ -228,4 +228,22 @@ struct QueueSemanticsTests {
     f.timers.fireDue()
     #expect(f.vhost.queues["temp"] == nil)
   }
+
+  @Test("x-max-priority: highest level first, FIFO within a level, above the maximum counts as the maximum")
+  func priorities() throws {
+    let f = try Fixture()
+    let queue = try f.vhost.declareQueue(name: "p", arguments: ["x-max-priority": .int32(3)], connection: 1)
+    for (body, priority) in [("a", 0), ("b", 3), ("c", 9), ("d", 1), ("e", 3)] {
+      var properties = BasicProperties()
+      properties.priority = UInt8(priority)
+      let message = Message.make(exchange: "", routingKey: "p", properties: properties, body: ByteBuffer(string: body))
+      #expect(message.priority == UInt8(priority))
+      _ = f.vhost.publish(message, to: f.vhost.defaultExchange)
+    }
+    let first = try #require(queue.get(noAck: false))
+    queue.requeue([first])
+    var order: [String] = []
+    while let queued = queue.get(noAck: true) { order.append(String(buffer: queued.message.body)) }
+    #expect(order == ["b", "c", "e", "d", "a"])
+  }
 }

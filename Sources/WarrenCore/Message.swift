@@ -188,10 +188,11 @@ public struct QueuedMessage {
   public var sequence: UInt32
   /// Whether it was delivered before and requeued.
   public var redelivered: Bool
+  /// How many times it was delivered and came back (a quorum queue's `x-delivery-count`); declared here to sit in
+  /// the padding after `redelivered` (the struct stays 32 bytes).
+  public var deliveryCount: UInt16 = 0
   /// Where the queue's storage keeps it on disk (its own encoding), 0 when it is not stored.
   public var storageReference: UInt64
-  /// How many times it was delivered and came back (a quorum queue's `x-delivery-count`).
-  public var deliveryCount: UInt16 = 0
 
   public init(
     message: Message, sequence: UInt32, enqueuedAt: UInt64 = 0, redelivered: Bool = false, storageReference: UInt64 = 0

@@ -238,7 +238,9 @@ public final class Queue {
 
   /// Delivers ready messages to consumers in turn, as far as their channels allow (flow, prefetch, socket).
   public func dispatch() {
-    let count = self.consumers.count
+    // With x-single-active-consumer only the first consumer (the oldest) takes deliveries; the next one takes
+    // over when it goes.
+    let count = self.options.singleActiveConsumer ? min(1, self.consumers.count) : self.consumers.count
     guard count > 0 else { return }
     var refused = 0
     while refused < count, self.storage.count > 0 {

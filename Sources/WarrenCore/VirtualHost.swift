@@ -305,13 +305,20 @@ public final class VirtualHost {
 
   /// Removes a consumer from its queue, deleting an auto-delete queue that lost its last consumer.
   public func removeConsumer(_ consumer: Consumer) {
-    if consumer.queue.removeConsumer(consumer) { self.removeQueue(consumer.queue) }
+    let queue = consumer.queue
+    if queue.removeConsumer(consumer) {
+      self.removeQueue(queue)
+    } else if queue.options.singleActiveConsumer {
+      queue.dispatch()  // the next consumer is active now
+    }
   }
 
   /// Adds a consumer, with RabbitMQ's checks for exclusive consumers.
   public func addConsumer(_ consumer: Consumer) throws(BrokerError) {
     let queue = consumer.queue
-    if queue.hasExclusiveConsumer || (consumer.exclusive && !queue.consumers.isEmpty) {
+    if queue.hasExclusiveConsumer || (consumer.exclusive && !queue.consumers.isEmpty)
+      || (consumer.exclusive && queue.options.singleActiveConsumer)
+    {
       throw .accessRefused("\(describe("queue", queue.name, vhost: self.name)) in exclusive use")
     }
     queue.addConsumer(consumer)

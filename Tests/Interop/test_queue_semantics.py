@@ -455,3 +455,35 @@ def test_a_priority_queue_delivers_higher_priorities_first_and_fifo_within_one(c
             break
         got.append(body.decode())
     assert got == ["top", "above", "mid-a", "mid-b", "low", "none"]
+
+
+def test_single_active_consumer_delivers_to_one_and_fails_over_in_order(conn, target_port):
+    queue = unique("sac")
+    ch = conn.channel()
+    ch.queue_declare(queue, arguments={"x-single-active-consumer": True})
+    other = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", target_port, heartbeat=0))
+    try:
+        first_ch, second_ch = other.channel(), other.channel()
+        first, second = [], []
+        first_ch.basic_qos(prefetch_count=10)
+        first_tag = first_ch.basic_consume(queue, lambda c, m, p, b: first.append((m, b)))
+        second_ch.basic_consume(queue, lambda c, m, p, b: second.append((m.redelivered, b)), auto_ack=True)
+        for i in range(4):
+            ch.basic_publish("", queue, f"m{i}".encode())
+        deadline = time.monotonic() + 10
+        while len(first) < 4 and time.monotonic() < deadline:
+            other.process_data_events(time_limit=0.05)
+        assert [b for _, b in first] == [b"m0", b"m1", b"m2", b"m3"] and second == []
+        first_ch.basic_ack(first[0][0].delivery_tag)
+        first_ch.basic_cancel(first_tag)
+        ch.basic_publish("", queue, b"m4")  # to the consumer that is active now
+        first_ch.close()  # its unacknowledged deliveries go back, and to the active consumer
+        deadline = time.monotonic() + 10
+        while len(second) < 4 and time.monotonic() < deadline:
+            other.process_data_events(time_limit=0.05)
+        assert sorted(second) == [(False, b"m4"), (True, b"m1"), (True, b"m2"), (True, b"m3")]
+        code, text = closed_with(conn, lambda c: c.basic_consume(queue, lambda *_: None, exclusive=True))
+        assert (code, text) == (403, f"ACCESS_REFUSED - queue '{queue}' in vhost '/' in exclusive use")
+    finally:
+        other.close()
+        conn.channel().queue_delete(queue)

@@ -246,4 +246,28 @@ struct QueueSemanticsTests {
     while let queued = queue.get(noAck: true) { order.append(String(buffer: queued.message.body)) }
     #expect(order == ["b", "c", "e", "d", "a"])
   }
+
+  @Test("x-single-active-consumer: the oldest consumer takes everything; the next takes over when it goes")
+  func singleActiveConsumer() throws {
+    let f = try Fixture()
+    let queue = try f.vhost.declareQueue(
+      name: "s", arguments: ["x-single-active-consumer": .bool(true)], connection: 1)
+    let channel = RecordingChannel()
+    let first = Consumer(tag: "first", queue: queue, noAck: true, exclusive: false, prefetchCount: 0, channel: channel)
+    let second = Consumer(
+      tag: "second", queue: queue, noAck: true, exclusive: false, prefetchCount: 0, channel: channel)
+    try f.vhost.addConsumer(first)
+    try f.vhost.addConsumer(second)
+    channel.accepting = false
+    for body in ["a", "b"] { _ = f.publish(body, to: "s") }
+    channel.accepting = true
+    queue.dispatch()
+    _ = f.publish("c", to: "s")
+    f.vhost.removeConsumer(first)
+    _ = f.publish("d", to: "s")
+    #expect(channel.delivered.map { "\($0.consumer):\($0.body)" } == ["first:a", "first:b", "first:c", "second:d"])
+    let exclusive = Consumer(tag: "x", queue: queue, noAck: true, exclusive: true, prefetchCount: 0, channel: channel)
+    f.vhost.removeConsumer(second)
+    #expect(throws: BrokerError.self) { try f.vhost.addConsumer(exclusive) }
+  }
 }

@@ -28,6 +28,8 @@ public final class VirtualHost {
   public var timers: (any QueueTimers)?
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
+  /// The channels consuming direct reply-to replies, by their reply-to names.
+  var directReplyTargets: [String: WeakReplyTarget] = [:]
   private var routes = RouteSet()
   private var routeEpoch: UInt64 = 0
   private var serverNamedCounter: UInt64 = 0
@@ -316,13 +318,17 @@ public final class VirtualHost {
   /// Adds a consumer, with RabbitMQ's checks for exclusive consumers.
   public func addConsumer(_ consumer: Consumer) throws(BrokerError) {
     let queue = consumer.queue
-    if queue.hasExclusiveConsumer || (consumer.exclusive && !queue.consumers.isEmpty)
-      || (consumer.exclusive && queue.options.singleActiveConsumer)
-    {
-      throw .accessRefused("\(describe("queue", queue.name, vhost: self.name)) in exclusive use")
-    }
+    try Self.checkNewConsumer(on: queue, exclusive: consumer.exclusive)
     queue.addConsumer(consumer)
     queue.dispatch()
+  }
+
+  /// Whether a consumer may join a queue, as RabbitMQ checks: not beside an exclusive consumer, not exclusive
+  /// beside others or on a single-active-consumer queue (403).
+  public static func checkNewConsumer(on queue: Queue, exclusive: Bool) throws(BrokerError) {
+    if queue.hasExclusiveConsumer || (exclusive && (!queue.consumers.isEmpty || queue.options.singleActiveConsumer)) {
+      throw .accessRefused("\(describe("queue", queue.name, vhost: queue.vhost)) in exclusive use")
+    }
   }
 
   private func makeServerName() -> String {
@@ -485,7 +491,12 @@ public final class VirtualHost {
       return self.route(selected.message, keys: [routingKey] + selected.keys, from: exchange, publisher: publisher)
     }
     if exchange === self.defaultExchange {
-      guard let queue = self.queues[routingKey] else { return PublishOutcome() }
+      guard let queue = self.queues[routingKey] else {
+        if routingKey.hasPrefix(Self.directReplyQueue + "."), self.deliverDirectReply(message, routingKey: routingKey) {
+          return PublishOutcome(accepted: 1)
+        }
+        return PublishOutcome()
+      }
       return Self.enqueue(message, on: queue, publisher: publisher)
     }
     if let direct = exchange.directRouter, let queue = direct.singleQueue(for: routingKey) {

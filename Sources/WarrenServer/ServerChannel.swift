@@ -167,13 +167,20 @@ final class ServerChannel: DeliveryChannel {
             deliveryTag: tag, redelivered: message.redelivered, exchange: message.message.exchange,
             routingKey: message.message.routingKey, messageCount: UInt32(clamping: queue.messageCount))),
         message: message.message)
+    case .basicConsume(let m) where m.queue == VirtualHost.directReplyQueue:
+      if !m.noAck { throw .preconditionFailed("reply consumer cannot acknowledge") }
+      if self.directReply != nil { throw .preconditionFailed("reply consumer already set") }
+      let tag = try self.machine.consumerTag(requested: m.consumerTag)
+      self.directReply = (tag, self.vhost.registerDirectReply(self))
+      if !m.noWait { self.reply(.basicConsumeOk(BasicConsumeOk(consumerTag: tag))) }
+    case .basicCancel(let m) where m.consumerTag == self.directReply?.tag:
+      self.endDirectReply()
+      if !m.noWait { self.reply(.basicCancelOk(BasicCancelOk(consumerTag: m.consumerTag))) }
     case .basicConsume(let m):
       try self.operations.authorize(.read, "queue", m.queue)
       let queue = try self.vhost.queue(named: m.queue, connection: self.connection.id)
       let tag = try self.machine.consumerTag(requested: m.consumerTag)
-      if queue.hasExclusiveConsumer || (m.exclusive && !queue.consumers.isEmpty) {
-        throw .accessRefused("queue '\(queue.name)' in vhost '\(queue.vhost)' in exclusive use")
-      }
+      try VirtualHost.checkNewConsumer(on: queue, exclusive: m.exclusive)
       let consumer = Consumer(
         tag: tag, queue: queue, noAck: m.noAck, exclusive: m.exclusive, prefetchCount: self.machine.consumerPrefetch,
         channel: self, arguments: m.arguments)
@@ -200,7 +207,8 @@ final class ServerChannel: DeliveryChannel {
   // MARK: Publishing
 
   private func publish(_ content: ChannelStateMachine.Content) throws(BrokerError) {
-    try self.checkProperties(content.properties)
+    var content = content
+    if let rewritten = try self.checkProperties(content.properties) { content.properties = rewritten }
     if self.machine.mode == .transactional {
       _ = try self.exchange(named: content.publish.exchange)
       self.machine.addToTransaction(content)
@@ -219,15 +227,17 @@ final class ServerChannel: DeliveryChannel {
     return exchange
   }
 
-  /// As RabbitMQ: a `user_id` property must name the authenticated user (406). The property flags are read without
-  /// decoding; the properties are decoded only when the flag is set.
+  /// As RabbitMQ: a `user_id` property must name the authenticated user, an `expiration` must be a non-negative
+  /// integer (406), and a `reply_to` of `amq.rabbitmq.reply-to` becomes the channel's reply-to name (the properties
+  /// returned). The property flags are read without decoding; the properties are decoded only when one of those
+  /// is set.
   @inline(__always)
-  private func checkProperties(_ properties: ByteBuffer) throws(BrokerError) {
-    guard let flags = properties.getInteger(at: properties.readerIndex, as: UInt16.self), flags & 0x0110 != 0 else {
-      return
+  private func checkProperties(_ properties: ByteBuffer) throws(BrokerError) -> ByteBuffer? {
+    guard let flags = properties.getInteger(at: properties.readerIndex, as: UInt16.self), flags & 0x0310 != 0 else {
+      return nil
     }
     var raw = properties
-    guard let decoded = try? BasicProperties(from: &raw) else { return }
+    guard let decoded = try? BasicProperties(from: &raw) else { return nil }
     if let userID = decoded.userId, userID != self.operations.user {
       throw .preconditionFailed(
         "user_id property set to '\(userID)' but authenticated user was '\(self.operations.user)'")
@@ -235,6 +245,7 @@ final class ServerChannel: DeliveryChannel {
     if let expiration = decoded.expiration, Message.parseExpiration(expiration) == nil {
       throw .preconditionFailed("invalid expiration '\(expiration)': \(Self.expirationError(expiration))")
     }
+    return try self.directReplyProperties(decoded)
   }
 
   /// Why an `expiration` is refused, in RabbitMQ's (Erlang's) words.
@@ -395,12 +406,49 @@ final class ServerChannel: DeliveryChannel {
     for queue in queues { queue.dispatch() }
   }
 
+  // MARK: Direct reply-to
+
+  /// The channel's reply consumer (consuming from `amq.rabbitmq.reply-to`): its tag and reply-to name.
+  private var directReply: (tag: String, name: String)?
+
+  private func endDirectReply() {
+    guard let directReply = self.directReply else { return }
+    self.vhost.unregisterDirectReply(directReply.name)
+    self.directReply = nil
+  }
+
+  /// A request's `reply_to` of `amq.rabbitmq.reply-to` becomes this channel's reply-to name (406 when the channel
+  /// does not consume replies); nil when there is nothing to rewrite.
+  private func directReplyProperties(_ properties: BasicProperties) throws(BrokerError) -> ByteBuffer? {
+    guard properties.replyTo == VirtualHost.directReplyQueue else { return nil }
+    guard let directReply = self.directReply else {
+      throw .preconditionFailed("fast reply consumer does not exist")
+    }
+    var rewritten = properties
+    rewritten.replyTo = directReply.name
+    var bytes = ByteBuffer()
+    rewritten.encode(into: &bytes)
+    return bytes
+  }
+
   /// Cancels the consumers and requeues every unacknowledged delivery (channel closed or connection lost).
   func release() {
     guard !self.released else { return }
     self.released = true
+    self.endDirectReply()
     let (consumers, unacked) = self.machine.release()
     for consumer in consumers { self.vhost.removeConsumer(consumer) }
     self.settle(unacked)
+  }
+}
+
+extension ServerChannel: DirectReplyTarget {
+  /// A reply for this channel's reply consumer: delivered at once, no-ack, with the channel's next delivery tag.
+  func deliverDirectReply(_ message: Message) {
+    guard let directReply = self.directReply, self.machine.state == .open else { return }
+    self.counters.values.messagesDeliveredConsumeAutoAck &+= 1
+    self.outbound.writeDelivery(
+      channel: self.number, consumerTag: Array(directReply.tag.utf8), deliveryTag: self.machine.takeDeliveryTag(),
+      redelivered: false, message: message)
   }
 }

@@ -41,6 +41,9 @@ struct TopologyOperations {
       try self.vhost.unbindExchange(
         destination: m.destination, source: m.source, routingKey: m.routingKey, arguments: m.arguments)
       return m.noWait ? nil : .exchangeUnbindOk(ExchangeUnbindOk())
+    case .queueDeclare(let m) where m.passive && m.queue == VirtualHost.directReplyQueue:
+      // As RabbitMQ: the direct reply-to pseudo-queue exists for a passive declare, empty, one consumer.
+      return m.noWait ? nil : .queueDeclareOk(QueueDeclareOk(queue: m.queue, messageCount: 0, consumerCount: 1))
     case .queueDeclare(let m):
       if !m.passive { try self.authorize(.configure, "queue", m.queue.isEmpty ? "amq.gen-" : m.queue) }
       let queue = try self.vhost.declareQueue(

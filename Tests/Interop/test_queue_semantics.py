@@ -487,3 +487,57 @@ def test_single_active_consumer_delivers_to_one_and_fails_over_in_order(conn, ta
     finally:
         other.close()
         conn.channel().queue_delete(queue)
+
+
+def test_direct_reply_to_round_trip(conn, target_port):
+    client = conn.channel()
+    replies = []
+    tag = client.basic_consume(
+        "amq.rabbitmq.reply-to", lambda c, m, p, b: replies.append((m, p, b)), auto_ack=True
+    )
+    server_conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", target_port, heartbeat=0))
+    try:
+        server = server_conn.channel()
+        queue = unique("rpc")
+        server.queue_declare(queue, exclusive=True)
+        for i in range(3):
+            client.basic_publish(
+                "", queue, f"req{i}".encode(), pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id=str(i))
+            )
+            method = None
+            while method is None:
+                method, properties, body = server.basic_get(queue, auto_ack=True)
+            assert properties.reply_to.startswith("amq.rabbitmq.reply-to.")
+            server.basic_publish("", properties.reply_to, body.upper(), pika.BasicProperties(correlation_id=str(i)))
+        deadline = time.monotonic() + 10
+        while len(replies) < 3 and time.monotonic() < deadline:
+            conn.process_data_events(time_limit=0.05)
+        assert [(p.correlation_id, b) for _, p, b in replies] == [("0", b"REQ0"), ("1", b"REQ1"), ("2", b"REQ2")]
+        method = replies[0][0]
+        assert method.consumer_tag == tag and method.exchange == "" and not method.redelivered
+        assert method.routing_key == properties.reply_to
+        # A reply to a name nobody consumes is unroutable: a mandatory one comes back.
+        server.confirm_delivery()
+        with pytest.raises(pika.exceptions.UnroutableError):
+            server.basic_publish("", "amq.rabbitmq.reply-to.nobody", b"x", mandatory=True)
+    finally:
+        server_conn.close()
+    declared = conn.channel().queue_declare("amq.rabbitmq.reply-to", passive=True).method
+    assert (declared.queue, declared.message_count, declared.consumer_count) == ("amq.rabbitmq.reply-to", 0, 1)
+
+
+def test_direct_reply_to_misuse_is_refused_as_rabbitmq_does(conn):
+    code, text = closed_with(conn, lambda ch: ch.basic_consume("amq.rabbitmq.reply-to", lambda *_: None))
+    assert (code, text) == (406, "PRECONDITION_FAILED - reply consumer cannot acknowledge")
+
+    def twice(ch):
+        ch.basic_consume("amq.rabbitmq.reply-to", lambda *_: None, auto_ack=True)
+        ch.basic_consume("amq.rabbitmq.reply-to", lambda *_: None, auto_ack=True)
+
+    assert closed_with(conn, twice) == (406, "PRECONDITION_FAILED - reply consumer already set")
+
+    def without_consumer(ch):
+        ch.basic_publish("", "anything", b"x", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
+        ch.queue_declare("amq.rabbitmq.reply-to", passive=True)  # the close comes first
+
+    assert closed_with(conn, without_consumer) == (406, "PRECONDITION_FAILED - fast reply consumer does not exist")

@@ -50,6 +50,7 @@ struct Serve: AsyncParsableCommand {
   @Option(help: flagHelp("max_message_size")) var maxMessageSize: String?
   @Option(help: flagHelp("frame_max")) var frameMax: String?
   @Option(help: flagHelp("channel_max")) var channelMax: String?
+  @Option(help: flagHelp("consumer_timeout")) var consumerTimeout: String?
   @Option(help: flagHelp("heartbeat")) var heartbeat: String?
   @Option(help: flagHelp("log_level")) var logLevel: String?
   @Option(help: flagHelp("data_dir")) var dataDir: String?
@@ -60,6 +61,7 @@ struct Serve: AsyncParsableCommand {
       ("amqp_bind", self.bind), ("amqp_port", self.port), ("metrics_port", self.metricsPort),
       ("max_message_size", self.maxMessageSize), ("frame_max", self.frameMax), ("channel_max", self.channelMax),
       ("heartbeat", self.heartbeat), ("log_level", self.logLevel), ("data_dir", self.dataDir),
+      ("consumer_timeout", self.consumerTimeout),
     ]
   }
 

@@ -49,6 +49,11 @@ public struct ServerSetting: Sendable {
       "max_message_size", flag: "max-message-size", "134217728", "the largest message body accepted, in bytes",
       0...(1 << 31)
     ) { $0.maxMessageSize = $1 },
+    integer(
+      "consumer_timeout", flag: "consumer-timeout", "1800000",
+      "milliseconds a delivery may stay unacknowledged before its channel is closed (406); 0 disables",
+      0...(1 << 40)
+    ) { $0.consumerTimeout = $1 },
     text("default_vhost", flag: nil, "/", "the vhost created at start, where guest has its permissions") {
       $0.defaultVirtualHost = $1
     },

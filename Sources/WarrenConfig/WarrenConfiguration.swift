@@ -29,6 +29,8 @@ public struct ServerSettings: Sendable, Equatable {
   public var frameMax: UInt32 = 131_072
   public var channelMax: UInt16 = 2047
   public var maxMessageSize = 128 * 1024 * 1024
+  /// Milliseconds a delivery may stay unacknowledged (RabbitMQ's `consumer_timeout`); 0 disables.
+  public var consumerTimeout = 1_800_000
   public var defaultVirtualHost = "/"
   public var logLevel = "info"
   /// The metric name prefix (`rabbitmq`, so that RabbitMQ's dashboards work).
@@ -67,6 +69,7 @@ public struct ServerSettings: Sendable, Equatable {
     limits.frameMax = self.frameMax
     limits.channelMax = self.channelMax
     limits.maxMessageSize = self.maxMessageSize
+    limits.consumerTimeout = self.consumerTimeout
     return limits
   }
 }

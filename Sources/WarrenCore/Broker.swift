@@ -91,6 +91,9 @@ public struct BrokerLimits: Sendable, Equatable {
   public var heartbeat: UInt16 = 60
   /// The largest message body accepted.
   public var maxMessageSize: Int = 128 * 1024 * 1024
+  /// Milliseconds a delivery may stay unacknowledged before its channel is closed (406, RabbitMQ's
+  /// `consumer_timeout`); 0 disables. A queue's `x-consumer-timeout` takes precedence.
+  public var consumerTimeout: Int = 1_800_000
 
   public init() {}
 }

@@ -35,7 +35,7 @@ public final class Consumer {
   /// Whether it is the queue's only consumer.
   public let exclusive: Bool
   /// The most unacknowledged deliveries it may hold (basic.qos, per consumer); 0 is no limit.
-  public let prefetchCount: Int
+  public var prefetchCount: Int
   /// Its deliveries not yet settled: the prefetch credit in use, kept by its channel.
   public var unacked: Int = 0
   /// The channel it belongs to.

@@ -122,6 +122,8 @@ public struct QueueOptions: Sendable, Equatable {
   public var queueType: QueueType = .classic
   /// `x-delivery-limit` (quorum queues): a message requeued more often than this is dead-lettered.
   public var deliveryLimit: Int?
+  /// `x-consumer-timeout`, milliseconds a delivery from this queue may stay unacknowledged.
+  public var consumerTimeout: Int?
 
   /// The queue types declare accepts: a quorum queue is a durable queue with RabbitMQ's quorum semantics
   /// (delivery counts and limits), on this single node.
@@ -184,6 +186,12 @@ public struct QueueOptions: Sendable, Equatable {
           throw invalid(key, "\"unsupported queue type '\(s)'\"")  // streams, too, until they exist
         }
         self.queueType = type
+      case "x-consumer-timeout":
+        guard let n = value.integerValue else {
+          throw invalid(key, "\"expected integer, got \(QueueArguments.typeName(value))\"")
+        }
+        if n < 0 { throw invalid(key, "{value_negative,\(n)}") }
+        self.consumerTimeout = Int(n)
       case "x-delivery-limit":
         if let n = value.integerValue, n >= 0 { self.deliveryLimit = Int(n) }  // other values ignored, as RabbitMQ
       case "x-single-active-consumer":

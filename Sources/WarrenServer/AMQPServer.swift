@@ -55,6 +55,7 @@ public final class AMQPServer: Sendable {
     let runtime = try await eventLoop.submit {
       let (broker, store) = try makeBrokerAndStore()
       let runtime = BrokerRuntime(broker: broker, eventLoop: eventLoop, logger: logger)
+      runtime.startPeriodicWork()
       if let store {
         runtime.store = store
         let pool = NIOThreadPool(numberOfThreads: 1)

@@ -58,6 +58,12 @@ public final class BrokerRuntime {
     broker.timers = self  // queue timers (TTL, x-expires) run on this loop
   }
 
+  /// Starts what runs on the loop by itself: the consumer timeout checks.
+  func startPeriodicWork() {
+    let timeout = self.broker.limits.consumerTimeout
+    self.startConsumerTimeoutChecks(interval: Self.consumerTimeoutInterval(timeout > 0 ? timeout : 2000))
+  }
+
   /// Why publishers are blocked, for connection.blocked.
   var alarmReason: String {
     switch (self.alarms.memory, self.alarms.disk) {
@@ -151,6 +157,22 @@ public final class BrokerRuntime {
   }
 
   /// Tells every channel of a storage result, then flushes what they wrote (unless a read will).
+  /// Checks every channel's unacknowledged deliveries against their consumer timeouts, every `interval` (a
+  /// repeated task on the loop; cheap while no delivery can have timed out).
+  func startConsumerTimeoutChecks(interval: TimeAmount) {
+    let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+    self.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+      let runtime = bound.value
+      let now = runtime.broker.clock.refresh().uptimeNanoseconds
+      runtime.forEachChannel { $0.checkConsumerTimeout(now: now) }
+    }
+  }
+
+  /// How often consumer timeouts are checked: every second, or twice per timeout when it is shorter.
+  static func consumerTimeoutInterval(_ timeout: Int) -> TimeAmount {
+    .milliseconds(Int64(max(10, min(1000, timeout / 2))))
+  }
+
   private func forEachChannel(_ body: (ServerChannel) -> Void) {
     for connection in self.connections.values {
       for channel in connection.channels.values { body(channel) }

@@ -5,11 +5,12 @@ import WarrenCore
 
 /// A delivery the client has not settled yet.
 public struct UnackedDelivery {
-  @usableFromInline init(tag: UInt64, queue: Queue, message: QueuedMessage, consumer: Consumer?) {
+  @usableFromInline init(tag: UInt64, queue: Queue, message: QueuedMessage, consumer: Consumer?, deadline: UInt64) {
     self.tag = tag
     self.queue = queue
     self.message = message
     self.consumer = consumer
+    self.deadline = deadline
   }
 
   /// Its delivery tag on the channel.
@@ -20,6 +21,8 @@ public struct UnackedDelivery {
   public let message: QueuedMessage
   /// The consumer it went to; nil for basic.get.
   public let consumer: Consumer?
+  /// When it times out unacknowledged (uptime nanoseconds; `UInt64.max`: never): the consumer timeout.
+  public let deadline: UInt64
 }
 
 /// Deliveries settled by one ack, nack, reject, recover or release.
@@ -279,8 +282,12 @@ public struct ChannelStateMachine {
         self.channelPrefetch = Int(m.prefetchCount)
         return .replyAndResume(reply)
       }
+      // Unlike RabbitMQ (new consumers only), and as LavinMQ: the channel's existing consumers take the new
+      // prefetch too. Celery raises the prefetch of a live consumer this way when the broker is not RabbitMQ.
       self.consumerPrefetch = Int(m.prefetchCount)
-      return .reply(reply)
+      if self.consumers.isEmpty { return .reply(reply) }
+      for consumer in self.consumers.values { consumer.prefetchCount = self.consumerPrefetch }
+      return .replyAndResume(reply)
     case .basicAck, .basicNack, .basicReject:
       return self.settlementReceived(method)
     case .basicRecover(let m):
@@ -399,15 +406,32 @@ public struct ChannelStateMachine {
   /// A delivery goes out to a consumer (or, with `consumer` nil, in answer to basic.get): returns its tag and,
   /// unless no-ack, tracks it until settled.
   @inlinable
-  public mutating func delivered(_ message: QueuedMessage, from queue: Queue, to consumer: Consumer?, noAck: Bool)
-    -> UInt64
-  {
+  public mutating func delivered(
+    _ message: QueuedMessage, from queue: Queue, to consumer: Consumer?, noAck: Bool, deadline: UInt64 = .max
+  ) -> UInt64 {
     let tag = self.takeDeliveryTag()
     if !noAck {
       consumer?.unacked += 1
-      self.appendUnacked(UnackedDelivery(tag: tag, queue: queue, message: message, consumer: consumer))
+      if deadline < self.earliestDeadline { self.earliestDeadline = deadline }
+      self.appendUnacked(
+        UnackedDelivery(tag: tag, queue: queue, message: message, consumer: consumer, deadline: deadline))
     }
     return tag
+  }
+
+  /// No unacked delivery times out before this (it may be later: acknowledgements do not move it).
+  @usableFromInline var earliestDeadline: UInt64 = .max
+
+  /// An unacknowledged delivery whose consumer timeout has passed at `now`, if any (cheap while none can have).
+  public mutating func timedOutDelivery(now: UInt64) -> UnackedDelivery? {
+    guard self.earliestDeadline <= now else { return nil }
+    var earliest = UInt64.max
+    for delivery in self.unacked {
+      if delivery.deadline <= now { return delivery }
+      earliest = min(earliest, delivery.deadline)
+    }
+    self.earliestDeadline = earliest
+    return nil
   }
 
   @usableFromInline mutating func takeDeliveryTag() -> UInt64 {

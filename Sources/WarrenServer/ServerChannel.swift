@@ -159,7 +159,8 @@ final class ServerChannel: DeliveryChannel {
         self.counters.values.messagesDeliveredGetManualAck += 1
       }
       if message.redelivered { self.counters.values.messagesRedelivered += 1 }
-      let tag = self.machine.delivered(message, from: queue, to: nil, noAck: m.noAck)
+      let tag = self.machine.delivered(
+        message, from: queue, to: nil, noAck: m.noAck, deadline: self.consumerTimeoutDeadline(queue))
       self.outbound.writeContent(
         channel: self.number,
         .basicGetOk(
@@ -323,7 +324,9 @@ final class ServerChannel: DeliveryChannel {
   }
 
   func deliver(_ message: QueuedMessage, from queue: Queue, to consumer: Consumer) {
-    let tag = self.machine.delivered(message, from: queue, to: consumer, noAck: consumer.noAck)
+    let tag = self.machine.delivered(
+      message, from: queue, to: consumer, noAck: consumer.noAck,
+      deadline: consumer.noAck ? .max : self.consumerTimeoutDeadline(queue))
     if consumer.noAck {
       self.counters.values.messagesDeliveredConsumeAutoAck &+= 1
       queue.storage.settled(message)
@@ -404,6 +407,33 @@ final class ServerChannel: DeliveryChannel {
       }
     }
     for queue in queues { queue.dispatch() }
+  }
+
+  // MARK: Consumer timeout
+
+  /// The consumer timeout of a delivery from `queue`, in milliseconds (0: none): the queue's
+  /// `x-consumer-timeout`, else the broker's `consumer_timeout`.
+  private func consumerTimeout(_ queue: Queue) -> Int {
+    queue.options.consumerTimeout ?? self.connection.runtime.broker.limits.consumerTimeout
+  }
+
+  @inline(__always)
+  private func consumerTimeoutDeadline(_ queue: Queue) -> UInt64 {
+    let timeout = self.consumerTimeout(queue)
+    guard timeout > 0 else { return .max }
+    return self.connection.runtime.broker.clock.nowNanoseconds &+ UInt64(timeout) &* 1_000_000
+  }
+
+  /// Closes the channel, as RabbitMQ does, when a delivery stayed unacknowledged past its consumer timeout (its
+  /// deliveries go back to their queues).
+  func checkConsumerTimeout(now: UInt64) {
+    guard self.machine.state == .open, let late = self.machine.timedOutDelivery(now: now) else { return }
+    let timeout = self.consumerTimeout(late.queue)
+    self.fail(
+      .preconditionFailed(
+        "delivery acknowledgement on channel \(self.number) timed out. Timeout value used: \(timeout) ms. "
+          + "This timeout value can be configured, see consumers doc guide to learn more"),
+      classID: 0, methodID: 0)
   }
 
   // MARK: Direct reply-to

@@ -541,3 +541,72 @@ def test_direct_reply_to_misuse_is_refused_as_rabbitmq_does(conn):
         ch.queue_declare("amq.rabbitmq.reply-to", passive=True)  # the close comes first
 
     assert closed_with(conn, without_consumer) == (406, "PRECONDITION_FAILED - fast reply consumer does not exist")
+
+
+@pytest.mark.warren_only
+def test_a_per_consumer_qos_change_applies_to_existing_consumers(conn):
+    """Unlike RabbitMQ (whose per-consumer basic.qos applies to consumers created after it), and as LavinMQ:
+    Celery raises a live consumer's prefetch this way, and its countdown tasks would block the worker otherwise."""
+    ch = conn.channel()
+    queue = unique("qos")
+    ch.queue_declare(queue, exclusive=True)
+    for i in range(10):
+        ch.basic_publish("", queue, f"m{i}".encode())
+    got = []
+    ch.basic_qos(prefetch_count=2)
+    ch.basic_consume(queue, lambda c, m, p, b: got.append(m))
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    conn.process_data_events(time_limit=0.1)
+    assert len(got) == 2  # held at the prefetch
+    ch.basic_qos(prefetch_count=5)  # raised for the live consumer
+    deadline = time.monotonic() + 10
+    while len(got) < 5 and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    conn.process_data_events(time_limit=0.1)
+    assert len(got) == 5
+
+
+@pytest.mark.warren_only
+def test_a_delivery_unacknowledged_past_x_consumer_timeout_closes_the_channel_and_comes_back(conn):
+    ch = conn.channel()
+    queue = unique("slow")
+    ch.queue_declare(queue, exclusive=True, arguments={"x-consumer-timeout": 200})
+    ch.basic_publish("", queue, b"job")
+    got = []
+    ch.basic_consume(queue, lambda c, m, p, b: got.append(b))  # never acknowledged
+    deadline = time.monotonic() + 10
+    while ch.is_open and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert got == [b"job"] and ch.is_closed
+    # The message went back to the queue, redelivered.
+    method, _, body = conn.channel().basic_get(queue, auto_ack=True)
+    assert body == b"job" and method.redelivered
+
+
+@pytest.mark.warren_only
+def test_consumer_timeout_setting_uses_rabbitmq_reply_text():
+    from conftest import Broker
+
+    broker = Broker(env={"WARREN_CONSUMER_TIMEOUT": "300"})
+    try:
+        c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
+        ch = c.channel()
+        queue = unique("slow")
+        ch.queue_declare(queue, exclusive=True)
+        ch.basic_publish("", queue, b"job")
+        ch.basic_get(queue, auto_ack=False)
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                ch.queue_declare(queue, passive=True)  # round trips until the close arrives during one
+        assert error.value.reply_code == 406
+        assert error.value.reply_text == (
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 300 ms. "
+            "This timeout value can be configured, see consumers doc guide to learn more"
+        )
+        assert broker.logged(r"timed out")
+        c.close()
+    finally:
+        broker.stop()

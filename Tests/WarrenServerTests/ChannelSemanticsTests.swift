@@ -457,3 +457,27 @@ extension ChannelStateMachine {
     return false
   }
 }
+
+@Suite("Channel semantics: consumer timeout")
+struct ConsumerTimeoutTests {
+  func delivery(_ fixture: inout ChannelFixture, deadline: UInt64, noAck: Bool = false) -> UInt64 {
+    let message = QueuedMessage(
+      message: Message.make(exchange: "", routingKey: "q", body: ByteBuffer(string: "m")), sequence: 1)
+    return fixture.machine.delivered(message, from: fixture.queue, to: nil, noAck: noAck, deadline: deadline)
+  }
+
+  @Test("a delivery times out at its deadline, not before; acknowledged ones and no-ack ones never do")
+  func deadlines() throws {
+    var f = try ChannelFixture()
+    _ = self.delivery(&f, deadline: .max, noAck: true)
+    let early = self.delivery(&f, deadline: 100)
+    let late = self.delivery(&f, deadline: 300)
+    #expect(f.machine.timedOutDelivery(now: 99) == nil)
+    #expect(f.machine.timedOutDelivery(now: 100)?.tag == early)
+    _ = f.machine.methodReceived(.basicAck(BasicAck(deliveryTag: early)))
+    #expect(f.machine.timedOutDelivery(now: 299) == nil)  // the earliest deadline is found again among the rest
+    #expect(f.machine.timedOutDelivery(now: 300)?.tag == late)
+    _ = f.machine.methodReceived(.basicAck(BasicAck(deliveryTag: late)))
+    #expect(f.machine.timedOutDelivery(now: .max - 1) == nil)
+  }
+}

@@ -57,7 +57,9 @@ public struct ConfigLoader {
     self.isDefinitions = mapping.keys.contains { rabbitKeys.contains($0.string ?? "") }
     for (key, value) in self.entries(
       mapping,
-      allowed: ["server", "vhosts", "users", "permissions", "policies", "exchanges", "queues", "bindings"]
+      allowed: [
+        "server", "vhosts", "users", "permissions", "policies", "operator_policies", "exchanges", "queues", "bindings",
+      ]
         + (self.isDefinitions ? rabbitKeys : []),
       in: "the top level")
     {
@@ -66,7 +68,8 @@ public struct ConfigLoader {
       case "vhosts": configuration.vhosts = self.parseVhosts(value)
       case "users": configuration.users = self.parseUsers(value)
       case "permissions": configuration.permissions = self.parsePermissions(value)
-      case "policies": configuration.policies = self.parsePolicies(value)
+      case "policies": configuration.policies = self.parsePolicies(value, "policies")
+      case "operator_policies": configuration.operatorPolicies = self.parsePolicies(value, "operator_policies")
       case "exchanges": configuration.exchanges = self.parseExchanges(value)
       case "queues": configuration.queues = self.parseQueues(value)
       case "bindings": configuration.bindings = self.parseBindings(value)
@@ -195,8 +198,8 @@ public struct ConfigLoader {
     return grants
   }
 
-  private mutating func parsePolicies(_ node: Node) -> [PolicyDefinition] {
-    guard let sequence = self.sequence(node, "policies") else { return [] }
+  private mutating func parsePolicies(_ node: Node, _ section: String) -> [PolicyDefinition] {
+    guard let sequence = self.sequence(node, section) else { return [] }
     var policies: [PolicyDefinition] = []
     for item in sequence {
       guard let mapping = self.mapping(item, "a policy") else { continue }
@@ -221,7 +224,11 @@ public struct ConfigLoader {
             self.problem(value, "apply_to must be all, queues or exchanges, not '\(applyTo)'")
           }
         case "priority": policy.priority = self.integer(value, key, -1_000_000...1_000_000) ?? 0
-        case "definition": policy.definition = self.table(value, key)
+        case "definition":
+          policy.definition = self.table(value, key)
+          if let problem = policy.definitionProblem(operator: section == "operator_policies") {
+            self.problem(value, problem)
+          }
         default: break
         }
       }

@@ -104,7 +104,7 @@ public struct PermissionDefinition: Sendable, Equatable {
   public var permission: Permission
 }
 
-/// A policy (parsed and checked; applying policies to queues comes with the queue-arguments work).
+/// A policy or an operator policy of one vhost, as RabbitMQ's (applied to its queues and exchanges).
 public struct PolicyDefinition: Sendable, Equatable {
   public var name: String
   public var vhost: String
@@ -112,6 +112,39 @@ public struct PolicyDefinition: Sendable, Equatable {
   public var applyTo: String
   public var priority: Int
   public var definition: FieldTable
+
+  /// The policy the broker applies.
+  public var policy: Policy {
+    Policy(
+      name: self.name, pattern: self.pattern, applyTo: Policy.ApplyTo(rawValue: self.applyTo) ?? .all,
+      priority: self.priority, definition: self.definition)
+  }
+
+  /// What is wrong with the definition's values (checked as queue arguments are), or nil. Keys Warren does not
+  /// apply (RabbitMQ's `ha-mode`, `federation-upstream`, ...) are accepted, so that RabbitMQ definitions load.
+  public func definitionProblem(operator isOperator: Bool) -> String? {
+    if isOperator {
+      for entry in self.definition where Policy.queueKeys[entry.key] != nil && !Policy.operatorKeys.contains(entry.key)
+      {
+        return "policy '\(self.name)': an operator policy cannot set '\(entry.key)'"
+      }
+    }
+    for entry in self.definition {
+      guard let argument = Policy.queueKeys[entry.key] else { continue }
+      var arguments: FieldTable = [argument: entry.value]
+      if argument == "x-dead-letter-routing-key" { arguments["x-dead-letter-exchange"] = .longString("") }
+      do throws(BrokerError) {
+        _ = try QueueOptions(arguments: arguments, queue: "policy", vhost: self.vhost)
+      } catch {
+        let reason = error.replyText.split(separator: ": ", maxSplits: 1).last.map(String.init) ?? error.replyText
+        return "policy '\(self.name)': invalid value for '\(entry.key)': \(reason)"
+      }
+    }
+    if let alternate = self.definition["alternate-exchange"], alternate.stringValue == nil {
+      return "policy '\(self.name)': alternate-exchange must be a string"
+    }
+    return nil
+  }
 }
 
 /// A declared exchange.
@@ -152,6 +185,7 @@ public struct WarrenConfiguration: Sendable, Equatable {
   public var users: [UserDefinition] = []
   public var permissions: [PermissionDefinition] = []
   public var policies: [PolicyDefinition] = []
+  public var operatorPolicies: [PolicyDefinition] = []
   public var exchanges: [ExchangeDefinition] = []
   public var queues: [QueueDefinition] = []
   public var bindings: [BindingDefinition] = []
@@ -174,9 +208,32 @@ public struct WarrenConfiguration: Sendable, Equatable {
       broker.addVirtualHost(grant.vhost)
       broker.permissions[grant.user, default: [:]][grant.vhost] = grant.permission
     }
+    _ = self.applyPolicies(to: broker)
     for exchange in self.exchanges { try exchange.declare(on: broker) }
     for queue in self.queues { try queue.declare(on: broker) }
     for binding in self.bindings { _ = try binding.declare(on: broker) }
+  }
+
+  /// Gives every vhost its policies and operator policies from the file (replacing what it had, so that a policy
+  /// removed from the file goes) and applies them to existing queues and exchanges; returns what changed.
+  public func applyPolicies(to broker: Broker) -> [String] {
+    var log: [String] = []
+    let names = Set(self.policies.map(\.vhost) + self.operatorPolicies.map(\.vhost))
+    for name in names { broker.addVirtualHost(name) }
+    for (name, vhost) in broker.vhosts.sorted(by: { $0.key < $1.key }) {
+      let policies = self.policies.filter { $0.vhost == name }.map(\.policy)
+      let operatorPolicies = self.operatorPolicies.filter { $0.vhost == name }.map(\.policy)
+      let before = (vhost.policies + vhost.operatorPolicies).map(\.summary)
+      let after = (policies + operatorPolicies).map(\.summary)
+      if before == after { continue }
+      log.append(
+        "policies of vhost '\(name)': "
+          + (policies.isEmpty ? "none" : policies.map(\.name).joined(separator: ", "))
+          + (operatorPolicies.isEmpty
+            ? "" : "; operator policies: " + operatorPolicies.map(\.name).joined(separator: ", ")))
+      log += vhost.setPolicies(policies, operatorPolicies: operatorPolicies)
+    }
+    return log
   }
 
   /// Applies what a reloaded file adds to a live broker (vhosts, users, permissions, exchanges, queues,
@@ -206,6 +263,7 @@ public struct WarrenConfiguration: Sendable, Equatable {
         break
       }
     }
+    log += self.applyPolicies(to: broker)
     for exchange in self.exchanges {
       let existed = broker.vhosts[exchange.vhost]?.exchanges[exchange.name] != nil
       do {

@@ -14,6 +14,8 @@ public final class Exchange {
   public let isInternal: Bool
   /// Its declare arguments.
   public let arguments: FieldTable
+  /// The `alternate-exchange` a policy gives it (its own argument, when set, wins).
+  public internal(set) var policyAlternateExchange: String?
   /// Its routing index.
   public let router: any ExchangeRouter
   /// The router, when it is the core's direct router (publishing takes a shortcut through it).

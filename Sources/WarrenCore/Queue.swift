@@ -24,8 +24,12 @@ public final class Queue {
   public let autoDelete: Bool
   /// Its declare arguments (`x-message-ttl`, `x-max-length`, ...).
   public let arguments: FieldTable
-  /// The arguments parsed into typed options.
-  public let options: QueueOptions
+  /// What the queue does: its arguments parsed into typed options, with the policies that apply to it.
+  public private(set) var options: QueueOptions
+  /// The policy applied to it, if any.
+  public private(set) var policy: Policy?
+  /// The operator policy applied to it, if any.
+  public private(set) var operatorPolicy: Policy?
   /// Its ready messages.
   public let storage: any QueueStorage
   /// Where enqueue times come from.
@@ -51,7 +55,7 @@ public final class Queue {
   /// The virtual host it belongs to: dead-lettered messages are republished there, and its timers come from it.
   public internal(set) weak var owner: VirtualHost?
   /// Whether an enqueue has more to do than append and dispatch (length limits, TTL).
-  @usableFromInline let hasEnqueueRules: Bool
+  @usableFromInline var hasEnqueueRules: Bool
   /// Whether ready messages may expire: the queue has a TTL, or a message with an `expiration` was enqueued.
   @usableFromInline var mayExpire: Bool
   /// The earliest timer this queue has asked its virtual host for (uptime nanoseconds), if one is pending.
@@ -79,12 +83,31 @@ public final class Queue {
     self.options = options
     self.clock = clock
     self.storage = storage
-    self.hasEnqueueRules =
-      options.maxLength != nil || options.maxLengthBytes != nil || options.messageTTL != nil
+    self.hasEnqueueRules = Self.hasEnqueueRules(options)
     self.mayExpire = options.messageTTL != nil || storage.count > 0  // recovered messages may carry expirations
     self.lastUsed = clock.nowNanoseconds
     // Messages a store gave back at recovery are numbered 1...count.
     self.nextSequence = UInt32(truncatingIfNeeded: storage.count)
+  }
+
+  static func hasEnqueueRules(_ options: QueueOptions) -> Bool {
+    options.maxLength != nil || options.maxLengthBytes != nil || options.messageTTL != nil
+  }
+
+  /// Policies changed what the queue does: the new limits and TTL apply at once (the oldest dropped over a new
+  /// length limit, what a new TTL expires expired); the storage and the queue type stay as declared.
+  func policyApplied(_ options: QueueOptions, policy: Policy?, operatorPolicy: Policy?) {
+    var options = options
+    options.maxPriority = self.options.maxPriority
+    options.queueType = self.options.queueType
+    self.options = options
+    self.policy = policy
+    self.operatorPolicy = operatorPolicy
+    self.hasEnqueueRules = Self.hasEnqueueRules(options)
+    if options.messageTTL != nil { self.mayExpire = true }
+    if options.overflow == .dropHead { _ = self.dropHeadOverLimits() }
+    self.expireHead()
+    self.markUsed()
   }
 
   /// This queue as a binding's destination.

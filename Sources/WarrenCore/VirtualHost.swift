@@ -28,6 +28,9 @@ public final class VirtualHost {
   public var timers: (any QueueTimers)?
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
+  /// The policies of this vhost, and its operator policies (``setPolicies(_:operatorPolicies:)``).
+  public internal(set) var policies: [Policy] = []
+  public internal(set) var operatorPolicies: [Policy] = []
   /// The channels consuming direct reply-to replies, by their reply-to names.
   var directReplyTargets: [String: WeakReplyTarget] = [:]
   private var routes = RouteSet()
@@ -115,6 +118,8 @@ public final class VirtualHost {
     let exchange = Exchange(
       name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal, arguments: arguments)
     self.exchanges[name] = exchange
+    exchange.policyAlternateExchange =
+      Policy.applying(self.policies, to: name, queue: false)?.definition["alternate-exchange"]?.stringValue
     self.topologyObserver?.exchangeDeclared(exchange, in: self)
     return exchange
   }
@@ -155,6 +160,8 @@ public final class VirtualHost {
   }
 
   // MARK: Queues
+
+  func bumpTopologyVersion() { self.topologyVersion &+= 1 }
 
   /// A queue asks for ``Queue/timerFired(deadline:)`` at `deadline` (uptime nanoseconds).
   func scheduleTimer(for queue: Queue, at deadline: UInt64) {
@@ -221,6 +228,7 @@ public final class VirtualHost {
       storage: self.makeStorage(name, recoverable: durable && !exclusive && !autoDelete, options: options))
     queue.owner = self
     self.queues[name] = queue
+    self.applyPolicies(to: queue)
     queue.markUsed()  // starts the x-expires period
     if queue.mayExpire { queue.expireHead() }  // recovered messages whose TTL passed while the broker was down
     self.counters.values.queuesCreated += 1
@@ -555,7 +563,9 @@ public final class VirtualHost {
     }
     // Nothing routed: try the alternate exchange, as RabbitMQ does (once per exchange in the chain).
     var alternateFrom = exchange
-    while queueCount == 0, let alternateName = alternateFrom.arguments["alternate-exchange"]?.stringValue,
+    while queueCount == 0,
+      let alternateName = alternateFrom.arguments["alternate-exchange"]?.stringValue
+        ?? alternateFrom.policyAlternateExchange,
       let alternate = self.exchanges[alternateName], alternate.routeEpoch != self.routeEpoch
     {
       alternate.routeEpoch = self.routeEpoch

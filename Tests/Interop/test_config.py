@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import signal
 
 import pika
 
@@ -186,6 +187,39 @@ def test_sighup_applies_additions_and_reports_the_rest(tmp_path):
         ch = conn.channel()
         ch.basic_publish("live-y", "k", b"after reload")
         assert ch.basic_get("live-new", auto_ack=True)[2] == b"after reload"
+        conn.close()
+    finally:
+        broker.stop()
+    assert broker.process.returncode == 0
+
+
+def test_policies_apply_to_live_queues_and_reapply_on_sighup(tmp_path):
+    """A file's policy limits a queue declared over AMQP; SIGHUP with the policy changed applies the change to that
+    live queue, and with the policy gone the queue is unbounded again."""
+    path = tmp_path / "policies.yaml"
+    path.write_text('policies:\n  - {name: bounded, pattern: "^jobs", apply_to: queues, definition: {max-length: 1}}\n')
+    broker = Broker("--config", str(path))
+    try:
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+        ch = conn.channel()
+        ch.queue_declare("jobs-a")
+        for body in [b"1", b"2", b"3"]:
+            ch.basic_publish("", "jobs-a", body)
+        assert ch.queue_declare("jobs-a", passive=True).method.message_count == 1
+        path.write_text('policies:\n  - {name: bounded, pattern: "^jobs", definition: {max-length: 3}}\n')
+        broker.process.send_signal(signal.SIGHUP)
+        assert broker.wait_for_log(r"SIGHUP: policies of vhost '/': bounded")
+        for body in [b"4", b"5", b"6"]:
+            ch.basic_publish("", "jobs-a", body)
+        assert ch.queue_declare("jobs-a", passive=True).method.message_count == 3
+        path.write_text("policies: []\n")
+        broker.process.send_signal(signal.SIGHUP)
+        assert broker.wait_for_log(r"SIGHUP: queue 'jobs-a' in vhost '/': policy none")
+        assert broker.logged(r"SIGHUP: policies of vhost '/': none")
+        for i in range(5):
+            ch.basic_publish("", "jobs-a", b"more")
+        assert ch.queue_declare("jobs-a", passive=True).method.message_count == 8
+        ch.queue_delete("jobs-a")
         conn.close()
     finally:
         broker.stop()

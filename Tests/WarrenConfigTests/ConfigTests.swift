@@ -108,7 +108,7 @@ struct ConfigTests {
     (
       "serverr: {}",
       [
-        "w.yaml:1:1: unknown key 'serverr' in the top level (expected one of: server, vhosts, users, permissions, policies, exchanges, queues, bindings)"
+        "w.yaml:1:1: unknown key 'serverr' in the top level (expected one of: server, vhosts, users, permissions, policies, operator_policies, exchanges, queues, bindings)"
       ]
     ),
     ("server:\n  amqp_port: high", ["w.yaml:2:14: amqp_port must be an integer"]),
@@ -215,6 +215,48 @@ struct PermissionTests {
         "w.yaml:6:5: permissions for an undeclared user 'ghost'",
         "w.yaml:7:5: permissions in an undeclared vhost 'elsewhere'",
       ])
+  }
+}
+
+@Suite("Policies in a file")
+struct PolicyFileTests {
+  @Test("policy values are checked as queue arguments; an operator policy sets only limits; others' keys load")
+  func checked() {
+    let yaml = """
+      policies:
+        - {name: ttl, pattern: ".*", definition: {message-ttl: -5, ha-mode: all}}
+        - {name: overflow, pattern: ".*", definition: {overflow: sideways}}
+      operator_policies:
+        - {name: op, pattern: ".*", definition: {dead-letter-exchange: dlx}}
+      """
+    #expect(
+      problems(yaml) == [
+        "w.yaml:2:44: policy 'ttl': invalid value for 'message-ttl': {value_negative,-5}",
+        "w.yaml:3:49: policy 'overflow': invalid value for 'overflow': {invalid_overflow_value,'sideways'}",
+        "w.yaml:5:43: policy 'op': an operator policy cannot set 'dead-letter-exchange'",
+      ])
+  }
+
+  @Test("a file's policies apply to the broker's queues, replacing the vhost's earlier ones")
+  func applied() throws {
+    let yaml = """
+      policies:
+        - {name: bounded, vhost: /, pattern: "^jobs", apply_to: queues, priority: 1, definition: {max-length: 2}}
+      operator_policies:
+        - {name: cap, vhost: /, pattern: ".*", definition: {message-ttl: 60000}}
+      queues:
+        - {name: jobs}
+      """
+    let configuration = try ConfigLoader.load(text: yaml, file: "w.yaml", registry: registry())
+    let broker = Broker()
+    try configuration.apply(to: broker)
+    let queue = try #require(broker.vhosts["/"]?.queues["jobs"])
+    #expect(queue.options.maxLength == 2 && queue.options.messageTTL == 60_000)
+    #expect(
+      WarrenConfiguration().applyPolicies(to: broker) == [
+        "policies of vhost '/': none", "queue 'jobs' in vhost '/': policy none, operator policy none",
+      ])
+    #expect(queue.options.maxLength == nil)
   }
 }
 

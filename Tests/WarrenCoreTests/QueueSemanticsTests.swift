@@ -270,4 +270,63 @@ struct QueueSemanticsTests {
     f.vhost.removeConsumer(second)
     #expect(throws: BrokerError.self) { try f.vhost.addConsumer(exclusive) }
   }
+
+  @Test("policies: the highest priority match applies at once to existing queues; arguments beat it; removed, it goes")
+  func policies() throws {
+    let f = try Fixture()
+    let work = try f.work(["x-max-length": .int32(5)])
+    for i in 0..<4 { _ = f.publish("\(i)") }
+    let changes = f.vhost.setPolicies([
+      Policy(name: "low", pattern: "^wo", applyTo: .queues, priority: 1, definition: ["max-length": .int32(1)]),
+      Policy(
+        name: "high", pattern: "^work$", applyTo: .queues, priority: 9,
+        definition: ["max-length": .int32(2), "message-ttl": .int32(50)]),
+      Policy(
+        name: "exchanges", pattern: ".*", applyTo: .exchanges, priority: 99, definition: ["message-ttl": .int32(1)]),
+    ])
+    #expect(changes == ["queue 'work' in vhost '/': policy high, operator policy none"])
+    #expect(work.options.maxLength == 5)  // its own argument wins
+    #expect(work.options.messageTTL == 50)
+    f.time.advance(milliseconds: 50)
+    f.timers.fireDue()
+    #expect(work.messageCount == 0)  // the new TTL expired what was there
+    f.vhost.setPolicies([])
+    #expect(work.options.messageTTL == nil && work.policy == nil)
+  }
+
+  @Test("operator policies cap: the lower number wins over the queue's own value and the policy's")
+  func operatorPolicies() throws {
+    let f = try Fixture()
+    let capped = try f.vhost.declareQueue(name: "capped", arguments: ["x-max-length": .int32(100)], connection: 1)
+    let small = try f.vhost.declareQueue(name: "small", arguments: ["x-max-length": .int32(3)], connection: 1)
+    f.vhost.setPolicies(
+      [Policy(name: "p", pattern: ".*", applyTo: .all, priority: 0, definition: ["message-ttl": .int32(60_000)])],
+      operatorPolicies: [
+        Policy(
+          name: "cap", pattern: ".*", applyTo: .queues, priority: 0,
+          definition: ["max-length": .int32(10), "message-ttl": .int32(1_000)])
+      ])
+    #expect(capped.options.maxLength == 10 && small.options.maxLength == 3)
+    #expect(capped.options.messageTTL == 1_000)
+    for i in 0..<12 { _ = f.vhost.publish(message("\(i)", key: "capped"), to: f.vhost.defaultExchange) }
+    #expect(capped.messageCount == 10)
+  }
+
+  @Test("a policy's alternate-exchange applies to exchanges declared before and after it")
+  func policyAlternateExchange() throws {
+    let f = try Fixture()
+    let before = try f.vhost.declareExchange(name: "before", type: "direct")
+    let lost = try f.vhost.declareQueue(name: "lost", connection: 1)
+    try f.vhost.declareExchange(name: "ae", type: "fanout")
+    try f.vhost.bindQueue("lost", to: "ae", routingKey: "", connection: 1)
+    f.vhost.setPolicies([
+      Policy(
+        name: "ae", pattern: "^(before|after)$", applyTo: .exchanges, priority: 0,
+        definition: ["alternate-exchange": .longString("ae")])
+    ])
+    let after = try f.vhost.declareExchange(name: "after", type: "direct")
+    _ = f.vhost.publish(message("x", key: "nowhere"), to: before)
+    _ = f.vhost.publish(message("y", key: "nowhere"), to: after)
+    #expect(lost.messageCount == 2)
+  }
 }

@@ -26,6 +26,7 @@ struct Perf: AsyncParsableCommand {
   @Option(help: "Only consume --count messages from this existing queue (acknowledged) and report the rate.")
   var drain: String?
   @Option(help: "The queues' x-queue-type (classic or quorum; none by default).") var queueType: String?
+  @Option(help: "The queues' x-message-ttl in milliseconds (none by default).") var messageTtl: Int?
   @Option(help: "Exchange type: direct or fanout.") var exchangeType = "direct"
   @Option(help: "Messages per second per publisher (0: unlimited).") var rate: Double = 0
   @Option(help: "Seconds to measure.") var duration: Double = 10
@@ -47,6 +48,7 @@ struct Perf: AsyncParsableCommand {
     configuration.persistent = self.persistent
     configuration.queues = self.queues
     configuration.queueType = self.queueType
+    configuration.messageTTL = self.messageTtl
     configuration.queueName = self.queueName
     configuration.drainQueue = self.drain
     configuration.exchangeType = self.exchangeType

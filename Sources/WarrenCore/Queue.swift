@@ -175,7 +175,7 @@ public final class Queue {
 
   /// The most expired messages removed in one go: the rest wait for the next turn of the loop, so that a million
   /// messages expiring at once do not stall other connections.
-  public static let expiryBatch = 10_000
+  public static let expiryBatch = 2_000
 
   /// When a ready message expires here (uptime nanoseconds): its enqueue time plus the lower of the queue's TTL
   /// and its own `expiration`; nil when it never does.

@@ -32,6 +32,8 @@ public struct PerfConfiguration: Sendable {
   public var drainQueue: String?
   /// The `x-queue-type` of the queues (`classic`, `quorum`); nil declares none.
   public var queueType: String?
+  /// The queues' `x-message-ttl` in milliseconds; nil declares none.
+  public var messageTTL: Int?
   /// Queues bound to the exchange; every message reaches each of them.
   public var queues = 1
   /// The exchange type: `direct` or `fanout`.
@@ -149,7 +151,8 @@ public enum PerfRunner {
       .exchangeDeclare(ExchangeDeclare(exchange: exchange, type: configuration.exchangeType, autoDelete: false))
     ]
     for queue in queues {
-      let arguments: FieldTable = configuration.queueType.map { ["x-queue-type": .longString($0)] } ?? [:]
+      var arguments: FieldTable = configuration.queueType.map { ["x-queue-type": .longString($0)] } ?? [:]
+      if let ttl = configuration.messageTTL { arguments["x-message-ttl"] = .int64(Int64(ttl)) }
       setupMethods.append(
         .queueDeclare(
           QueueDeclare(

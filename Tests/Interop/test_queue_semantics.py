@@ -1,25 +1,14 @@
-"""Queue semantics frameworks rely on (dead-lettering, TTL, length limits, queue expiry), through pika. They run
-against Warren by default and against RabbitMQ with AMQP_TARGET_PORT (`make test-rabbitmq`), so Warren answers as
-RabbitMQ 3.x does, to the header."""
+"""Queue semantics frameworks rely on (dead-lettering, TTL, length limits, queue expiry, priorities, single active
+consumer, quorum queues' delivery limits, direct reply-to, consumer timeouts), through pika. They run against Warren
+by default and against RabbitMQ with AMQP_TARGET_PORT (`make test-rabbitmq`), so Warren answers as RabbitMQ 3.x
+does, to the header; the few marked warren_only test a deliberate difference or a Warren setting."""
 
 import datetime
 import time
-import uuid
 
 import pika
 import pytest
-
-
-@pytest.fixture
-def conn(target_port):
-    c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", target_port, heartbeat=0))
-    yield c
-    if c.is_open:
-        c.close()
-
-
-def unique(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from test_behaviour import closed_with, conn, unique  # noqa: F401 (conn is a fixture)
 
 
 def dead_letter_setup(ch, **arguments):
@@ -346,13 +335,6 @@ def test_dead_letter_counters_have_rabbitmq_names(broker):
     assert wait_get(c, ch, dead)[2] == b"1"
     assert (counter("maxlen", "at_most_once"), counter("rejected", "disabled")) == (before[0] + 1, before[1] + 1)
     c.close()
-
-
-def closed_with(conn, action):
-    ch = conn.channel()
-    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as error:
-        action(ch)
-    return error.value.reply_code, error.value.reply_text
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,7 @@ public final class Broker {
 
   private var lastConnectionID: UInt64 = 0
   /// Runs the queues' timers (TTL, `x-expires`) of every virtual host, now and added later.
-  public var timers: (any QueueTimers)? {
+  public weak var timers: (any QueueTimers)? {
     didSet { for vhost in self.vhosts.values { vhost.timers = self.timers } }
   }
   /// Called with each virtual host added after it is set (the store attaches its storage and observer).

@@ -53,6 +53,10 @@ extension QueueStorage {
 public final class PriorityQueueStorage: QueueStorage {
   private var levels: [any QueueStorage]
   private var lastLevel = 0
+  /// The highest level that may hold messages (levels above it are empty): a dequeue looks from here down.
+  private var highestUsed = 0
+  public private(set) var count = 0
+  public private(set) var bytes = 0
 
   /// Levels 0...maxPriority; `base` (with whatever it recovered) is level 0, the others its siblings. Recovered
   /// messages are sorted into their levels here (held in memory: a restart of a long priority queue reads it).
@@ -66,42 +70,81 @@ public final class PriorityQueueStorage: QueueStorage {
     }
     base.requeue(kept)
     for (level, messages) in recovered.enumerated() where !messages.isEmpty { self.levels[level].requeue(messages) }
+    self.count = self.levels.reduce(0) { $0 + $1.count }
+    self.bytes = self.levels.reduce(0) { $0 + $1.bytes }
+    self.highestUsed = self.levels.lastIndex { $0.count > 0 } ?? 0
   }
 
   private func level(of queued: QueuedMessage) -> Int {
     min(Int(queued.message.priority), self.levels.count - 1)
   }
 
-  public var count: Int { self.levels.reduce(0) { $0 + $1.count } }
-  public var bytes: Int { self.levels.reduce(0) { $0 + $1.bytes } }
   public var residentBytes: Int { self.levels.reduce(0) { $0 + $1.residentBytes } }
   public var residentCount: Int { self.levels.reduce(0) { $0 + $1.residentCount } }
   public var base: any QueueStorage { self.levels[0] }
   public var pendingToken: StorageToken? { self.levels[self.lastLevel].pendingToken }
 
-  public func append(_ message: QueuedMessage) {
-    self.lastLevel = self.level(of: message)
-    self.levels[self.lastLevel].append(message)
+  /// Runs `body` on a level and follows its count and bytes (a store's level may drop unreadable records).
+  private func tracking<T>(_ level: any QueueStorage, _ body: (any QueueStorage) -> T) -> T {
+    let (count, bytes) = (level.count, level.bytes)
+    let result = body(level)
+    self.count += level.count - count
+    self.bytes += level.bytes - bytes
+    return result
   }
 
+  public func append(_ message: QueuedMessage) {
+    self.lastLevel = self.level(of: message)
+    self.tracking(self.levels[self.lastLevel]) { $0.append(message) }
+    self.highestUsed = max(self.highestUsed, self.lastLevel)
+  }
+
+  /// The highest non-empty level (lowering `highestUsed` past the empty ones).
   private var highest: (any QueueStorage)? {
-    for level in self.levels.reversed() where level.count > 0 { return level }
+    while self.highestUsed > 0 && self.levels[self.highestUsed].count == 0 { self.highestUsed -= 1 }
+    let level = self.levels[self.highestUsed]
+    return level.count > 0 ? level : nil
+  }
+
+  public func removeFirst() -> QueuedMessage? {
+    while let level = self.highest {
+      if let message = self.tracking(level, { $0.removeFirst() }) { return message }
+      if level.count > 0 { return nil }  // never spin on a level that counts messages it cannot give
+    }
     return nil
   }
 
-  public func removeFirst() -> QueuedMessage? { self.highest?.removeFirst() }
-  public func head() -> QueuedMessage? { self.highest?.head() }
+  public func head() -> QueuedMessage? {
+    while let level = self.highest {
+      if let message = self.tracking(level, { $0.head() }) { return message }
+      if level.count > 0 { return nil }
+    }
+    return nil
+  }
 
   public func requeue(_ messages: [QueuedMessage]) {
     var byLevel: [[QueuedMessage]] = Array(repeating: [], count: self.levels.count)
     for message in messages { byLevel[self.level(of: message)].append(message) }
-    for (level, group) in byLevel.enumerated() where !group.isEmpty { self.levels[level].requeue(group) }
+    for (level, group) in byLevel.enumerated() where !group.isEmpty {
+      self.tracking(self.levels[level]) { $0.requeue(group) }
+      self.highestUsed = max(self.highestUsed, level)
+    }
   }
 
-  public func purge() -> Int { self.levels.reduce(0) { $0 + $1.purge() } }
+  public func purge() -> Int {
+    self.count = 0
+    self.bytes = 0
+    return self.levels.reduce(0) { $0 + $1.purge() }
+  }
+
   public func settled(_ message: QueuedMessage) { self.levels[self.level(of: message)].settled(message) }
   public func delivered(_ message: QueuedMessage) { self.levels[self.level(of: message)].delivered(message) }
-  public func queueDeleted() { for level in self.levels { level.queueDeleted() } }
+
+  public func queueDeleted() {
+    for level in self.levels { level.queueDeleted() }
+    self.count = 0
+    self.bytes = 0
+  }
   public func makeSibling() -> any QueueStorage { self.levels[0].makeSibling() }
 }
 

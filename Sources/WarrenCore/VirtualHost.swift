@@ -25,7 +25,7 @@ public final class VirtualHost {
   public var topologyObserver: (any TopologyObserver)?
   /// Runs queues' timers (message TTL, `x-expires`); without one (a bare vhost in a test) expiry happens only
   /// when a queue is used.
-  public var timers: (any QueueTimers)?
+  public weak var timers: (any QueueTimers)?
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
   /// The policies of this vhost, and its operator policies (``setPolicies(_:operatorPolicies:)``).

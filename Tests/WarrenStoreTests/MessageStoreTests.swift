@@ -262,6 +262,36 @@ struct DurableQueueStorageTests {
     #expect(first.enqueuedAt <= times[0] && times[0] - first.enqueuedAt < 1_000_000)
   }
 
+  @Test("a priority queue over stored levels: counts follow the levels, highest first, order kept across recovery")
+  func storedPriorityLevels() throws {
+    let system = SimulatedFileSystem()
+    let store = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: [1]).store
+    let base = DurableQueueStorage(queueID: 1, store: store, residentLimit: 1, residentByteLimit: 1 << 20)
+    let storage = PriorityQueueStorage(base: base, maxPriority: 3)
+    func make(_ body: String, _ priority: UInt8) -> Message {
+      var properties = BasicProperties()
+      properties.deliveryMode = 2
+      properties.priority = priority
+      return Message.make(exchange: "", routingKey: "q", properties: properties, body: ByteBuffer(string: body))
+    }
+    let sent: [(String, UInt8)] = [("a", 0), ("b", 3), ("c", 1), ("d", 3), ("e", 0), ("f", 2)]
+    for (i, (body, priority)) in sent.enumerated() {
+      storage.append(QueuedMessage(message: make(body, priority), sequence: UInt32(i + 1)))
+    }
+    #expect(storage.count == 6 && storage.bytes == 6)
+    _ = store.commitAndSync()
+    let (reopened, runs, _) = try MessageStore.open(fileSystem: system, directory: "/d", liveQueues: [1])
+    let recovered = PriorityQueueStorage(
+      base: DurableQueueStorage(queueID: 1, store: reopened, recovered: runs[1] ?? []), maxPriority: 3)
+    #expect(recovered.count == 6)
+    for queue in [storage, recovered] {
+      var order: [String] = []
+      while let message = queue.removeFirst() { order.append(String(buffer: message.message.body)) }
+      #expect(order == ["b", "d", "f", "c", "a", "e"])
+      #expect(queue.count == 0 && queue.bytes == 0)
+    }
+  }
+
   @Test("runs across queues and segments, transient messages between them, requeues and recovery keep the order")
   func runsKeepOrder() throws {
     let system = SimulatedFileSystem()

@@ -261,14 +261,26 @@ public final class BrokerRuntime {
 
 extension BrokerRuntime: QueueTimers {
   /// A queue's timer on the loop: the clock is refreshed, the queue does what is due, and what that wrote (dead
-  /// letters delivered to consumers) is flushed.
+  /// letters delivered to consumers) is flushed. The task holds the runtime and the queue weakly: a timer far in
+  /// the future keeps neither alive (nor makes a cycle through the event loop).
   public func schedule(_ queue: Queue, at deadline: UInt64) {
-    let bound = NIOLoopBound((runtime: self, queue: queue), eventLoop: self.eventLoop)
+    let target = NIOLoopBound(TimerTarget(runtime: self, queue: queue), eventLoop: self.eventLoop)
     self.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(deadline)) {
-      let (runtime, queue) = bound.value
+      guard let runtime = target.value.runtime, let queue = target.value.queue else { return }
       runtime.broker.clock.refresh()
       queue.timerFired(deadline: deadline)
       runtime.flushDirty()
     }
+  }
+}
+
+/// What a queue timer reaches when it fires, if both still exist.
+private final class TimerTarget {
+  weak var runtime: BrokerRuntime?
+  weak var queue: Queue?
+
+  init(runtime: BrokerRuntime, queue: Queue) {
+    self.runtime = runtime
+    self.queue = queue
   }
 }

@@ -16,6 +16,8 @@ public struct MessageRecord: Equatable, Sendable {
 
   /// When it was enqueued, in milliseconds since 1970 (for TTL, across restarts); 0 when unknown.
   public var enqueuedAt: UInt64 = 0
+  /// Whether the record carries its time (records written before times were kept do not, and encode as they were).
+  public var isTimed = true
 
   /// Whether it holds a transient message paged out (not recovered after a restart).
   public var isTransient = false
@@ -47,10 +49,13 @@ public struct MessageRecord: Equatable, Sendable {
     out.reserveCapacity(
       24 + 4 * self.queues.count + self.exchange.count + self.routingKey.count + self.properties.count
         + self.body.count)
+    let kind =
+      self.isTimed
+      ? (self.isTransient ? Self.transientKind : Self.kind)
+      : (self.isTransient ? Self.untimedTransientKind : Self.untimedKind)
     Self.encode(
-      kind: self.isTransient ? Self.transientKind : Self.kind, id: self.id, enqueuedAt: self.enqueuedAt,
-      queues: self.queues, exchange: self.exchange, routingKey: self.routingKey, properties: self.properties,
-      body: self.body, into: &out)
+      kind: kind, id: self.id, enqueuedAt: self.isTimed ? self.enqueuedAt : nil, queues: self.queues,
+      exchange: self.exchange, routingKey: self.routingKey, properties: self.properties, body: self.body, into: &out)
     return out
   }
 
@@ -123,13 +128,13 @@ public struct MessageRecord: Equatable, Sendable {
   }
 
   static func encode(
-    kind: UInt8, id: UInt64, enqueuedAt: UInt64, queues: [UInt32], exchange: some Collection<UInt8>,
+    kind: UInt8, id: UInt64, enqueuedAt: UInt64?, queues: [UInt32], exchange: some Collection<UInt8>,
     routingKey: some Collection<UInt8>, properties: some Collection<UInt8>, body: some Collection<UInt8>,
     into out: inout [UInt8]
   ) {
     out.append(kind)
     Self.put(id, &out)
-    Self.put(enqueuedAt, &out)
+    if let enqueuedAt { Self.put(enqueuedAt, &out) }
     out.append(UInt8(truncatingIfNeeded: min(queues.count, 255)))
     for queue in queues.prefix(255) { Self.put(queue, &out) }
     out.append(UInt8(min(exchange.count, 255)))
@@ -155,6 +160,7 @@ public struct MessageRecord: Equatable, Sendable {
       body: body)
     self.isTransient = summary.isTransient
     self.enqueuedAt = summary.enqueuedAt
+    self.isTimed = summary.isTimed
   }
 
   /// The message this record holds.
@@ -174,6 +180,8 @@ public struct MessageRecord: Equatable, Sendable {
     public var isTransient: Bool
     /// When it was enqueued, milliseconds since 1970 (0: unknown).
     public var enqueuedAt: UInt64
+    /// Whether the record carries its time (kinds 3 and 4).
+    public var isTimed: Bool
     var exchangeOffset: Int
 
     /// Reads a payload's summary; nil when the payload is not a whole, well-formed message record.
@@ -203,6 +211,7 @@ public struct MessageRecord: Equatable, Sendable {
       self.bodySize = Int(bodySize)
       self.isTransient = kind == MessageRecord.transientKind || kind == MessageRecord.untimedTransientKind
       self.enqueuedAt = enqueuedAt
+      self.isTimed = timed
       self.exchangeOffset = exchangeOffset
     }
   }

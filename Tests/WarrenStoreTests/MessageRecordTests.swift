@@ -19,6 +19,17 @@ struct MessageRecordTests {
     #expect(scan.records.compactMap { MessageRecord(decoding: $0.payload) } == [Self.record])
   }
 
+  @Test("a record written before records kept their time (kind 1) still decodes, and encodes as it was")
+  func untimedRecord() throws {
+    var untimed = Self.record
+    untimed.isTimed = false
+    let bytes = untimed.encoded()
+    #expect(bytes.first == 1 && bytes.count == Self.record.encoded().count - 8)
+    let decoded = try #require(MessageRecord(decoding: bytes))
+    #expect(decoded.enqueuedAt == 0 && !decoded.isTimed && decoded.encoded() == bytes)
+    #expect(decoded.body == Self.record.body)
+  }
+
   @Test("every truncation and a wrong kind or trailing byte are refused, never read past the end")
   func malformed() {
     let bytes = Self.record.encoded()

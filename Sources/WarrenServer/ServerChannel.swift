@@ -17,6 +17,10 @@ final class ServerChannel: DeliveryChannel {
   let operations: TopologyOperations
   /// The broker's counters (messages received, routed, delivered, ...).
   let counters: BrokerCounters
+  /// The broker's clock and its `consumer_timeout` (milliseconds; 0: none), read once: deliveries take their
+  /// deadlines from them.
+  private let clock: BrokerClock
+  private let defaultConsumerTimeout: Int
   var machine: ChannelStateMachine
   private var released = false
   private var lastExchange: Exchange?
@@ -32,6 +36,8 @@ final class ServerChannel: DeliveryChannel {
     self.outbound = connection.outbound
     self.vhost = vhost
     self.counters = connection.broker.counters
+    self.clock = connection.broker.clock
+    self.defaultConsumerTimeout = connection.broker.limits.consumerTimeout
     self.operations = TopologyOperations(
       broker: connection.broker, vhost: vhost, user: connection.machine.username ?? "", connection: connection.id)
     self.machine = ChannelStateMachine(maxMessageSize: connection.broker.limits.maxMessageSize)
@@ -208,8 +214,15 @@ final class ServerChannel: DeliveryChannel {
   // MARK: Publishing
 
   private func publish(_ content: ChannelStateMachine.Content) throws(BrokerError) {
-    var content = content
-    if let rewritten = try self.checkProperties(content.properties) { content.properties = rewritten }
+    if let rewritten = try self.checkProperties(content.properties) {
+      var content = content  // a copy only when a property is rewritten (direct reply-to)
+      content.properties = rewritten
+      return try self.publishChecked(content)
+    }
+    try self.publishChecked(content)
+  }
+
+  private func publishChecked(_ content: ChannelStateMachine.Content) throws(BrokerError) {
     if self.machine.mode == .transactional {
       _ = try self.exchange(named: content.publish.exchange)
       self.machine.addToTransaction(content)
@@ -414,14 +427,14 @@ final class ServerChannel: DeliveryChannel {
   /// The consumer timeout of a delivery from `queue`, in milliseconds (0: none): the queue's
   /// `x-consumer-timeout`, else the broker's `consumer_timeout`.
   private func consumerTimeout(_ queue: Queue) -> Int {
-    queue.options.consumerTimeout ?? self.connection.runtime.broker.limits.consumerTimeout
+    queue.options.consumerTimeout ?? self.defaultConsumerTimeout
   }
 
   @inline(__always)
   private func consumerTimeoutDeadline(_ queue: Queue) -> UInt64 {
     let timeout = self.consumerTimeout(queue)
     guard timeout > 0 else { return .max }
-    return self.connection.runtime.broker.clock.nowNanoseconds &+ UInt64(timeout) &* 1_000_000
+    return self.clock.nowNanoseconds &+ UInt64(timeout) &* 1_000_000
   }
 
   /// Closes the channel, as RabbitMQ does, when a delivery stayed unacknowledged past its consumer timeout (its

@@ -108,28 +108,35 @@ public final class Message: ManagedBuffer<MessageLayout, UInt8> {
     self.withBytes { _, _, properties, _ in properties.count >= 2 && properties[0] & 0x20 != 0 }
   }
 
-  /// The `priority` property (0 when absent), read from the property bytes without decoding them: only
-  /// content-type, content-encoding, headers and delivery-mode come before it.
+  /// The `priority` property (0 when absent), read from the property bytes without decoding them.
   @inlinable public var priority: UInt8 {
     self.withBytes { _, _, properties, _ in
-      guard properties.count >= 2 else { return 0 }
-      let flags = UInt16(properties[0]) << 8 | UInt16(properties[1])
-      guard flags & 0x0800 != 0, flags & 0x0001 == 0 else { return 0 }
-      var offset = 2
-      for bit: UInt16 in [0x8000, 0x4000] where flags & bit != 0 {
-        guard offset < properties.count else { return 0 }
-        offset += 1 + Int(properties[offset])
-      }
-      if flags & 0x2000 != 0 {
-        guard offset + 4 <= properties.count else { return 0 }
-        let length =
-          Int(properties[offset]) << 24 | Int(properties[offset + 1]) << 16 | Int(properties[offset + 2]) << 8
-          | Int(properties[offset + 3])
-        offset += 4 + length
-      }
-      if flags & 0x1000 != 0 { offset += 1 }
-      return offset < properties.count ? properties[offset] : 0
+      Self.offset(of: 0x0800, in: properties).map { properties[$0] } ?? 0
     }
+  }
+
+  /// Where the value of the property with flag `bit` (delivery-mode 0x1000 or priority 0x0800) starts in the
+  /// property bytes, skipping only what comes before it (content-type, content-encoding, headers, delivery-mode);
+  /// nil when it is absent or the bytes are short. A continuation flag word (not sent by AMQP 0-9-1 clients)
+  /// counts as absent.
+  @inlinable static func offset(of bit: UInt16, in properties: UnsafeRawBufferPointer) -> Int? {
+    guard properties.count >= 2 else { return nil }
+    let flags = UInt16(properties[0]) << 8 | UInt16(properties[1])
+    guard flags & bit != 0, flags & 0x0001 == 0 else { return nil }
+    var offset = 2
+    for shortString: UInt16 in [0x8000, 0x4000] where flags & shortString != 0 {
+      guard offset < properties.count else { return nil }
+      offset += 1 + Int(properties[offset])
+    }
+    if flags & 0x2000 != 0 {
+      guard offset + 4 <= properties.count else { return nil }
+      let length =
+        Int(properties[offset]) << 24 | Int(properties[offset + 1]) << 16 | Int(properties[offset + 2]) << 8
+        | Int(properties[offset + 3])
+      offset += 4 + length
+    }
+    if bit == 0x0800 && flags & 0x1000 != 0 { offset += 1 }  // priority comes after delivery-mode
+    return offset < properties.count ? offset : nil
   }
 
   /// Whether the properties include an expiration (read from the property flags, nothing decoded).
@@ -157,23 +164,7 @@ public final class Message: ManagedBuffer<MessageLayout, UInt8> {
   /// without decoding them: only content-type, content-encoding and headers come before delivery-mode.
   @inlinable public var isPersistent: Bool {
     self.withBytes { _, _, properties, _ in
-      guard properties.count >= 2 else { return false }
-      let flags = UInt16(properties[0]) << 8 | UInt16(properties[1])
-      guard flags & 0x1000 != 0 else { return false }
-      var offset = 2
-      if flags & 0x0001 != 0 { return false }  // a continuation flag word: not sent by AMQP 0-9-1 clients
-      for bit: UInt16 in [0x8000, 0x4000] where flags & bit != 0 {
-        guard offset < properties.count else { return false }
-        offset += 1 + Int(properties[offset])
-      }
-      if flags & 0x2000 != 0 {
-        guard offset + 4 <= properties.count else { return false }
-        let length =
-          Int(properties[offset]) << 24 | Int(properties[offset + 1]) << 16 | Int(properties[offset + 2]) << 8
-          | Int(properties[offset + 3])
-        offset += 4 + length
-      }
-      return offset < properties.count && properties[offset] == 2
+      Self.offset(of: 0x1000, in: properties).map { properties[$0] == 2 } ?? false
     }
   }
 }

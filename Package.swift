@@ -24,6 +24,7 @@ let package = Package(
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
     .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
+    .library(name: "DelayedMessageExchange", targets: ["DelayedMessageExchange"]),
     .library(name: "WarrenCommand", targets: ["WarrenCommand"]),
     .library(name: "WarrenClient", targets: ["WarrenClient"]),
     .library(name: "WarrenConfig", targets: ["WarrenConfig"]),
@@ -51,6 +52,7 @@ let package = Package(
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "DequeModule", package: "swift-collections"),
+        .product(name: "HeapModule", package: "swift-collections"),
       ],
       swiftSettings: upcoming
     ),
@@ -124,6 +126,12 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "DelayedMessageExchange",
+      dependencies: ["WarrenCore", "AMQPProtocol"],
+      path: "Plugins/DelayedMessageExchange",
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "RoundRobinExchange",
       dependencies: ["WarrenCore", "AMQPProtocol"],
       path: "Examples/RoundRobinExchange",
@@ -177,7 +185,9 @@ let package = Package(
     ),
     .executableTarget(
       name: "warren",
-      dependencies: ["WarrenCommand", "TopicExchange", "HeadersExchange", "ConsistentHashExchange"],
+      dependencies: [
+        "WarrenCommand", "TopicExchange", "HeadersExchange", "ConsistentHashExchange", "DelayedMessageExchange",
+      ],
       swiftSettings: upcoming
     ),
     .executableTarget(
@@ -223,6 +233,14 @@ let package = Package(
       name: "ConsistentHashExchangeTests",
       dependencies: [
         "ConsistentHashExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
+      name: "DelayedMessageExchangeTests",
+      dependencies: [
+        "DelayedMessageExchange", "WarrenCore", "WarrenStore", "TopicExchange", "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: upcoming
     ),

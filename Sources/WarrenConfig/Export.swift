@@ -111,7 +111,8 @@ extension WarrenConfiguration {
             vhost: vhostName, name: exchange.name, type: exchange.type.name, durable: exchange.durable,
             autoDelete: exchange.autoDelete, isInternal: exchange.isInternal, arguments: exchange.arguments))
       }
-      for queue in vhost.queues.values.sorted(by: { $0.name < $1.name }) where queue.exclusiveOwner == nil {
+      for queue in vhost.queues.values.sorted(by: { $0.name < $1.name })
+      where queue.exclusiveOwner == nil && !queue.isHolding {  // a holding queue is the broker's, made by its exchange
         self.queues.append(
           QueueDefinition(
             vhost: vhostName, name: queue.name, durable: queue.durable, autoDelete: queue.autoDelete,

@@ -31,14 +31,22 @@ public final class Exchange {
   /// The routing pass that last added this exchange to a ``RouteSet``.
   @usableFromInline var routeEpoch: UInt64 = 0
 
-  init(name: String, type: any ExchangeType, durable: Bool, autoDelete: Bool, isInternal: Bool, arguments: FieldTable) {
+  init(
+    name: String, type: any ExchangeType, durable: Bool, autoDelete: Bool, isInternal: Bool, arguments: FieldTable,
+    vhost: VirtualHost? = nil
+  ) {
     self.name = name
     self.type = type
     self.durable = durable
     self.autoDelete = autoDelete
     self.isInternal = isInternal
     self.arguments = arguments
-    self.router = type.makeRouter(exchangeName: name, arguments: arguments)
+    if let vhost {
+      self.router = type.makeRouter(
+        context: ExchangeContext(exchangeName: name, arguments: arguments, durable: durable, vhost: vhost))
+    } else {
+      self.router = type.makeRouter(context: ExchangeContext(exchangeName: name, arguments: arguments))
+    }
     self.directRouter = self.router as? DirectRouter
   }
 

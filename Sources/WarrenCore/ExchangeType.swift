@@ -74,10 +74,21 @@ public protocol ExchangeType: Sendable {
   var description: String { get }
   /// Checks an exchange's declare arguments; throw a 406 ``BrokerError`` to refuse them.
   func validate(exchangeArguments: FieldTable) throws(BrokerError)
+  /// Checks an exchange's declare arguments knowing the other registered types (a type that routes like another
+  /// checks that it exists); calls ``validate(exchangeArguments:)`` unless a type implements it.
+  func validate(exchangeArguments: FieldTable, registry: ExchangeRegistry) throws(BrokerError)
   /// Checks a binding's key and arguments; throw a 406 ``BrokerError`` to refuse them.
   func validate(bindingKey: String, arguments: FieldTable) throws(BrokerError)
+  /// Checks a binding knowing its exchange and the other types; calls ``validate(bindingKey:arguments:)`` unless a
+  /// type implements it.
+  func validate(bindingKey: String, arguments: FieldTable, exchange: Exchange, registry: ExchangeRegistry)
+    throws(BrokerError)
   /// Makes the router of a newly created exchange of this type.
   func makeRouter(exchangeName: String, arguments: FieldTable) -> any ExchangeRouter
+  /// Makes the router of a newly created exchange with what the broker offers it besides bindings (a queue that
+  /// holds messages until they are due, publishing anew, the other types); calls
+  /// ``makeRouter(exchangeName:arguments:)`` unless a type implements it. A type implements one of the two.
+  func makeRouter(context: ExchangeContext) -> any ExchangeRouter
   /// The exchanges of this type every virtual host has from the start (`amq.topic` for topic); none by default.
   var predeclaredExchanges: [String] { get }
 }
@@ -85,7 +96,20 @@ public protocol ExchangeType: Sendable {
 extension ExchangeType {
   public var predeclaredExchanges: [String] { [] }
   public func validate(exchangeArguments: FieldTable) throws(BrokerError) {}
+  public func validate(exchangeArguments: FieldTable, registry: ExchangeRegistry) throws(BrokerError) {
+    try self.validate(exchangeArguments: exchangeArguments)
+  }
+  public func makeRouter(context: ExchangeContext) -> any ExchangeRouter {
+    self.makeRouter(exchangeName: context.exchangeName, arguments: context.arguments)
+  }
+  /// A type that implements ``makeRouter(context:)`` needs no other: this one routes nowhere.
+  public func makeRouter(exchangeName: String, arguments: FieldTable) -> any ExchangeRouter { UnroutableRouter() }
   public func validate(bindingKey: String, arguments: FieldTable) throws(BrokerError) {}
+  public func validate(bindingKey: String, arguments: FieldTable, exchange: Exchange, registry: ExchangeRegistry)
+    throws(BrokerError)
+  {
+    try self.validate(bindingKey: bindingKey, arguments: arguments)
+  }
 }
 
 /// The routing index of one exchange. Called on the broker's event loop only.
@@ -102,6 +126,13 @@ public protocol ExchangeRouter: AnyObject {
 
 extension ExchangeRouter {
   public func exchangeDeleted() {}
+}
+
+/// Routes nowhere (the router of a type that makes its routers with a context, made without one).
+final class UnroutableRouter: ExchangeRouter {
+  func bindingAdded(_ binding: Binding) {}
+  func bindingRemoved(_ binding: Binding) {}
+  func route(_ input: RoutingInput, into routes: inout RouteSet) {}
 }
 
 /// Exchange types by name. The core registers direct and fanout; plugins register theirs at start-up.

@@ -114,6 +114,7 @@ extension VirtualHost {
 
   /// Computes a queue's options from its arguments and the policies that apply to it now.
   func applyPolicies(to queue: Queue) {
+    guard !queue.isHolding else { return }  // the broker's own: its messages leave when due, whatever a policy says
     let policy = Policy.applying(self.policies, to: queue.name, queue: true)
     let operatorPolicy = Policy.applying(self.operatorPolicies, to: queue.name, queue: true)
     guard policy != nil || operatorPolicy != nil || queue.policy != nil || queue.operatorPolicy != nil else { return }

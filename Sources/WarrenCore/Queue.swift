@@ -62,6 +62,11 @@ public final class Queue {
   var scheduledTimer: UInt64?
   /// When it was last used (a consumer, basic.get, a redeclare), for `x-expires`.
   var lastUsed: UInt64 = 0
+  /// Whether it holds messages for an exchange (``MessageHolder``): clients cannot consume from it, and each
+  /// message leaves at its due time, to the holder.
+  public let isHolding: Bool
+  /// The holder of a holding queue (the exchange's router; weak: the exchange owns it).
+  public internal(set) weak var holder: (any MessageHolder)?
 
   init(
     name: String,
@@ -72,7 +77,8 @@ public final class Queue {
     arguments: FieldTable,
     options: QueueOptions = QueueOptions(),
     clock: BrokerClock = BrokerClock(),
-    storage: any QueueStorage = InMemoryQueueStorage()
+    storage: any QueueStorage = InMemoryQueueStorage(),
+    holder: (any MessageHolder)? = nil
   ) {
     self.name = name
     self.vhost = vhost
@@ -83,8 +89,11 @@ public final class Queue {
     self.options = options
     self.clock = clock
     self.storage = storage
-    self.hasEnqueueRules = Self.hasEnqueueRules(options)
-    self.mayExpire = options.messageTTL != nil || storage.count > 0  // recovered messages may carry expirations
+    self.isHolding = holder != nil
+    self.holder = holder
+    self.hasEnqueueRules = Self.hasEnqueueRules(options) || holder != nil
+    // Recovered messages may carry expirations; a holding queue's messages are all due some time.
+    self.mayExpire = options.messageTTL != nil || storage.count > 0 || holder != nil
     self.lastUsed = clock.nowNanoseconds
     // Messages a store gave back at recovery are numbered 1...count.
     self.nextSequence = UInt32(truncatingIfNeeded: storage.count)
@@ -103,7 +112,7 @@ public final class Queue {
     self.options = options
     self.policy = policy
     self.operatorPolicy = operatorPolicy
-    self.hasEnqueueRules = Self.hasEnqueueRules(options)
+    self.hasEnqueueRules = Self.hasEnqueueRules(options) || self.isHolding
     if options.messageTTL != nil { self.mayExpire = true }
     if options.overflow == .dropHead { _ = self.dropHeadOverLimits() }
     self.expireHead()
@@ -180,6 +189,7 @@ public final class Queue {
   /// When a ready message expires here (uptime nanoseconds): its enqueue time plus the lower of the queue's TTL
   /// and its own `expiration`; nil when it never does.
   @usableFromInline func expiry(of queued: QueuedMessage) -> UInt64? {
+    if self.isHolding { return self.holder?.dueTime(of: queued) }
     var ttl = self.options.messageTTL
     if queued.message.hasExpiration, let own = queued.message.expirationMilliseconds { ttl = min(ttl ?? own, own) }
     guard let ttl else { return nil }
@@ -190,6 +200,7 @@ public final class Queue {
   /// for the next head that will expire. As in RabbitMQ, only the head is checked: a message with a short
   /// `expiration` behind one without waits until it reaches the head. A message that expires exactly now is
   /// still delivered by `dispatch` (`includingDue` false): that is how a TTL of 0 reaches a waiting consumer.
+  /// A holding queue's head leaves at its due time the same way, to its holder.
   public func expireHead(includingDue: Bool = true) {
     guard self.mayExpire else { return }
     let now = self.clock.nowNanoseconds
@@ -201,11 +212,15 @@ public final class Queue {
       _ = self.storage.removeFirst()
       self.storage.settled(head)
       expired += 1
-      self.deadLetter(head.message, reason: .expired)
+      if self.isHolding {
+        self.holder?.release(head.message)
+      } else {
+        self.deadLetter(head.message, reason: .expired)
+      }
     }
   }
 
-  private func scheduleTimer(at deadline: UInt64) {
+  func scheduleTimer(at deadline: UInt64) {
     if let scheduled = self.scheduledTimer, scheduled <= deadline { return }
     guard let owner = self.owner, !self.isDeleted else { return }
     self.scheduledTimer = deadline

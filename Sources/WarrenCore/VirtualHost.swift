@@ -25,7 +25,17 @@ public final class VirtualHost {
   public var topologyObserver: (any TopologyObserver)?
   /// Runs queues' timers (message TTL, `x-expires`); without one (a bare vhost in a test) expiry happens only
   /// when a queue is used.
-  public weak var timers: (any QueueTimers)?
+  public weak var timers: (any QueueTimers)? {
+    didSet {
+      // Timers asked for before there were timers (queues recovered before the broker's loop runs) are set now.
+      guard let timers else { return }
+      for queue in self.queues.values {
+        if let deadline = queue.scheduledTimer { timers.schedule(queue, at: deadline) }
+      }
+    }
+  }
+  /// The holders of holding queues by queue name (``ExchangeContext/register(_:)``).
+  private var holders: [String: WeakHolder] = [:]
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
   /// The policies of this vhost, and its operator policies (``setPolicies(_:operatorPolicies:)``).
@@ -53,7 +63,8 @@ public final class VirtualHost {
     for type in registry.types {
       for exchangeName in type.predeclaredExchanges {
         self.exchanges[exchangeName] = Exchange(
-          name: exchangeName, type: type, durable: true, autoDelete: false, isInternal: false, arguments: [:])
+          name: exchangeName, type: type, durable: true, autoDelete: false, isInternal: false, arguments: [:],
+          vhost: self)
       }
     }
   }
@@ -114,9 +125,10 @@ public final class VirtualHost {
       throw .preconditionFailed(
         "invalid arg 'alternate-exchange' for \(describe("exchange", name, vhost: self.name)): not a string")
     }
-    try type.validate(exchangeArguments: arguments)
+    try type.validate(exchangeArguments: arguments, registry: self.registry)
     let exchange = Exchange(
-      name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal, arguments: arguments)
+      name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal, arguments: arguments,
+      vhost: self)
     self.exchanges[name] = exchange
     exchange.policyAlternateExchange =
       Policy.applying(self.policies, to: name, queue: false)?.definition["alternate-exchange"]?.stringValue
@@ -187,10 +199,13 @@ public final class VirtualHost {
     try validateName(requestedName, kind: "queue")
     self.counters.values.queuesDeclared += 1
     var name = requestedName
+    var holder: (any MessageHolder)?
     if name.isEmpty {
       name = self.makeServerName()
     } else if name.hasPrefix("amq.") {
-      throw .accessRefused("queue name '\(name)' contains reserved prefix 'amq.*'")
+      // Only the broker declares a holding queue (recovering it after a restart).
+      holder = connection == 0 && self.queues[name] == nil ? self.holders[name]?.holder : nil
+      guard holder != nil else { throw .accessRefused("queue name '\(name)' contains reserved prefix 'amq.*'") }
     }
     if let existing = self.queues[name] {
       try self.checkExclusive(existing, connection: connection)
@@ -222,15 +237,33 @@ public final class VirtualHost {
     let options = try QueueOptions(arguments: arguments, queue: name, vhost: self.name)
     try options.checkProperties(
       durable: durable, exclusive: exclusive, autoDelete: autoDelete, queue: name, vhost: self.name)
+    return self.createQueue(
+      name: name, durable: durable, exclusiveOwner: exclusive ? connection : nil, autoDelete: autoDelete,
+      arguments: arguments, options: options, holder: holder)
+  }
+
+  private func createQueue(
+    name: String, durable: Bool, exclusiveOwner: UInt64?, autoDelete: Bool, arguments: FieldTable,
+    options: QueueOptions, holder: (any MessageHolder)?
+  ) -> Queue {
+    var storage = self.makeStorage(name, recoverable: durable && exclusiveOwner == nil && !autoDelete, options: options)
+    if let holder { storage = DueOrderedStorage(base: storage) { [weak holder] in holder?.dueTime(of: $0) ?? .max } }
     let queue = Queue(
-      name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusive ? connection : nil,
-      autoDelete: autoDelete, arguments: arguments, options: options, clock: self.clock,
-      storage: self.makeStorage(name, recoverable: durable && !exclusive && !autoDelete, options: options))
+      name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusiveOwner, autoDelete: autoDelete,
+      arguments: arguments, options: options, clock: self.clock, storage: storage, holder: holder)
     queue.owner = self
     self.queues[name] = queue
     self.applyPolicies(to: queue)
     queue.markUsed()  // starts the x-expires period
-    if queue.mayExpire { queue.expireHead() }  // recovered messages whose TTL passed while the broker was down
+    if queue.mayExpire {
+      if self.timers == nil && queue.storage.count > 0 {
+        // Recovery: what expired (or came due) while the broker was down goes once everything is recovered (the
+        // bindings its dead-letter exchange or holder routes it by come after the queues).
+        queue.scheduleTimer(at: self.clock.nowNanoseconds)
+      } else {
+        queue.expireHead()
+      }
+    }
     self.counters.values.queuesCreated += 1
     self.topologyVersion &+= 1
     self.topologyObserver?.queueDeclared(queue, in: self)
@@ -244,13 +277,42 @@ public final class VirtualHost {
     return PriorityQueueStorage(base: storage, maxPriority: maxPriority)
   }
 
-  /// The queue a connection may use, or 404 / 405 as RabbitMQ answers.
+  /// The queue a connection may use, or 404 / 405 as RabbitMQ answers (403 for a holding queue: it is the
+  /// broker's).
   public func queue(named name: String, connection: UInt64) throws(BrokerError) -> Queue {
     guard let queue = self.queues[name] else {
       throw .notFound("no \(describe("queue", name, vhost: self.name))")
     }
     try self.checkExclusive(queue, connection: connection)
+    try Self.checkNotHolding(queue, vhost: self.name)
     return queue
+  }
+
+  static func checkNotHolding(_ queue: Queue, vhost: String) throws(BrokerError) {
+    if queue.isHolding {
+      throw .accessRefused(
+        "access to \(describe("queue", queue.name, vhost: vhost)) refused: it holds an exchange's delayed messages")
+    }
+  }
+
+  // MARK: Holding queues
+
+  func register(_ holder: any MessageHolder, queueName: String) {
+    self.holders[queueName] = WeakHolder(holder: holder)
+    if let queue = self.queues[queueName], queue.isHolding { queue.holder = holder }
+  }
+
+  func holdingQueue(named name: String, holder: any MessageHolder, durable: Bool) -> Queue {
+    if let queue = self.queues[name], queue.isHolding { return queue }
+    self.holders[name] = WeakHolder(holder: holder)
+    return self.createQueue(
+      name: name, durable: durable, exclusiveOwner: nil, autoDelete: false, arguments: [:], options: QueueOptions(),
+      holder: holder)
+  }
+
+  func removeHoldingQueue(named name: String) {
+    self.holders[name] = nil
+    if let queue = self.queues[name], queue.isHolding { self.removeQueue(queue) }
   }
 
   static func lockedText(_ queue: Queue, vhost: String) -> String {
@@ -271,6 +333,7 @@ public final class VirtualHost {
   {
     guard let queue = self.queues[name] else { return 0 }  // idempotent, as RabbitMQ 3.x
     try self.checkExclusive(queue, connection: connection)
+    try Self.checkNotHolding(queue, vhost: self.name)
     if ifUnused && !queue.consumers.isEmpty {
       throw .preconditionFailed("\(describe("queue", name, vhost: self.name)) in use")
     }
@@ -358,7 +421,8 @@ public final class VirtualHost {
   ) throws(BrokerError) {
     let queue = try self.queue(named: queueName, connection: connection)
     let exchange = try self.exchangeForBinding(exchangeName)
-    try exchange.type.validate(bindingKey: routingKey, arguments: arguments)
+    try exchange.type.validate(
+      bindingKey: routingKey, arguments: arguments, exchange: exchange, registry: self.registry)
     self.addBinding(
       Binding(source: exchange.name, destination: .queue(queue), routingKey: routingKey, arguments: arguments))
   }
@@ -385,7 +449,8 @@ public final class VirtualHost {
   {
     let destinationExchange = try self.exchangeForBinding(destination)
     let sourceExchange = try self.exchangeForBinding(source)
-    try sourceExchange.type.validate(bindingKey: routingKey, arguments: arguments)
+    try sourceExchange.type.validate(
+      bindingKey: routingKey, arguments: arguments, exchange: sourceExchange, registry: self.registry)
     self.addBinding(
       Binding(source: source, destination: .exchange(destinationExchange), routingKey: routingKey, arguments: arguments)
     )

@@ -1,4 +1,5 @@
 import ConsistentHashExchange
+import DelayedMessageExchange
 import HeadersExchange
 import TopicExchange
 import WarrenCommand
@@ -9,4 +10,5 @@ await WarrenCommandLine.main(exchangeTypes: [
   TopicExchangeType(),
   HeadersExchangeType(),
   ConsistentHashExchangeType(),
+  DelayedMessageExchangeType(),
 ])

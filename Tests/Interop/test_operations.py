@@ -19,6 +19,7 @@ import pika
 import pytest
 
 from conftest import Broker
+from test_pika import raw_handshake
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
@@ -165,18 +166,26 @@ def test_disk_alarm_blocks_publishers_and_fails_readiness():
             capture_output=True,
         )
         assert result.returncode == 1
-        blocked = []
-        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
-        connection.add_on_connection_blocked_callback(lambda _, frame: blocked.append(frame.method.reason))
-        channel = connection.channel()
-        channel.queue_declare("during-alarm")  # not publishing: not blocked
-        channel.basic_publish("", "during-alarm", b"first")  # taken, then the connection is blocked
-        deadline = time.monotonic() + 10
-        while not blocked and time.monotonic() < deadline:
-            connection.process_data_events(time_limit=0.2)
-        assert blocked == ["low on disk space"]
+        # A raw client, so that the publish's three frames go in one write: the broker stops reading once it has
+        # taken a publish, and frames of it still in flight would wait for the alarm to clear.
+        from pika import frame, spec
+
+        sock, read_frame, send = raw_handshake(
+            broker.port, client_properties={"capabilities": {"connection.blocked": True}})
+        send(1, spec.Channel.Open())
+        assert isinstance(read_frame().method, spec.Channel.OpenOk)
+        send(1, spec.Queue.Declare(queue="during-alarm"))  # not publishing: not blocked
+        assert isinstance(read_frame().method, spec.Queue.DeclareOk)
+        sock.sendall(
+            frame.Method(1, spec.Basic.Publish(exchange="", routing_key="during-alarm")).marshal()
+            + frame.Header(1, 5, spec.BasicProperties()).marshal()
+            + frame.Body(1, b"first").marshal()
+        )  # taken, then the connection is blocked
+        blocked = read_frame().method
+        assert isinstance(blocked, spec.Connection.Blocked) and blocked.reason == "low on disk space"
         m = samples(broker.http_get("/metrics")[1])
         assert m["rabbitmq_queue_messages_ready"] == 1  # the publish before the block was kept
+        sock.close()
     finally:
         broker.stop()
     assert broker.process.returncode == 0

@@ -346,7 +346,7 @@ def test_redeclare_with_other_properties_is_406(channel):
 
 # ---- Raw sockets: what pika cannot send ----
 
-def raw_handshake(port, heartbeat=0, channel_max=None):
+def raw_handshake(port, heartbeat=0, channel_max=None, client_properties=None):
     from pika import frame, spec
 
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -371,7 +371,8 @@ def raw_handshake(port, heartbeat=0, channel_max=None):
         sock.sendall(frame.Method(channel, method).marshal())
 
     assert isinstance(read_frame().method, spec.Connection.Start)
-    send(0, spec.Connection.StartOk(client_properties={}, mechanism="PLAIN", response=b"\0guest\0guest"))
+    send(0, spec.Connection.StartOk(client_properties=client_properties or {}, mechanism="PLAIN",
+                                    response=b"\0guest\0guest"))
     tune = read_frame().method
     assert isinstance(tune, spec.Connection.Tune)
     send(0, spec.Connection.TuneOk(channel_max=tune.channel_max if channel_max is None else channel_max,

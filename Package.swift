@@ -151,6 +151,7 @@ let package = Package(
       name: "WarrenPerf",
       dependencies: [
         "AMQPProtocol",
+        "WarrenSystem",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -31,6 +31,9 @@ let package = Package(
       name: "ConnectionFuzzer",
       dependencies: [
         .product(name: "WarrenServer", package: "warren"), .product(name: "WarrenCore", package: "warren"),
+        .product(name: "TopicExchange", package: "warren"), .product(name: "HeadersExchange", package: "warren"),
+        .product(name: "ConsistentHashExchange", package: "warren"),
+        .product(name: "DelayedMessageExchange", package: "warren"),
         .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
       ],

@@ -18,6 +18,8 @@ struct Perf: AsyncParsableCommand {
   @Option(help: "Message size in bytes (at least 16).") var size = 16
   @Option(help: "Publisher confirms with at most this many unconfirmed messages (0: no confirms).") var confirm = 0
   @Flag(help: "Consumers acknowledge (once per read, multiple); otherwise they consume with no-ack.") var ack = false
+  @Flag(help: "Write each publish on its own and acknowledge each delivery on its own, as most client libraries do.")
+  var unbatched = false
   @Option(help: "Consumer prefetch (basic.qos); 0 sets none.") var prefetch: UInt16 = 0
   @Flag(help: "Publish persistent messages (delivery mode 2) to durable queues.") var persistent = false
   @Option(help: "Queues bound to the exchange; each gets every message.") var queues = 1
@@ -33,7 +35,8 @@ struct Perf: AsyncParsableCommand {
   @Option(help: "Seconds of warm-up before measuring.") var warmup: Double = 1
   @Option(help: "Messages per publisher, then stop (with --consumers 0: fill queues).") var count: UInt64 = 0
   @Option(help: "Open this many idle connections and hold them for the warm-up time.") var idleConnections = 0
-  @Option(help: "The broker's process id, to report its resident memory.") var brokerPid: Int32?
+  @Option(help: "The broker's process id, to report its resident memory and CPU time per message.")
+  var brokerPid: Int32?
   @Option(help: "Event loop threads of this load generator.") var threads = 2
 
   func run() async throws {
@@ -44,6 +47,7 @@ struct Perf: AsyncParsableCommand {
     configuration.size = self.size
     configuration.confirmWindow = self.confirm
     configuration.manualAck = self.ack
+    configuration.unbatched = self.unbatched
     configuration.prefetch = self.prefetch
     configuration.persistent = self.persistent
     configuration.queues = self.queues

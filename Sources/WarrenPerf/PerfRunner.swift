@@ -2,6 +2,7 @@ import AMQPProtocol
 import Histogram
 import NIOCore
 import NIOPosix
+import WarrenSystem
 
 #if canImport(Glibc)
   import Glibc
@@ -21,6 +22,9 @@ public struct PerfConfiguration: Sendable {
   public var confirmWindow = 0
   /// Consumers acknowledge (once per socket read, with `multiple`); otherwise no-ack.
   public var manualAck = false
+  /// As most client libraries do: each publish written on its own (one write each), each delivery acknowledged
+  /// on its own; otherwise publishes go in batches per write and acks once per read.
+  public var unbatched = false
   /// basic.qos prefetch count for consumers; 0 sets none.
   public var prefetch: UInt16 = 0
   /// Delivery mode 2.
@@ -71,6 +75,11 @@ public struct PerfResult: Sendable {
   public var rssBeforeKB: Int?
   public var rssAfterKB: Int?
   public var connections = 0
+  /// The broker's CPU time per message while measuring (delivered messages, or published ones when nobody
+  /// consumes), in microseconds; needs the broker's pid.
+  public var brokerCPUMicrosPerMessage: Double?
+  /// This load generator's own CPU time per message, likewise: what the broker makes its clients spend.
+  public var clientCPUMicrosPerMessage: Double?
 
   /// One line of JSON, for scripts.
   public var jsonLine: String {
@@ -85,7 +94,33 @@ public struct PerfResult: Sendable {
     }
     if let rssBeforeKB { fields.append("\"rss_before_kb\":\(rssBeforeKB)") }
     if let rssAfterKB { fields.append("\"rss_after_kb\":\(rssAfterKB)") }
+    for (key, value) in [
+      ("broker_cpu_us_per_msg", self.brokerCPUMicrosPerMessage),
+      ("client_cpu_us_per_msg", self.clientCPUMicrosPerMessage),
+    ] {
+      if let value { fields.append("\"\(key)\":\((value * 100).rounded() / 100)") }
+    }
     return "{" + fields.joined(separator: ",") + "}"
+  }
+}
+
+/// CPU time of the broker and of this process, read before and after a measured window.
+struct CPUSample {
+  var broker: Double?
+  var client: Double
+
+  init(brokerPID: Int32?) {
+    self.broker = brokerPID.flatMap { ProcessStatistics.cpuSeconds(pid: $0) }
+    self.client = ProcessStatistics.ownCPUSeconds()
+  }
+
+  /// Microseconds per message of each, from `self` to `end`, over `messages`.
+  func perMessage(until end: CPUSample, messages: UInt64, into result: inout PerfResult) {
+    guard messages > 0 else { return }
+    if let before = self.broker, let after = end.broker {
+      result.brokerCPUMicrosPerMessage = (after - before) * 1e6 / Double(messages)
+    }
+    result.clientCPUMicrosPerMessage = (end.client - self.client) * 1e6 / Double(messages)
   }
 }
 
@@ -172,7 +207,7 @@ public enum PerfRunner {
       let consuming = loop.makePromise(of: Void.self)
       let role = ConsumerRole(
         queue: queues[i % queues.count], manualAck: configuration.manualAck, prefetch: configuration.prefetch,
-        consuming: consuming)
+        consuming: consuming, ackEach: configuration.unbatched)
       let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
       try await consuming.futureResult.get()
       consumers.append((channel, role))
@@ -183,7 +218,7 @@ public enum PerfRunner {
       let role = PublisherRole(
         id: UInt16(i), exchange: exchange, routingKey: "perf", size: configuration.size,
         persistent: configuration.persistent, mandatory: false, confirmWindow: configuration.confirmWindow,
-        rate: configuration.rate, limit: configuration.count)
+        rate: configuration.rate, limit: configuration.count, unbatched: configuration.unbatched)
       let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
       publishers.append((channel, role))
     }
@@ -199,6 +234,7 @@ public enum PerfRunner {
     let measureCount = configuration.count > 0 && configuration.consumers == 0
     if measureCount {
       // Publish a fixed number of messages with nobody consuming (e.g. to measure queued memory).
+      let cpu = CPUSample(brokerPID: configuration.brokerPID)
       let start = NIODeadline.now()
       while true {
         var finished = true
@@ -213,6 +249,7 @@ public enum PerfRunner {
       let (published, _) = try await totals()
       result.published = published
       result.publishRate = Double(published) / seconds
+      cpu.perMessage(until: CPUSample(brokerPID: configuration.brokerPID), messages: published, into: &result)
       result.rssAfterKB = configuration.brokerPID.flatMap { residentKB(pid: $0) }
     } else {
       try await Task.sleep(for: .seconds(configuration.warmup))
@@ -223,10 +260,15 @@ public enum PerfRunner {
         }.get()
       }
       let start = try await totals()
+      let cpu = CPUSample(brokerPID: configuration.brokerPID)
       let startTime = NIODeadline.now()
       try await Task.sleep(for: .seconds(configuration.duration))
       let end = try await totals()
       let seconds = Double((NIODeadline.now() - startTime).nanoseconds) / 1e9
+      cpu.perMessage(
+        until: CPUSample(brokerPID: configuration.brokerPID),
+        messages: configuration.consumers > 0 ? end.consumed - start.consumed : end.published - start.published,
+        into: &result)
       result.publishRate = Double(end.published - start.published) / seconds
       result.consumeRate = Double(end.consumed - start.consumed) / seconds
       for (channel, role) in consumers {

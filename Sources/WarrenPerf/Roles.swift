@@ -45,11 +45,13 @@ enum PerfBody {
   }
 }
 
-/// Publishes as fast as allowed (by the confirm window, a fixed rate, a count), in batches per write.
+/// Publishes as fast as allowed (by the confirm window, a fixed rate, a count), in batches per write, or each
+/// publish in a write of its own (`unbatched`).
 /// Confined to its connection's event loop once connected; the runner reads it there.
 final class PublisherRole: PerfRole, @unchecked Sendable {
   let id: UInt16
   let size: Int
+  let unbatched: Bool
   let confirmWindow: Int
   let rate: Double
   let limit: UInt64
@@ -66,9 +68,10 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
 
   init(
     id: UInt16, exchange: String, routingKey: String, size: Int, persistent: Bool, mandatory: Bool,
-    confirmWindow: Int, rate: Double, limit: UInt64
+    confirmWindow: Int, rate: Double, limit: UInt64, unbatched: Bool = false
   ) {
     self.id = id
+    self.unbatched = unbatched
     self.size = max(size, PerfBody.headerSize)
     self.confirmWindow = confirmWindow
     self.rate = rate
@@ -137,9 +140,15 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
       return
     }
     let frameSize = self.methodFrame.readableBytes + self.headerFrame.readableBytes + 8 + self.size
-    var buffer = context.channel.allocator.buffer(capacity: budget * frameSize)
-    let now = NIODeadline.now().uptimeNanoseconds
+    var buffer = context.channel.allocator.buffer(capacity: (self.unbatched ? 1 : budget) * frameSize)
+    var now = NIODeadline.now().uptimeNanoseconds
     for _ in 0..<budget {
+      if self.unbatched && buffer.readableBytes > 0 {
+        // One write per publish, as pika, the Java client or rabbitmq-c send them.
+        context.writeAndFlush(NIOAny(buffer), promise: nil)
+        buffer = context.channel.allocator.buffer(capacity: frameSize)
+        now = NIODeadline.now().uptimeNanoseconds
+      }
       self.published += 1
       let sequence = UInt32(truncatingIfNeeded: self.published)
       buffer.writeImmutableBuffer(self.methodFrame)
@@ -242,12 +251,15 @@ final class ConsumerRole: PerfRole, @unchecked Sendable {
   private var body: ByteBuffer?
   private var expected = 0
   let consuming: EventLoopPromise<Void>
+  /// Acknowledge each delivery on its own, in a write of its own (otherwise once per read, with `multiple`).
+  let ackEach: Bool
 
-  init(queue: String, manualAck: Bool, prefetch: UInt16, consuming: EventLoopPromise<Void>) {
+  init(queue: String, manualAck: Bool, prefetch: UInt16, consuming: EventLoopPromise<Void>, ackEach: Bool = false) {
     self.queue = queue
     self.manualAck = manualAck
     self.prefetch = prefetch
     self.consuming = consuming
+    self.ackEach = ackEach
   }
 
   func started(_ connection: PerfConnection, context: ChannelHandlerContext) {
@@ -271,10 +283,13 @@ final class ConsumerRole: PerfRole, @unchecked Sendable {
       } else {
         if self.body == nil { self.body = ByteBuffer() }
         self.body!.writeBuffer(&part)
-        if self.body!.readableBytes >= self.expected {
-          self.check(self.body!)
-          self.body = nil
-        }
+        guard self.body!.readableBytes >= self.expected else { return }
+        self.check(self.body!)
+        self.body = nil
+      }
+      if self.manualAck && self.ackEach {
+        self.ackedTag = self.lastTag
+        connection.send(.basicAck(BasicAck(deliveryTag: self.lastTag, multiple: false)), context: context)
       }
     case .method(1, .basicConsumeOk):
       self.consuming.succeed(())
@@ -314,7 +329,7 @@ final class ConsumerRole: PerfRole, @unchecked Sendable {
   }
 
   func readComplete(_ connection: PerfConnection, context: ChannelHandlerContext) {
-    if self.manualAck && self.lastTag > self.ackedTag {
+    if self.manualAck && !self.ackEach && self.lastTag > self.ackedTag {
       self.ackedTag = self.lastTag
       connection.send(.basicAck(BasicAck(deliveryTag: self.lastTag, multiple: true)), context: context)
     }

@@ -49,6 +49,26 @@ public struct ProcessStatistics: Sendable {
     }()
   #endif
 
+  /// CPU time (user and system) a process has used, in seconds, from `/proc/PID/stat`; nil when it cannot be read.
+  /// Its resolution is the kernel's clock tick (10 ms): measure over seconds.
+  public static func cpuSeconds(pid: Int32) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+      let end = stat.lastIndex(of: ")")  // the command name, in parentheses, may hold spaces
+    else { return nil }
+    let fields = stat[stat.index(after: end)...].split(separator: " ")
+    // After the name: state is field 3 of the line, utime 14 and stime 15.
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+  }
+
+  /// CPU time (user and system) this process has used, in seconds (`getrusage`, microsecond resolution).
+  public static func ownCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+  }
+
   /// The resident set size from /proc/self/statm (0 where there is none).
   public static func residentMemory() -> Int {
     guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }

@@ -1,8 +1,23 @@
+import ConsistentHashExchange
+import DelayedMessageExchange
+import HeadersExchange
 import Logging
 import NIOCore
 import NIOEmbedded
+import TopicExchange
 import WarrenCore
 import WarrenServer
+
+/// The exchange types `warren` registers.
+let exchangeTypes: ExchangeRegistry = {
+  var registry = ExchangeRegistry()
+  for type: any ExchangeType in [
+    TopicExchangeType(), HeadersExchangeType(), ConsistentHashExchangeType(), DelayedMessageExchangeType(),
+  ] {
+    registry.register(type)
+  }
+  return registry
+}()
 
 /// A whole broker connection on an EmbeddedChannel, fed the input as client bytes in reads cut where the first
 /// byte says: it must never crash, and what it holds must stay bounded by what was sent.
@@ -11,7 +26,7 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
   let bytes = UnsafeBufferPointer(start: start, count: count)
   guard let cut = bytes.first else { return 0 }
   let channel = EmbeddedChannel()
-  let model = Broker()
+  let model = Broker(registry: exchangeTypes)
   // Bindings and the queues and exchanges they lead to refer to each other: removed with the vhost, not before.
   defer { for vhost in model.vhosts.values { vhost.removeAll() } }
   let broker = EmbeddedBroker(broker: model, eventLoop: channel.embeddedEventLoop, logger: Logger(label: "fuzz"))

@@ -15,8 +15,9 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
   let system = SimulatedFileSystem()
   if mode == 2 {
     system.setBytes(rest, of: "/data/topology.log")
-    guard let persistence = try? BrokerPersistence.open(
-      directory: "/data", fileSystem: system, lock: false, logger: Logger(label: "fuzz"))
+    guard
+      let persistence = try? BrokerPersistence.open(
+        directory: "/data", fileSystem: system, lock: false, logger: Logger(label: "fuzz"))
     else { return 0 }
     let broker = Broker()
     persistence.recover(into: broker)

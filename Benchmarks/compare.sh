@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(small large confirms fanout latency queued idle persistent persistent4 recovery expiry)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(small small-unbatched large confirms confirms-unbatched rpc huge fanout many
+  queues10k topic10k churn latency queued idle persistent persistent4 recovery expiry)
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 swift build -c release >/dev/null
@@ -43,8 +44,10 @@ run() {
   local broker=$1; shift
   local port pid
   if [ "$broker" = warren ]; then port=$WARREN_PORT; pid=$WARREN_PID; else port=$RABBIT_PORT; pid=$RABBIT_PID; fi
-  "$BIN" perf --uri "amqp://guest:guest@127.0.0.1:$port/" --broker-pid "$pid" "$@" 2>&1 | tee -a "$WORK/perf.log" \
-    | grep '^RESULT ' | sed 's/^RESULT //' || echo '{}'
+  local out
+  out=$("$BIN" perf --uri "amqp://guest:guest@127.0.0.1:$port/" --broker-pid "$pid" "$@" 2>&1 | tee -a "$WORK/perf.log" \
+    | grep '^RESULT ' | sed 's/^RESULT //' | tail -n 1 || true)  # perf exits 2 after a loss: its RESULT still counts
+  if [ -n "$out" ]; then echo "$out"; else echo '{}'; fi
 }
 field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d.get(sys.argv[2], 0))' "$1" "$2"; }
 
@@ -62,30 +65,70 @@ throughput() { # name target key args...
   done
   local wv rv; wv=$(field "$w" "$key"); rv=$(field "$r" "$key")
   row "$name" "$wv msg/s" "$rv msg/s" "$(ratio "$wv" "$rv")" "$target"
+  cpu_rows "$w" "$r"
+}
+
+# cpu_rows WARREN_RESULT RABBITMQ_RESULT [unit]: the broker's and the load generator's CPU time per message.
+cpu_rows() {
+  local unit=${3:-message} wc rc
+  wc=$(field "$1" broker_cpu_us_per_msg); rc=$(field "$2" broker_cpu_us_per_msg)
+  row "  broker CPU per $unit (lower is better)" "$wc us" "$rc us" "$(ratio "$wc" "$rc")" "<= 0.1x"
+  wc=$(field "$1" client_cpu_us_per_msg); rc=$(field "$2" client_cpu_us_per_msg)
+  row "  client CPU per $unit (lower is better)" "$wc us" "$rc us" "$(ratio "$wc" "$rc")" "-"
 }
 
 for scenario in "${SCENARIOS[@]}"; do
   case $scenario in
     small) throughput "16 B transient, auto-ack" ">= 10x" consume_rate --size 16 ;;
+    small-unbatched) throughput "16 B transient, auto-ack, a write per publish" "-" consume_rate --size 16 --unbatched ;;
     large) throughput "1 KiB transient, auto-ack" ">= 5x" consume_rate --size 1024 ;;
     confirms) throughput "1 KiB, confirms (256) + manual ack, prefetch 256" ">= 5x" consume_rate \
         --size 1024 --confirm 256 --ack --prefetch 256 ;;
+    confirms-unbatched) throughput "1 KiB, confirms (256) + manual ack, a write per publish and per ack" ">= 5x" \
+        consume_rate --size 1024 --confirm 256 --ack --prefetch 256 --unbatched ;;
+    rpc) throughput "16 B, prefetch 1, an ack per delivery (RPC-like)" "-" consume_rate \
+        --size 16 --confirm 256 --ack --prefetch 1 --unbatched ;;
+    huge) throughput "1 MiB messages, confirms (16) + manual ack, prefetch 16" "-" consume_rate \
+        --size 1048576 --confirm 16 --ack --prefetch 16 ;;
     fanout) throughput "fan-out to 10 queues, 10 consumers, 256 B (delivered)" ">= 5x" consume_rate \
         --size 256 --exchange-type fanout --queues 10 --consumers 10 ;;
+    many) throughput "200 publishers (500 msg/s each) + 200 consumers on 200 queues, 16 B" "-" consume_rate \
+        --size 16 --publishers 200 --consumers 200 --queues 200 --spread --rate 500 ;;
+    queues10k) throughput "10,000 queues, 1,000 active (a publisher at 50 msg/s and a consumer each)" "-" \
+        consume_rate --size 16 --queues 10000 --spread --publishers 1000 --consumers 1000 --rate 50 --warmup 5 ;;
+    topic10k) throughput "topic exchange with 10,000 bindings, 16 B" "-" consume_rate \
+        --size 16 --exchange-type topic --extra-bindings 10000 ;;
+    churn)
+      w=$(run warren --churn --publishers 4 --duration "$DURATION"); r=$(run rabbitmq --churn --publishers 4 --duration "$DURATION")
+      wv=$(field "$w" connection_rate); rv=$(field "$r" connection_rate)
+      row "connection churn: open, publish once, close (4 at a time)" "$wv conn/s" "$rv conn/s" "$(ratio "$wv" "$rv")" ">= 5x"
+      cpu_rows "$w" "$r" connection ;;
     latency)
-      w=$(run warren --duration "$DURATION" --size 1024 --rate 1000); r=$(run rabbitmq --duration "$DURATION" --size 1024 --rate 1000)
-      wv=$(field "$w" p99_us); rv=$(field "$r" p99_us)
-      row "latency p99 at 1,000 msg/s, 1 KiB (lower is better)" "$wv us" "$rv us" "$(ratio "$wv" "$rv")" "<= 0.33x"
-      # The machine's floor: a bare C epoll relay (no broker, no AMQP) under the same rate and size.
+      floor=false
       if command -v gcc >/dev/null 2>&1; then
+        # The machine's floor: a bare C epoll relay (no broker, no AMQP) under the same rate and size.
         gcc -O2 -o "$WORK/floor-relay" Benchmarks/LatencyFloor/relay.c
         gcc -O2 -pthread -o "$WORK/floor-client" Benchmarks/LatencyFloor/client.c
-        floor_port=$(free_port)
-        "$WORK/floor-relay" "$floor_port" & floor_pid=$!
-        fv=$("$WORK/floor-client" "$floor_port" $((DURATION * 1000)) 1000 | sed 's/.*p99_us=\([0-9]*\).*/\1/')
-        wait "$floor_pid" 2>/dev/null || true
-        row "  floor: bare C relay, no broker (p99, same load)" "-" "-" "$fv us = $(ratio "$fv" "$rv") of RabbitMQ" "-"
-      fi ;;
+        floor=true
+      fi
+      for rate in 1000 10000 50000; do
+        w=$(run warren --duration "$DURATION" --size 1024 --rate $rate); r=$(run rabbitmq --duration "$DURATION" --size 1024 --rate $rate)
+        for p in p50 p99 p999; do
+          wv=$(field "$w" ${p}_us); rv=$(field "$r" ${p}_us)
+          row "latency $p at $rate msg/s, 1 KiB (lower is better)" "$wv us" "$rv us" "$(ratio "$wv" "$rv")" "-"
+        done
+        cpu_rows "$w" "$r"
+        if $floor; then
+          floor_port=$(free_port)
+          "$WORK/floor-relay" "$floor_port" & floor_pid=$!
+          fl=$("$WORK/floor-client" "$floor_port" $((DURATION * rate)) $rate)
+          wait "$floor_pid" 2>/dev/null || true
+          for p in p50 p99 p999; do
+            fv=$(echo "$fl" | sed -n "s/.*${p}_us=\([0-9]*\).*/\1/p")
+            row "  floor at $rate msg/s: bare C relay, no broker ($p)" "${fv:--} us" "-" "-" "-"
+          done
+        fi
+      done ;;
     queued)
       stop_brokers; start_brokers  # memory is measured on fresh brokers
       args=(--consumers 0 --count 1000000 --confirm 1000 --size 16)

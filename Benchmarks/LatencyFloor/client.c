@@ -2,7 +2,7 @@
 // carrying their send time at a fixed rate through relay.c; the consumer (this thread) reads them and reports
 // percentiles of the end-to-end latency. Same shape as `warren perf --rate`: two wakeups per message (the relay's and
 // the consumer's), without any AMQP, broker work, Swift or SwiftNIO.
-// Usage: client PORT COUNT RATE   (prints one line: p50, p75, p99, max in microseconds)
+// Usage: client PORT COUNT RATE   (prints one line: p50, p75, p99, p99.9, max in microseconds)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,5 +48,6 @@ int main(int argc, char **argv) {
     long long s; memcpy(&s, m, 8); lat[i] = now() - s;
   }
   qsort(lat, count, sizeof *lat, cmp);
-  printf("p50_us=%lld p75_us=%lld p99_us=%lld max_us=%lld\n", lat[count/2]/1000, lat[count*3/4]/1000, lat[count*99/100]/1000, lat[count-1]/1000);
+  printf("p50_us=%lld p75_us=%lld p99_us=%lld p999_us=%lld max_us=%lld\n", lat[count/2]/1000, lat[count*3/4]/1000,
+         lat[count*99/100]/1000, lat[(long long)count*999/1000]/1000, lat[count-1]/1000);
 }

@@ -29,7 +29,12 @@ struct Perf: AsyncParsableCommand {
   var drain: String?
   @Option(help: "The queues' x-queue-type (classic or quorum; none by default).") var queueType: String?
   @Option(help: "The queues' x-message-ttl in milliseconds (none by default).") var messageTtl: Int?
-  @Option(help: "Exchange type: direct or fanout.") var exchangeType = "direct"
+  @Flag(help: "Bind each queue with its own key; publisher i publishes to queue i % queues (no fan-out).")
+  var spread = false
+  @Option(help: "Add this many bindings that no message matches (nomatch.N.*).") var extraBindings = 0
+  @Flag(help: "Connection churn: each of --publishers loops opens a connection, publishes once and closes it.")
+  var churn = false
+  @Option(help: "Exchange type: direct, fanout or topic.") var exchangeType = "direct"
   @Option(help: "Messages per second per publisher (0: unlimited).") var rate: Double = 0
   @Option(help: "Seconds to measure.") var duration: Double = 10
   @Option(help: "Seconds of warm-up before measuring.") var warmup: Double = 1
@@ -51,6 +56,9 @@ struct Perf: AsyncParsableCommand {
     configuration.prefetch = self.prefetch
     configuration.persistent = self.persistent
     configuration.queues = self.queues
+    configuration.spread = self.spread
+    configuration.extraBindings = self.extraBindings
+    configuration.churn = self.churn
     configuration.queueType = self.queueType
     configuration.messageTTL = self.messageTtl
     configuration.queueName = self.queueName

@@ -38,8 +38,16 @@ public struct PerfConfiguration: Sendable {
   public var queueType: String?
   /// The queues' `x-message-ttl` in milliseconds; nil declares none.
   public var messageTTL: Int?
-  /// Queues bound to the exchange; every message reaches each of them.
+  /// Queues bound to the exchange; every message reaches each of them (unless `spread`).
   public var queues = 1
+  /// Each queue bound with a key of its own, publisher `i` publishing to queue `i % queues` (many independent
+  /// publisher-queue-consumer pipelines instead of fan-out).
+  public var spread = false
+  /// This many more bindings on the exchange that no message matches (`nomatch.N.*`): routing with many bindings.
+  public var extraBindings = 0
+  /// Connection churn: `publishers` loops each open a connection, publish one message, close it, again, for the
+  /// duration; reports connections per second.
+  public var churn = false
   /// The exchange type: `direct` or `fanout`.
   public var exchangeType = "direct"
   /// Messages per second per publisher; 0 is as fast as possible.
@@ -75,6 +83,8 @@ public struct PerfResult: Sendable {
   public var rssBeforeKB: Int?
   public var rssAfterKB: Int?
   public var connections = 0
+  /// Connections opened, used and closed per second (connection churn).
+  public var connectionRate: Double?
   /// The broker's CPU time per message while measuring (delivered messages, or published ones when nobody
   /// consumes), in microseconds; needs the broker's pid.
   public var brokerCPUMicrosPerMessage: Double?
@@ -94,6 +104,7 @@ public struct PerfResult: Sendable {
     }
     if let rssBeforeKB { fields.append("\"rss_before_kb\":\(rssBeforeKB)") }
     if let rssAfterKB { fields.append("\"rss_after_kb\":\(rssAfterKB)") }
+    if let connectionRate { fields.append("\"connection_rate\":\(Int(connectionRate))") }
     for (key, value) in [
       ("broker_cpu_us_per_msg", self.brokerCPUMicrosPerMessage),
       ("client_cpu_us_per_msg", self.clientCPUMicrosPerMessage),
@@ -167,6 +178,10 @@ public enum PerfRunner {
       return result
     }
 
+    if configuration.churn {
+      return try await self.churn(configuration, endpoint: endpoint, group: group)
+    }
+
     if configuration.idleConnections > 0 {
       let channels = try await openIdle(count: configuration.idleConnections, endpoint: endpoint, group: group)
       result.connections = channels.count
@@ -185,7 +200,7 @@ public enum PerfRunner {
     var setupMethods: [AMQPMethod] = [
       .exchangeDeclare(ExchangeDeclare(exchange: exchange, type: configuration.exchangeType, autoDelete: false))
     ]
-    for queue in queues {
+    for (index, queue) in queues.enumerated() {
       var arguments: FieldTable = configuration.queueType.map { ["x-queue-type": .longString($0)] } ?? [:]
       if let ttl = configuration.messageTTL { arguments["x-message-ttl"] = .int64(Int64(ttl)) }
       setupMethods.append(
@@ -193,7 +208,11 @@ public enum PerfRunner {
           QueueDeclare(
             queue: queue, durable: configuration.persistent || configuration.queueType == "quorum",
             arguments: arguments)))
-      setupMethods.append(.queueBind(QueueBind(queue: queue, exchange: exchange, routingKey: "perf")))
+      let key = configuration.spread ? "perf-\(index)" : "perf"
+      setupMethods.append(.queueBind(QueueBind(queue: queue, exchange: exchange, routingKey: key)))
+    }
+    for index in 0..<configuration.extraBindings {
+      setupMethods.append(.queueBind(QueueBind(queue: queues[0], exchange: exchange, routingKey: "nomatch.\(index).*")))
     }
     let setupDone = group.next().makePromise(of: Void.self)
     let setup = try await connect(
@@ -216,7 +235,8 @@ public enum PerfRunner {
     for i in 0..<configuration.publishers {
       let loop = group.next()
       let role = PublisherRole(
-        id: UInt16(i), exchange: exchange, routingKey: "perf", size: configuration.size,
+        id: UInt16(truncatingIfNeeded: i), exchange: exchange,
+        routingKey: configuration.spread ? "perf-\(i % queues.count)" : "perf", size: configuration.size,
         persistent: configuration.persistent, mandatory: false, confirmWindow: configuration.confirmWindow,
         rate: configuration.rate, limit: configuration.count, unbatched: configuration.unbatched)
       let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
@@ -292,7 +312,7 @@ public enum PerfRunner {
     }
     result.published = published
     if !consumers.isEmpty {
-      let expected = published * UInt64(queues.count)
+      let expected = configuration.spread ? published : published * UInt64(queues.count)
       var last: UInt64 = 0
       var idleSince = NIODeadline.now()
       while true {
@@ -348,6 +368,39 @@ public enum PerfRunner {
     try? await cleanup.close()
     try? await setup.close()
     result.connections = configuration.publishers + configuration.consumers
+    return result
+  }
+
+  /// Connection churn: loops that open a connection, publish one message, close it.
+  static func churn(_ configuration: PerfConfiguration, endpoint: AMQPURL, group: any EventLoopGroup) async throws
+    -> PerfResult
+  {
+    var result = PerfResult()
+    let cpu = CPUSample(brokerPID: configuration.brokerPID)
+    let start = NIODeadline.now()
+    let end = start + .nanoseconds(Int64(configuration.duration * 1e9))
+    let opened = try await withThrowingTaskGroup(of: Int.self) { tasks in
+      for _ in 0..<max(1, configuration.publishers) {
+        tasks.addTask {
+          var count = 0
+          while NIODeadline.now() < end {
+            let loop = group.next()
+            let closed = loop.makePromise(of: Void.self)
+            let channel = try await connect(endpoint: endpoint, role: ChurnRole(closed: closed), group: group, on: loop)
+            try await closed.futureResult.get()
+            try? await channel.close()
+            count += 1
+          }
+          return count
+        }
+      }
+      return try await tasks.reduce(0, +)
+    }
+    let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+    result.connections = opened
+    result.published = UInt64(opened)
+    result.connectionRate = Double(opened) / seconds
+    cpu.perMessage(until: CPUSample(brokerPID: configuration.brokerPID), messages: UInt64(opened), into: &result)
     return result
   }
 

@@ -65,6 +65,9 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
   private var startedAt: NIODeadline = .now()
   private var scheduled = false
   private var bound: NIOLoopBound<PublisherRole>?
+  private var frameMax = 131_072
+  /// A body larger than a frame is assembled here, then cut into frames.
+  private var largeBody = ByteBuffer()
 
   init(
     id: UInt16, exchange: String, routingKey: String, size: Int, persistent: Bool, mandatory: Bool,
@@ -88,6 +91,7 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
   }
 
   func started(_ connection: PerfConnection, context: ChannelHandlerContext) {
+    self.frameMax = connection.frameMax
     self.bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     if self.confirmWindow > 0 {
       connection.send(.confirmSelect(ConfirmSelect()), context: context)
@@ -153,26 +157,40 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
       let sequence = UInt32(truncatingIfNeeded: self.published)
       buffer.writeImmutableBuffer(self.methodFrame)
       buffer.writeImmutableBuffer(self.headerFrame)
-      buffer.writeInteger(UInt8(3))
-      buffer.writeInteger(UInt16(1))
-      buffer.writeInteger(UInt32(self.size))
-      buffer.writeInteger(now)
-      buffer.writeInteger(sequence)
-      buffer.writeInteger(self.id)
-      buffer.writeInteger(PerfBody.check(now, sequence, self.id))
-      if self.size > PerfBody.headerSize {
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: self.size - PerfBody.headerSize) { pointer in
-          for i in 0..<(self.size - PerfBody.headerSize) { pointer[i] = PerfBody.fillByte(sequence, i) }
-          return self.size - PerfBody.headerSize
-        }
+      let oneFrame = self.size + 8 <= self.frameMax
+      if oneFrame {
+        buffer.writeInteger(UInt8(3))
+        buffer.writeInteger(UInt16(1))
+        buffer.writeInteger(UInt32(self.size))
+        Self.writeBody(into: &buffer, size: self.size, now: now, sequence: sequence, publisher: self.id)
+        buffer.writeInteger(amqpFrameEnd)
+      } else {
+        self.largeBody.clear()
+        Self.writeBody(into: &self.largeBody, size: self.size, now: now, sequence: sequence, publisher: self.id)
+        buffer.writeAMQPBodyFrames(channel: 1, body: self.largeBody, maxFrameSize: self.frameMax)
       }
-      buffer.writeInteger(amqpFrameEnd)
     }
     context.writeAndFlush(NIOAny(buffer), promise: nil)
     if self.rate == 0 || budget == 256 {
       self.schedule(context, in: nil)
     } else {
       self.schedule(context, in: .milliseconds(1))
+    }
+  }
+
+  /// A body: send time, sequence, publisher, check, then bytes the consumer can verify.
+  private static func writeBody(
+    into buffer: inout ByteBuffer, size: Int, now: UInt64, sequence: UInt32, publisher: UInt16
+  ) {
+    buffer.writeInteger(now)
+    buffer.writeInteger(sequence)
+    buffer.writeInteger(publisher)
+    buffer.writeInteger(PerfBody.check(now, sequence, publisher))
+    if size > PerfBody.headerSize {
+      buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size - PerfBody.headerSize) { pointer in
+        for i in 0..<(size - PerfBody.headerSize) { pointer[i] = PerfBody.fillByte(sequence, i) }
+        return size - PerfBody.headerSize
+      }
     }
   }
 
@@ -337,6 +355,29 @@ final class ConsumerRole: PerfRole, @unchecked Sendable {
 
   func resetHistogram() {
     self.histogram.reset()
+  }
+}
+
+/// Publishes one message (to the default exchange, a queue that does not exist: dropped) and closes the
+/// connection: one turn of connection churn.
+/// Confined to its connection's event loop once connected.
+final class ChurnRole: PerfRole, @unchecked Sendable {
+  let closed: EventLoopPromise<Void>
+
+  init(closed: EventLoopPromise<Void>) { self.closed = closed }
+
+  func started(_ connection: PerfConnection, context: ChannelHandlerContext) {
+    var buffer = context.channel.allocator.buffer(capacity: 128)
+    buffer.writeAMQPMethodFrame(channel: 1, .basicPublish(BasicPublish(exchange: "", routingKey: "perf-churn")))
+    buffer.writeAMQPContentHeaderFrame(channel: 1, bodySize: 16, rawProperties: ByteBuffer(bytes: [0, 0]))
+    buffer.writeAMQPBodyFrames(channel: 1, body: ByteBuffer(repeating: 0, count: 16), maxFrameSize: connection.frameMax)
+    buffer.writeAMQPMethodFrame(
+      channel: 0, .connectionClose(ConnectionClose(replyCode: 200, replyText: "done", classID: 0, methodID: 0)))
+    context.writeAndFlush(NIOAny(buffer), promise: nil)
+  }
+
+  func received(_ frame: Frame, _ connection: PerfConnection, context: ChannelHandlerContext) {
+    if case .method(0, .connectionCloseOk) = frame { self.closed.succeed(()) }
   }
 }
 

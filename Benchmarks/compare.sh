@@ -92,10 +92,10 @@ for scenario in "${SCENARIOS[@]}"; do
         --size 1048576 --confirm 16 --ack --prefetch 16 ;;
     fanout) throughput "fan-out to 10 queues, 10 consumers, 256 B (delivered)" ">= 5x" consume_rate \
         --size 256 --exchange-type fanout --queues 10 --consumers 10 ;;
-    many) throughput "200 publishers (500 msg/s each) + 200 consumers on 200 queues, 16 B" "-" consume_rate \
-        --size 16 --publishers 200 --consumers 200 --queues 200 --spread --rate 500 ;;
-    queues10k) throughput "10,000 queues, 1,000 active (a publisher at 50 msg/s and a consumer each)" "-" \
-        consume_rate --size 16 --queues 10000 --spread --publishers 1000 --consumers 1000 --rate 50 --warmup 5 ;;
+    many) throughput "200 publishers (100 msg/s each) + 200 consumers on 200 queues, 16 B" "-" consume_rate \
+        --size 16 --publishers 200 --consumers 200 --queues 200 --spread --rate 100 ;;
+    queues10k) throughput "10,000 queues, 1,000 active (a publisher at 10 msg/s and a consumer each)" "-" \
+        consume_rate --size 16 --queues 10000 --spread --publishers 1000 --consumers 1000 --rate 10 --warmup 5 ;;
     topic10k) throughput "topic exchange with 10,000 bindings, 16 B" "-" consume_rate \
         --size 16 --exchange-type topic --extra-bindings 10000 ;;
     churn)

@@ -120,13 +120,15 @@ for scenario in "${SCENARIOS[@]}"; do
         cpu_rows "$w" "$r"
         if $floor; then
           floor_port=$(free_port)
-          "$WORK/floor-relay" "$floor_port" & floor_pid=$!
+          "$WORK/floor-relay" "$floor_port" > "$WORK/floor-relay.out" & floor_pid=$!
           fl=$("$WORK/floor-client" "$floor_port" $((DURATION * rate)) $rate)
           wait "$floor_pid" 2>/dev/null || true
           for p in p50 p99 p999; do
             fv=$(echo "$fl" | sed -n "s/.*${p}_us=\([0-9]*\).*/\1/p")
             row "  floor at $rate msg/s: bare C relay, no broker ($p)" "${fv:--} us" "-" "-" "-"
           done
+          fc=$(sed -n 's/.*cpu_us_per_msg=\([0-9.]*\).*/\1/p' "$WORK/floor-relay.out")
+          row "  floor at $rate msg/s: the relay's CPU per message" "${fc:--} us" "-" "-" "-"
         fi
       done ;;
     queued)

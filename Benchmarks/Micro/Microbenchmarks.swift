@@ -46,6 +46,13 @@ struct Microbenchmarks {
       }
       run.remove()
     }
+    // As most clients do: one publish per read, one ack per delivery (the per-read costs are per message here).
+    var unbatched = try EndToEnd(persistent: false, bodySize: 1024, batch: 1)
+    measure("end to end, 1 KiB transient, confirms + acks, unbatched (a read each)", operations: rounds * 64) {
+      for _ in 0..<(rounds * 64) { try! unbatched.round() }
+      precondition(unbatched.delivered > 0)
+    }
+    unbatched.remove()
     // Frames: publish + header + 16-byte body, as a client sends them.
     var wire = ByteBuffer()
     for _ in 0..<count {

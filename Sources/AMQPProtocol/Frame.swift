@@ -75,6 +75,29 @@ extension ByteBuffer {
     self.writeInteger(amqpFrameEnd)
   }
 
+  /// Writes a basic.ack (or, with `nack`, a basic.nack) frame in one pass over reserved space: 21 bytes, one
+  /// capacity check. Publisher confirms go out once per read, so with clients that write each publish on its own
+  /// this is once per message; the generic method writer took about 5,400 instructions per frame (callgrind).
+  @inlinable
+  public mutating func writeAMQPAckFrame(
+    channel: UInt16, deliveryTag: UInt64, multiple: Bool, nack: Bool = false, requeue: Bool = false
+  ) {
+    self.writeWithUnsafeMutableBytes(minimumWritableBytes: 21) { out in
+      let p = out.baseAddress!
+      p.storeBytes(of: UInt8(1), toByteOffset: 0, as: UInt8.self)
+      p.storeBytes(of: channel.bigEndian, toByteOffset: 1, as: UInt16.self)
+      p.storeBytes(of: UInt32(13).bigEndian, toByteOffset: 3, as: UInt32.self)
+      p.storeBytes(of: BasicAck.amqpClassID.bigEndian, toByteOffset: 7, as: UInt16.self)
+      let method = nack ? BasicNack.amqpMethodID : BasicAck.amqpMethodID
+      p.storeBytes(of: method.bigEndian, toByteOffset: 9, as: UInt16.self)
+      p.storeBytes(of: deliveryTag.bigEndian, toByteOffset: 11, as: UInt64.self)
+      let bits = (multiple ? 1 : 0) | (nack && requeue ? 2 : 0)
+      p.storeBytes(of: UInt8(bits), toByteOffset: 19, as: UInt8.self)
+      p.storeBytes(of: amqpFrameEnd, toByteOffset: 20, as: UInt8.self)
+      return 21
+    }
+  }
+
   /// Writes a whole delivery, basic.deliver + content header + body frames, in one pass over reserved space:
   /// one capacity check for all of it instead of one per field (the broker's hottest write).
   @inlinable

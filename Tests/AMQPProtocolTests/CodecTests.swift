@@ -15,6 +15,26 @@ struct CodecTests {
     #expect(buffer.readableBytes == 0)
   }
 
+  @Test(
+    "the one-pass ack writer matches the method writer for basic.ack and basic.nack",
+    arguments: [
+      (false, false, false), (true, false, false), (false, true, false), (true, true, true), (false, true, true),
+    ]
+  )
+  func ackFastPath(multiple: Bool, nack: Bool, requeue: Bool) {
+    for tag: UInt64 in [0, 1, 300, UInt64.max] {
+      var expected = ByteBuffer()
+      expected.writeAMQPMethodFrame(
+        channel: 513,
+        nack
+          ? .basicNack(BasicNack(deliveryTag: tag, multiple: multiple, requeue: requeue))
+          : .basicAck(BasicAck(deliveryTag: tag, multiple: multiple)))
+      var direct = ByteBuffer(bytes: [9])  // after other bytes, as in a connection's outbound buffer
+      direct.writeAMQPAckFrame(channel: 513, deliveryTag: tag, multiple: multiple, nack: nack, requeue: requeue)
+      #expect(Array(direct.readableBytesView.dropFirst()) == Array(expected.readableBytesView))
+    }
+  }
+
   @Test("the one-pass delivery writer matches frame by frame encoding", arguments: [0, 5, 4088, 4089, 10_000])
   func deliveryFastPath(bodySize: Int) {
     let body = ByteBuffer(bytes: (0..<bodySize).map { UInt8(truncatingIfNeeded: $0) })

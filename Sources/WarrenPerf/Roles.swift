@@ -139,7 +139,7 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
     if self.confirmWindow > 0 { budget = min(budget, self.confirmWindow - Int(self.published - self.confirmed)) }
     if budget <= 0 {
       if self.rate > 0 && (self.limit == 0 || self.published < self.limit) {
-        self.schedule(context, in: .milliseconds(1))
+        self.schedule(context, in: self.untilNextDue)
       }
       return
     }
@@ -174,8 +174,17 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
     if self.rate == 0 || budget == 256 {
       self.schedule(context, in: nil)
     } else {
-      self.schedule(context, in: .milliseconds(1))
+      self.schedule(context, in: self.untilNextDue)
     }
+  }
+
+  /// With a fixed rate: the time until the next message is due, at least 1 ms (faster rates go in batches per
+  /// millisecond). A slow publisher does not wake every millisecond: a thousand of them would keep the load
+  /// generator's loops too busy to finish new connections' handshakes.
+  private var untilNextDue: TimeAmount {
+    let due = Double(self.published + 1) / self.rate
+    let elapsed = Double((NIODeadline.now() - self.startedAt).nanoseconds) / 1e9
+    return .nanoseconds(max(1_000_000, Int64((due - elapsed) * 1e9)))
   }
 
   /// A body: send time, sequence, publisher, check, then bytes the consumer can verify.

@@ -41,12 +41,8 @@ public final class Exchange {
     self.autoDelete = autoDelete
     self.isInternal = isInternal
     self.arguments = arguments
-    if let vhost {
-      self.router = type.makeRouter(
-        context: ExchangeContext(exchangeName: name, arguments: arguments, durable: durable, vhost: vhost))
-    } else {
-      self.router = type.makeRouter(context: ExchangeContext(exchangeName: name, arguments: arguments))
-    }
+    self.router = type.makeRouter(
+      context: ExchangeContext(exchangeName: name, arguments: arguments, durable: durable, vhost: vhost))
     self.directRouter = self.router as? DirectRouter
   }
 

@@ -29,21 +29,23 @@ public final class DueOrderedStorage: QueueStorage {
   }
 
   private let storage: any QueueStorage
-  private let dueTime: (QueuedMessage) -> UInt64
+  /// Who says when each message is due (weak: the exchange's router, owned by the exchange); with none, never.
+  public internal(set) weak var holder: (any MessageHolder)?
   private var held = Heap<Held>()
   private var nextOrder: UInt64 = 0
   public private(set) var bytes = 0
   public var count: Int { self.held.count }
 
-  /// Orders what `base` keeps by `dueTime`. Messages `base` recovered are taken from it at once.
-  public init(base: any QueueStorage, dueTime: @escaping (QueuedMessage) -> UInt64) {
+  /// Orders what `base` keeps by `holder`'s due times. Messages `base` recovered are taken from it at once.
+  public init(base: any QueueStorage, holder: any MessageHolder) {
     self.storage = base
-    self.dueTime = dueTime
+    self.holder = holder
     while let recovered = base.removeFirst() { self.insert(recovered) }
   }
 
   private func insert(_ message: QueuedMessage) {
-    self.held.insert(Held(due: self.dueTime(message), order: self.nextOrder, message: message))
+    let due = self.holder?.dueTime(of: message) ?? .max
+    self.held.insert(Held(due: due, order: self.nextOrder, message: message))
     self.nextOrder &+= 1
     self.bytes += message.message.bodySize
   }
@@ -119,8 +121,10 @@ public struct ExchangeContext {
     self.registry = registry
   }
 
-  init(exchangeName: String, arguments: FieldTable, durable: Bool, vhost: VirtualHost) {
-    self.init(exchangeName: exchangeName, arguments: arguments, durable: durable, registry: vhost.registry)
+  init(exchangeName: String, arguments: FieldTable, durable: Bool, vhost: VirtualHost?) {
+    self.init(
+      exchangeName: exchangeName, arguments: arguments, durable: durable,
+      registry: vhost?.registry ?? ExchangeRegistry())
     self.vhost = vhost
   }
 

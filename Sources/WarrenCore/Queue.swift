@@ -62,11 +62,11 @@ public final class Queue {
   var scheduledTimer: UInt64?
   /// When it was last used (a consumer, basic.get, a redeclare), for `x-expires`.
   var lastUsed: UInt64 = 0
-  /// Whether it holds messages for an exchange (``MessageHolder``): clients cannot consume from it, and each
-  /// message leaves at its due time, to the holder.
+  /// Whether it holds messages for an exchange (its storage is a ``DueOrderedStorage``): clients cannot consume
+  /// from it, and each message leaves at its due time, to the holder.
   public let isHolding: Bool
-  /// The holder of a holding queue (the exchange's router; weak: the exchange owns it).
-  public internal(set) weak var holder: (any MessageHolder)?
+  /// The holder of a holding queue (the exchange's router), kept by its storage.
+  public var holder: (any MessageHolder)? { (self.storage as? DueOrderedStorage)?.holder }
 
   init(
     name: String,
@@ -77,8 +77,7 @@ public final class Queue {
     arguments: FieldTable,
     options: QueueOptions = QueueOptions(),
     clock: BrokerClock = BrokerClock(),
-    storage: any QueueStorage = InMemoryQueueStorage(),
-    holder: (any MessageHolder)? = nil
+    storage: any QueueStorage = InMemoryQueueStorage()
   ) {
     self.name = name
     self.vhost = vhost
@@ -89,11 +88,10 @@ public final class Queue {
     self.options = options
     self.clock = clock
     self.storage = storage
-    self.isHolding = holder != nil
-    self.holder = holder
-    self.hasEnqueueRules = Self.hasEnqueueRules(options) || holder != nil
+    self.isHolding = storage is DueOrderedStorage
+    self.hasEnqueueRules = Self.hasEnqueueRules(options) || self.isHolding
     // Recovered messages may carry expirations; a holding queue's messages are all due some time.
-    self.mayExpire = options.messageTTL != nil || storage.count > 0 || holder != nil
+    self.mayExpire = options.messageTTL != nil || storage.count > 0 || self.isHolding
     self.lastUsed = clock.nowNanoseconds
     // Messages a store gave back at recovery are numbered 1...count.
     self.nextSequence = UInt32(truncatingIfNeeded: storage.count)

@@ -247,10 +247,10 @@ public final class VirtualHost {
     options: QueueOptions, holder: (any MessageHolder)?
   ) -> Queue {
     var storage = self.makeStorage(name, recoverable: durable && exclusiveOwner == nil && !autoDelete, options: options)
-    if let holder { storage = DueOrderedStorage(base: storage) { [weak holder] in holder?.dueTime(of: $0) ?? .max } }
+    if let holder { storage = DueOrderedStorage(base: storage, holder: holder) }
     let queue = Queue(
       name: name, vhost: self.name, durable: durable, exclusiveOwner: exclusiveOwner, autoDelete: autoDelete,
-      arguments: arguments, options: options, clock: self.clock, storage: storage, holder: holder)
+      arguments: arguments, options: options, clock: self.clock, storage: storage)
     queue.owner = self
     self.queues[name] = queue
     self.applyPolicies(to: queue)
@@ -299,12 +299,11 @@ public final class VirtualHost {
 
   func register(_ holder: any MessageHolder, queueName: String) {
     self.holders[queueName] = WeakHolder(holder: holder)
-    if let queue = self.queues[queueName], queue.isHolding { queue.holder = holder }
+    (self.queues[queueName]?.storage as? DueOrderedStorage)?.holder = holder
   }
 
   func holdingQueue(named name: String, holder: any MessageHolder, durable: Bool) -> Queue {
     if let queue = self.queues[name], queue.isHolding { return queue }
-    self.holders[name] = WeakHolder(holder: holder)
     return self.createQueue(
       name: name, durable: durable, exclusiveOwner: nil, autoDelete: false, arguments: [:], options: QueueOptions(),
       holder: holder)

@@ -67,13 +67,6 @@ final class PerfConnection: ChannelInboundHandler {
     context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
   }
 
-  /// Sends a basic.ack on channel 1 (the one-pass writer: acks are per delivery with `--unbatched`).
-  func sendAck(deliveryTag: UInt64, multiple: Bool, context: ChannelHandlerContext) {
-    var buffer = context.channel.allocator.buffer(capacity: 21)
-    buffer.writeAMQPAckFrame(channel: 1, deliveryTag: deliveryTag, multiple: multiple)
-    context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
-  }
-
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     do {
       try self.reader.read(self.unwrapInboundIn(data)) { self.handle($0, context: context) }

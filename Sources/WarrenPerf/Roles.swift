@@ -316,7 +316,7 @@ final class ConsumerRole: PerfRole, @unchecked Sendable {
       }
       if self.manualAck && self.ackEach {
         self.ackedTag = self.lastTag
-        connection.sendAck(deliveryTag: self.lastTag, multiple: false, context: context)
+        connection.send(.basicAck(BasicAck(deliveryTag: self.lastTag, multiple: false)), context: context)
       }
     case .method(1, .basicConsumeOk):
       self.consuming.succeed(())
@@ -358,7 +358,7 @@ final class ConsumerRole: PerfRole, @unchecked Sendable {
   func readComplete(_ connection: PerfConnection, context: ChannelHandlerContext) {
     if self.manualAck && !self.ackEach && self.lastTag > self.ackedTag {
       self.ackedTag = self.lastTag
-      connection.sendAck(deliveryTag: self.lastTag, multiple: true, context: context)
+      connection.send(.basicAck(BasicAck(deliveryTag: self.lastTag, multiple: true)), context: context)
     }
   }
 

@@ -31,13 +31,6 @@ final class OutboundWriter {
     self.runtime.markDirty(self)
   }
 
-  /// Writes a publisher confirm (basic.ack, or basic.nack) without the generic method writer.
-  func writeAck(channel: UInt16, deliveryTag: UInt64, multiple: Bool, nack: Bool = false, requeue: Bool = false) {
-    self.buffer.writeAMQPAckFrame(
-      channel: channel, deliveryTag: deliveryTag, multiple: multiple, nack: nack, requeue: requeue)
-    self.runtime.markDirty(self)
-  }
-
   /// Writes a basic.deliver with its content: the delivery hot path, straight from the message's bytes.
   @inline(__always)
   func writeDelivery(channel: UInt16, consumerTag: [UInt8], deliveryTag: UInt64, redelivered: Bool, message: Message) {

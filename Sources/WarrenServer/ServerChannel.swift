@@ -325,18 +325,8 @@ final class ServerChannel: DeliveryChannel {
   /// Sends the confirms that are due (basic.ack/basic.nack, `multiple` where it can): once per read batch.
   func flushConfirms() {
     while let confirm = self.machine.nextConfirm() {
-      switch confirm.method {
-      case .basicAck(let ack) where self.deferredReplies.isEmpty:
-        self.counters.values.messagesConfirmed &+= confirm.count
-        self.outbound.writeAck(channel: self.number, deliveryTag: ack.deliveryTag, multiple: ack.multiple)
-      case .basicNack(let nack) where self.deferredReplies.isEmpty:
-        self.outbound.writeAck(
-          channel: self.number, deliveryTag: nack.deliveryTag, multiple: nack.multiple, nack: true,
-          requeue: nack.requeue)
-      default:
-        if case .basicAck = confirm.method { self.counters.values.messagesConfirmed &+= confirm.count }
-        self.reply(confirm.method)  // behind replies that wait for storage: in order
-      }
+      if case .basicAck = confirm.method { self.counters.values.messagesConfirmed &+= confirm.count }
+      self.reply(confirm.method)
     }
   }
 

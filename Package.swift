@@ -221,6 +221,11 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .testTarget(
+      name: "WarrenPerfTests",
+      dependencies: ["WarrenPerf"],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
       name: "TopicExchangeTests",
       dependencies: ["TopicExchange", "WarrenCore", "AMQPProtocol", .product(name: "NIOCore", package: "swift-nio")],
       swiftSettings: upcoming

@@ -2,6 +2,10 @@ import AMQPProtocol
 import Histogram
 import NIOCore
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Sends a list of synchronous methods on channel 1, each after the previous one's reply.
 /// Confined to its connection's event loop once connected; the runner reads it there.
 final class SetupRole: PerfRole, @unchecked Sendable {
@@ -39,9 +43,36 @@ enum PerfBody {
     return UInt16(truncatingIfNeeded: mixed ^ (mixed >> 16) ^ (mixed >> 32) ^ (mixed >> 48))
   }
 
-  @inline(__always)
-  static func fillByte(_ sequence: UInt32, _ index: Int) -> UInt8 {
-    UInt8(truncatingIfNeeded: Int(sequence) &+ index)
+  /// Byte `i` after the header is `(sequence + i) mod 256`: every 256 bytes are the same run of this table, from
+  /// `sequence mod 256`, so bodies are written and checked a run at a time (`memcpy`, `memcmp`), not byte by byte
+  /// (which was 12% of the load generator's CPU with 1 KiB messages).
+  static let pattern: [UInt8] = (0..<512).map { UInt8(truncatingIfNeeded: $0) }
+
+  /// Fills `destination` with the filler of `sequence`.
+  static func fill(_ destination: UnsafeMutableRawBufferPointer, sequence: UInt32) {
+    let start = Int(sequence & 0xff)
+    self.pattern.withUnsafeBytes { pattern in
+      var offset = 0
+      while offset < destination.count {
+        let run = min(256, destination.count - offset)
+        (destination.baseAddress! + offset).copyMemory(from: pattern.baseAddress! + start, byteCount: run)
+        offset += run
+      }
+    }
+  }
+
+  /// Whether `bytes` are the filler of `sequence`.
+  static func isFill(_ bytes: UnsafeRawBufferPointer, sequence: UInt32) -> Bool {
+    let start = Int(sequence & 0xff)
+    return self.pattern.withUnsafeBytes { pattern in
+      var offset = 0
+      while offset < bytes.count {
+        let run = min(256, bytes.count - offset)
+        if memcmp(bytes.baseAddress! + offset, pattern.baseAddress! + start, run) != 0 { return false }
+        offset += run
+      }
+      return true
+    }
   }
 }
 
@@ -197,7 +228,8 @@ final class PublisherRole: PerfRole, @unchecked Sendable {
     buffer.writeInteger(PerfBody.check(now, sequence, publisher))
     if size > PerfBody.headerSize {
       buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size - PerfBody.headerSize) { pointer in
-        for i in 0..<(size - PerfBody.headerSize) { pointer[i] = PerfBody.fillByte(sequence, i) }
+        PerfBody.fill(
+          UnsafeMutableRawBufferPointer(rebasing: pointer[..<(size - PerfBody.headerSize)]), sequence: sequence)
         return size - PerfBody.headerSize
       }
     }
@@ -337,12 +369,8 @@ final class ConsumerRole: PerfRole, @unchecked Sendable {
       self.corrupted += 1
       return
     }
-    let intact = body.withUnsafeReadableBytes { pointer -> Bool in
-      for i in PerfBody.headerSize..<pointer.count
-      where pointer[i] != PerfBody.fillByte(sequence, i - PerfBody.headerSize) {
-        return false
-      }
-      return true
+    let intact = body.withUnsafeReadableBytes { pointer in
+      PerfBody.isFill(UnsafeRawBufferPointer(rebasing: pointer[PerfBody.headerSize...]), sequence: sequence)
     }
     if !intact {
       self.corrupted += 1

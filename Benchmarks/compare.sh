@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Warren vs RabbitMQ, side by side, same machine, same load generator (`warren perf`), in alternation.
+# Warren vs RabbitMQ, side by side, same machine, same load generator (`warren perf`; the latency rows use
+# Benchmarks/LatencyFloor/client.c for both brokers and the floor), in alternation.
 # Usage: Benchmarks/compare.sh [scenario ...]   (default: all; names below)
 # Env: DURATION (seconds per throughput run, default 10).
 # Installs Debian's rabbitmq-server if missing; starts both brokers on 127.0.0.1 and stops them (by PID) at the end.
@@ -104,32 +105,40 @@ for scenario in "${SCENARIOS[@]}"; do
       row "connection churn: open, publish once, close (4 at a time)" "$wv conn/s" "$rv conn/s" "$(ratio "$wv" "$rv")" ">= 5x"
       cpu_rows "$w" "$r" connection ;;
     latency)
-      floor=false
-      if command -v gcc >/dev/null 2>&1; then
-        # The machine's floor: a bare C epoll relay (no broker, no AMQP) under the same rate and size.
-        gcc -O2 -o "$WORK/floor-relay" Benchmarks/LatencyFloor/relay.c
-        gcc -O2 -pthread -o "$WORK/floor-client" Benchmarks/LatencyFloor/client.c
-        floor=true
-      fi
+      # One client for the brokers and the floor: Benchmarks/LatencyFloor/client.c (C, a publisher thread at a fixed
+      # rate, the consumer in the main thread), speaking AMQP to a broker or raw bytes to relay.c (a do-nothing epoll
+      # relay), so the difference between a broker's row and the floor's is the broker's own.
+      gcc -O2 -o "$WORK/floor-relay" Benchmarks/LatencyFloor/relay.c
+      gcc -O2 -pthread -o "$WORK/floor-client" Benchmarks/LatencyFloor/client.c
+      ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+      clock_ticks=$(getconf CLK_TCK)
+      # latency_run PORT PID RATE -> "p50 p99 p999 cpu_us_per_msg" of one broker
+      latency_run() {
+        local before out after
+        before=$(ticks "$2")
+        out=$("$WORK/floor-client" "$1" $((DURATION * $3)) "$3" amqp || true)
+        after=$(ticks "$2")
+        echo "$(echo "$out" | sed -n 's/.*p50_us=\([0-9]*\).*p99_us=\([0-9]*\).*p999_us=\([0-9]*\).*/\1 \2 \3/p')" \
+          "$(python3 -c "print(round(($after - $before) * 1e6 / $clock_ticks / ($DURATION * $3), 2))")"
+      }
       for rate in 1000 10000 50000; do
-        w=$(run warren --duration "$DURATION" --size 1024 --rate $rate); r=$(run rabbitmq --duration "$DURATION" --size 1024 --rate $rate)
+        read -r w50 w99 w999 wcpu <<< "$(latency_run "$WARREN_PORT" "$WARREN_PID" $rate)"
+        read -r r50 r99 r999 rcpu <<< "$(latency_run "$RABBIT_PORT" "$RABBIT_PID" $rate)"
+        floor_port=$(free_port)
+        "$WORK/floor-relay" "$floor_port" > "$WORK/floor-relay.out" & floor_pid=$!
+        fl=$("$WORK/floor-client" "$floor_port" $((DURATION * rate)) $rate)
+        wait "$floor_pid" 2>/dev/null || true
+        target="-"; [ $rate = 1000 ] && target="p99 within 15 us of the floor"; [ $rate = 50000 ] && target="p99 within 2x of the floor"
         for p in p50 p99 p999; do
-          wv=$(field "$w" ${p}_us); rv=$(field "$r" ${p}_us)
-          row "latency $p at $rate msg/s, 1 KiB (lower is better)" "$wv us" "$rv us" "$(ratio "$wv" "$rv")" "-"
+          eval "wv=\$w${p#p}; rv=\$r${p#p}"
+          fv=$(echo "$fl" | sed -n "s/.*${p}_us=\([0-9]*\).*/\1/p")
+          row "latency $p at $rate msg/s, 1 KiB (lower is better)" "${wv:--} us" "${rv:--} us" "$(ratio "${wv:-0}" "${rv:-0}")" \
+            "$([ $p = p99 ] && echo "$target" || echo -)"
+          row "  floor: bare C relay, same client ($p)" "${fv:--} us" "-" "-" "-"
         done
-        cpu_rows "$w" "$r"
-        if $floor; then
-          floor_port=$(free_port)
-          "$WORK/floor-relay" "$floor_port" > "$WORK/floor-relay.out" & floor_pid=$!
-          fl=$("$WORK/floor-client" "$floor_port" $((DURATION * rate)) $rate)
-          wait "$floor_pid" 2>/dev/null || true
-          for p in p50 p99 p999; do
-            fv=$(echo "$fl" | sed -n "s/.*${p}_us=\([0-9]*\).*/\1/p")
-            row "  floor at $rate msg/s: bare C relay, no broker ($p)" "${fv:--} us" "-" "-" "-"
-          done
-          fc=$(sed -n 's/.*cpu_us_per_msg=\([0-9.]*\).*/\1/p' "$WORK/floor-relay.out")
-          row "  floor at $rate msg/s: the relay's CPU per message" "${fc:--} us" "-" "-" "-"
-        fi
+        row "  broker CPU per message (lower is better)" "$wcpu us" "$rcpu us" "$(ratio "$wcpu" "$rcpu")" "<= 0.1x"
+        fc=$(sed -n 's/.*cpu_us_per_msg=\([0-9.]*\).*/\1/p' "$WORK/floor-relay.out")
+        row "  floor: the relay's CPU per message" "${fc:--} us" "-" "-" "-"
       done ;;
     queued)
       stop_brokers; start_brokers  # memory is measured on fresh brokers

@@ -379,23 +379,17 @@ public enum PerfRunner {
     let cpu = CPUSample(brokerPID: configuration.brokerPID)
     let start = NIODeadline.now()
     let end = start + .nanoseconds(Int64(configuration.duration * 1e9))
-    let opened = try await withThrowingTaskGroup(of: Int.self) { tasks in
-      for _ in 0..<max(1, configuration.publishers) {
-        tasks.addTask {
-          var count = 0
-          while NIODeadline.now() < end {
-            let loop = group.next()
-            let closed = loop.makePromise(of: Void.self)
-            let channel = try await connect(endpoint: endpoint, role: ChurnRole(closed: closed), group: group, on: loop)
-            try await closed.futureResult.get()
-            try? await channel.close()
-            count += 1
-          }
-          return count
-        }
+    // Each loop runs on an event loop of its own choosing, without a task hop per connection: the load generator's
+    // own cost per connection (async hops, a name resolution per connect) was the limit here, not the broker's.
+    let address = try SocketAddress(ipAddress: endpoint.host, port: endpoint.port)
+    let loops = (0..<max(1, configuration.publishers)).map { _ in
+      let eventLoop = group.next()
+      return eventLoop.flatSubmit {
+        ChurnLoop(endpoint: endpoint, address: address, eventLoop: eventLoop, until: end).run()
       }
-      return try await tasks.reduce(0, +)
     }
+    var opened = 0
+    for loop in loops { opened += try await loop.get() }
     let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
     result.connections = opened
     result.published = UInt64(opened)
@@ -461,5 +455,73 @@ public enum PerfRunner {
       }
     }
     return nil
+  }
+}
+
+/// One loop of connection churn on one event loop: connect, handshake, publish once, close, again, until a deadline.
+/// Confined to its event loop.
+final class ChurnLoop: @unchecked Sendable {
+  let endpoint: AMQPURL
+  let address: SocketAddress
+  let eventLoop: any EventLoop
+  let deadline: NIODeadline
+  private var count = 0
+  private let done: EventLoopPromise<Int>
+
+  init(endpoint: AMQPURL, address: SocketAddress, eventLoop: any EventLoop, until deadline: NIODeadline) {
+    self.endpoint = endpoint
+    self.address = address
+    self.eventLoop = eventLoop
+    self.deadline = deadline
+    self.done = eventLoop.makePromise()
+  }
+
+  /// Starts the loop; the future has the number of connections opened, used and closed.
+  func run() -> EventLoopFuture<Int> {
+    self.next()
+    return self.done.futureResult
+  }
+
+  private func next() {
+    guard NIODeadline.now() < self.deadline else {
+      self.done.succeed(self.count)
+      return
+    }
+    let closed = self.eventLoop.makePromise(of: Void.self)
+    let ready = self.eventLoop.makePromise(of: Void.self)
+    let endpoint = self.endpoint
+    // A broker that accepts but never answers must not hang the run.
+    let timeout = self.eventLoop.scheduleTask(in: .seconds(30)) {
+      ready.fail(PerfError.unexpected("no handshake within 30 s"))
+      closed.fail(PerfError.unexpected("no close-ok within 30 s"))
+    }
+    let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+    ClientBootstrap(group: self.eventLoop)
+      .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+      .channelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            PerfConnection(endpoint: endpoint, role: ChurnRole(closed: closed), ready: ready))
+        }
+      }
+      .connect(to: self.address)
+      .flatMap { channel in
+        ready.futureResult.flatMap { closed.futureResult }
+          .flatMap { channel.close() }
+          .flatMapError { error in channel.close().flatMapThrowing { throw error } }
+      }
+      .whenComplete { result in
+        timeout.cancel()
+        let loop = bound.value
+        switch result {
+        case .success:
+          loop.count += 1
+          loop.next()
+        case .failure(let error):
+          ready.fail(error)
+          closed.fail(error)
+          loop.done.fail(error)
+        }
+      }
   }
 }

@@ -14,8 +14,13 @@ if [ "$cmd" = start ]; then
   cat > "$dir/rabbitmq.conf" <<CONF
 loopback_users = none
 listeners.tcp.default = 127.0.0.1:$port
-management.tcp.port = 0
 CONF
+  # RABBITMQ_MANAGEMENT_PORT=N enables the management plugin on 127.0.0.1:N (the management API tests' reference).
+  plugins="[]."
+  if [ -n "${RABBITMQ_MANAGEMENT_PORT:-}" ]; then
+    printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' "$RABBITMQ_MANAGEMENT_PORT" >> "$dir/rabbitmq.conf"
+    plugins="[rabbitmq_management]."
+  fi
   chown -R rabbitmq:rabbitmq "$dir" 2>/dev/null || true
   node="warren-ref-$port@localhost"
   export RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \
@@ -23,13 +28,14 @@ CONF
     RABBITMQ_CONFIG_FILE="$dir/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
     RABBITMQ_DIST_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
     HOME="$dir/home" RABBITMQ_PID_FILE="$dir/pid"
-  echo "[]." > "$dir/enabled_plugins"; chown rabbitmq:rabbitmq "$dir/enabled_plugins" 2>/dev/null || true
+  echo "$plugins" > "$dir/enabled_plugins"; chown rabbitmq:rabbitmq "$dir/enabled_plugins" 2>/dev/null || true
   # setpriv rather than the package wrapper's su: su resets the open-file limit to 1024.
   nohup setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups /usr/lib/rabbitmq/bin/rabbitmq-server \
     > "$dir/stdout.log" 2>&1 &
   echo "$node" > "$dir/nodename"
   for _ in $(seq 1 120); do
-    if [ -s "$dir/pid" ] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+    if [ -s "$dir/pid" ] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null \
+      && { [ -z "${RABBITMQ_MANAGEMENT_PORT:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/"$RABBITMQ_MANAGEMENT_PORT") 2>/dev/null; }; then
       # The start script's su resets the open-file limit to 1024: give the node as many as we have.
       prlimit --pid "$(cat "$dir/pid")" --nofile="$(ulimit -Hn):$(ulimit -Hn)" 2>/dev/null || true
       exit 0

@@ -8,7 +8,8 @@ import NIOPosix
 public struct HTTPResponse: Sendable {
   public var status: HTTPResponseStatus
   public var contentType: String
-  public var body: String
+  /// The body's bytes.
+  public var bytes: ByteBuffer
   /// Further headers (`WWW-Authenticate`, ...).
   public var headers: [(String, String)]
 
@@ -16,17 +17,39 @@ public struct HTTPResponse: Sendable {
     status: HTTPResponseStatus = .ok, contentType: String = "text/plain; charset=utf-8", body: String,
     headers: [(String, String)] = []
   ) {
+    self.init(status: status, contentType: contentType, bytes: ByteBuffer(string: body), headers: headers)
+  }
+
+  public init(
+    status: HTTPResponseStatus = .ok, contentType: String, bytes: ByteBuffer, headers: [(String, String)] = []
+  ) {
     self.status = status
     self.contentType = contentType
-    self.body = body
+    self.bytes = bytes
     self.headers = headers
   }
+
+  /// The body as text.
+  public var body: String { String(buffer: self.bytes) }
 
   /// A JSON body built with an encoder (never by pasting text into quotes).
   public static func json(_ object: [String: String], status: HTTPResponseStatus = .ok) -> HTTPResponse {
     let data = (try? JSONEncoder().encode(object)) ?? Data("{}".utf8)
     return HTTPResponse(
       status: status, contentType: "application/json", body: String(decoding: data, as: UTF8.self) + "\n")
+  }
+}
+
+/// One request: its head, its body (at most the server's limit) and where it came from.
+public struct HTTPRequest: Sendable {
+  public var head: HTTPRequestHead
+  public var body: ByteBuffer
+  public var remote: SocketAddress?
+
+  public init(head: HTTPRequestHead, body: ByteBuffer = ByteBuffer(), remote: SocketAddress? = nil) {
+    self.head = head
+    self.body = body
+    self.remote = remote
   }
 }
 
@@ -61,10 +84,11 @@ public final class HTTPServer: Sendable {
     self.serving = serving
   }
 
-  /// Binds and serves until ``shutdown()``.
+  /// Binds and serves until ``shutdown()``; a request body over `maxBodySize` bytes is answered with 413 and the
+  /// connection closed (the rest of it is never held).
   public static func start(
     host: String, port: Int, group: any EventLoopGroup, logger: Logger, idleTimeout: TimeAmount = .seconds(30),
-    handler: @escaping @Sendable (HTTPRequestHead, SocketAddress?) async -> HTTPResponse
+    maxBodySize: Int = 0, handler: @escaping @Sendable (HTTPRequest) async -> HTTPResponse
   ) async throws -> HTTPServer {
     let channel = try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -84,7 +108,7 @@ public final class HTTPServer: Sendable {
         do {
           try await channel.executeThenClose { connections in
             for try await connection in connections {
-              group.addTask { await Self.serve(connection, handler: handler) }
+              group.addTask { await Self.serve(connection, maxBodySize: maxBodySize, handler: handler) }
             }
           }
         } catch {
@@ -95,39 +119,74 @@ public final class HTTPServer: Sendable {
     return HTTPServer(localAddress: address, channel: channel, serving: serving)
   }
 
-  private static func serve(
-    _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>,
+  /// Binds and serves GET-style requests (the head and where it came from) until ``shutdown()``.
+  public static func start(
+    host: String, port: Int, group: any EventLoopGroup, logger: Logger, idleTimeout: TimeAmount = .seconds(30),
     handler: @escaping @Sendable (HTTPRequestHead, SocketAddress?) async -> HTTPResponse
+  ) async throws -> HTTPServer {
+    try await self.start(host: host, port: port, group: group, logger: logger, idleTimeout: idleTimeout) {
+      await handler($0.head, $0.remote)
+    }
+  }
+
+  private static func serve(
+    _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, maxBodySize: Int,
+    handler: @escaping @Sendable (HTTPRequest) async -> HTTPResponse
   ) async {
     // A request's errors end its connection only: the listener and every other connection go on.
     try? await connection.executeThenClose { inbound, _ in
       var head: HTTPRequestHead?
+      var body = ByteBuffer()
+      var tooLarge = false
       for try await part in inbound {
         switch part {
         case .head(let requestHead):
           head = requestHead
-        case .body:
-          break
+          body.clear()
+          tooLarge = false
+        case .body(var chunk):
+          if body.readableBytes + chunk.readableBytes > maxBodySize {
+            tooLarge = true
+            body.clear()
+          } else if !tooLarge {
+            body.writeBuffer(&chunk)
+          }
+          if tooLarge, let request = head {
+            let refusal = HTTPResponse.json(
+              ["error": "bad_request", "reason": "request body larger than \(maxBodySize) bytes"],
+              status: .payloadTooLarge)
+            try await self.write(refusal, to: connection.channel, version: request.version, keepAlive: false)
+            return
+          }
         case .end:
           guard let request = head else { continue }
-          let response = await handler(request, connection.channel.remoteAddress)
-          var headers = HTTPHeaders()
-          headers.add(name: "Content-Type", value: response.contentType)
-          for (name, value) in response.headers { headers.add(name: name, value: value) }
-          headers.add(name: "Content-Length", value: "\(response.body.utf8.count)")
-          if !request.isKeepAlive { headers.add(name: "Connection", value: "close") }
-          // Written straight to the channel and awaited until flushed: closing after a large body must not cut it.
-          let channel = connection.channel
-          channel.write(
-            HTTPServerResponsePart.head(
-              HTTPResponseHead(version: request.version, status: response.status, headers: headers)),
-            promise: nil)
-          channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: response.body))), promise: nil)
-          try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+          let response = await handler(
+            HTTPRequest(head: request, body: body, remote: connection.channel.remoteAddress))
+          try await self.write(response, to: connection.channel, version: request.version, keepAlive: request.isKeepAlive)
           if !request.isKeepAlive { return }
+          head = nil
+          body = ByteBuffer()
         }
       }
     }
+  }
+
+  /// Writes a response straight to the channel, awaited until flushed: closing after a large body must not cut it.
+  private static func write(
+    _ response: HTTPResponse, to channel: any Channel, version: HTTPVersion, keepAlive: Bool
+  ) async throws {
+    var headers = HTTPHeaders()
+    headers.add(name: "Content-Type", value: response.contentType)
+    for (name, value) in response.headers { headers.add(name: name, value: value) }
+    headers.add(name: "Content-Length", value: "\(response.bytes.readableBytes)")
+    if !keepAlive { headers.add(name: "Connection", value: "close") }
+    channel.write(
+      HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: response.status, headers: headers)),
+      promise: nil)
+    if response.bytes.readableBytes > 0 {
+      channel.write(HTTPServerResponsePart.body(.byteBuffer(response.bytes)), promise: nil)
+    }
+    try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
   }
 
   /// Stops accepting.

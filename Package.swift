@@ -21,6 +21,7 @@ let package = Package(
     .library(name: "WarrenSystem", targets: ["WarrenSystem"]),
     .library(name: "WarrenStore", targets: ["WarrenStore"]),
     .library(name: "WarrenHTTP", targets: ["WarrenHTTP"]),
+    .library(name: "WarrenManagement", targets: ["WarrenManagement"]),
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
     .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
@@ -108,6 +109,22 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "WarrenManagement",
+      dependencies: [
+        "WarrenHTTP",
+        "WarrenServer",
+        "WarrenConfig",
+        "WarrenSystem",
+        "WarrenCore",
+        "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "TopicExchange",
       dependencies: ["WarrenCore", "AMQPProtocol"],
       path: "Plugins/TopicExchange",
@@ -171,6 +188,7 @@ let package = Package(
         "WarrenMetrics",
         "WarrenConfig",
         "WarrenHTTP",
+        "WarrenManagement",
         "WarrenSystem",
         .product(name: "NIOHTTP1", package: "swift-nio"),
         "WarrenPerf",

@@ -8,6 +8,7 @@ import UnixSignals
 import WarrenConfig
 import WarrenCore
 import WarrenHTTP
+import WarrenManagement
 import WarrenMetrics
 import WarrenServer
 import WarrenStore
@@ -45,6 +46,15 @@ struct BrokerService: Service {
             throw DataDirectoryUnusable(directory: settings.dataDirectory, reason: "\(error)")
           }
           persistence.recover(into: broker)
+          // Users, vhosts, permissions and policies changed over the management API, then the file's topology.
+          let runtimeDefinitions = DefinitionsFile(directory: settings.dataDirectory, logger: logger)
+          do {
+            if let saved = try runtimeDefinitions.load(registry: exchangeTypes) {
+              saved.restoreRuntimeDefinitions(into: broker)
+            }
+          } catch {
+            throw DataDirectoryUnusable(directory: settings.dataDirectory, reason: "\(runtimeDefinitions.path): \(error)")
+          }
           try configuration.apply(to: broker)
           try persistence.attach(to: broker)
           let report = persistence.report
@@ -83,6 +93,28 @@ struct BrokerService: Service {
         prefix: self.settings.metricsPrefix, nodeName: "warren@\(host)", clusterName: "warren@\(host)",
         version: warrenVersion, startTime: startTime),
       dataDirectory: self.settings.dataDirectory)
+    let statistics = MessageStatistics()
+    let node = ManagementNode(
+      name: "warren@\(host)", version: warrenVersion, startTime: startTime, amqpPort: amqp.localAddress.port ?? 0,
+      managementPort: self.settings.managementPort, dataDirectory: self.settings.dataDirectory)
+    let api = ManagementAPI(
+      amqp: amqp, node: node, statistics: statistics,
+      definitions: DefinitionsFile(directory: self.settings.dataDirectory, logger: logger),
+      registry: self.exchangeTypes)
+    let management = try await HTTPServer.start(
+      host: self.settings.managementBind, port: self.settings.managementPort, group: eventLoops, logger: logger,
+      idleTimeout: .milliseconds(Int64(self.settings.httpIdleTimeout * 1000)), label: "management",
+      maxBodySize: self.settings.managementMaxBody
+    ) { request in
+      await api.respond(to: request)
+    }
+    node.listening(on: management.localAddress.port ?? 0)
+    let sampling = Task {
+      while !Task.isCancelled {
+        await statistics.sample(amqp)
+        try? await Task.sleep(for: .seconds(5))
+      }
+    }
     let http = try await HTTPServer.start(
       host: self.settings.metricsBind, port: self.settings.metricsPort, group: eventLoops, logger: logger,
       idleTimeout: .milliseconds(Int64(self.settings.httpIdleTimeout * 1000))
@@ -106,6 +138,8 @@ struct BrokerService: Service {
     } catch {
       logger.error("message store: the last sync failed: \(error)")
     }
+    sampling.cancel()
+    await management.shutdown()
     await http.shutdown()
     try await eventLoops.shutdownGracefully()
     logger.info("stopped")

@@ -46,6 +46,7 @@ struct Serve: AsyncParsableCommand {
   @Option(help: flagHelp("amqp_port")) var port: String?
   @Option(help: "A YAML configuration file (see config/warren.yaml).") var config: String?
   @Option(help: flagHelp("metrics_port")) var metricsPort: String?
+  @Option(help: flagHelp("management_port")) var managementPort: String?
   @Option(help: "Write the bound AMQP port to this file once listening (for test harnesses).") var portFile: String?
   @Option(help: flagHelp("max_message_size")) var maxMessageSize: String?
   @Option(help: flagHelp("frame_max")) var frameMax: String?
@@ -59,6 +60,7 @@ struct Serve: AsyncParsableCommand {
   var settingFlags: [(key: String, value: String?)] {
     [
       ("amqp_bind", self.bind), ("amqp_port", self.port), ("metrics_port", self.metricsPort),
+      ("management_port", self.managementPort),
       ("max_message_size", self.maxMessageSize), ("frame_max", self.frameMax), ("channel_max", self.channelMax),
       ("heartbeat", self.heartbeat), ("log_level", self.logLevel), ("data_dir", self.dataDir),
       ("consumer_timeout", self.consumerTimeout),

@@ -104,6 +104,8 @@ extension WarrenConfiguration {
     }
     for vhostName in self.vhosts {
       guard let vhost = broker.vhosts[vhostName] else { continue }
+      self.policies += vhost.policies.map { PolicyDefinition(vhost: vhostName, $0) }
+      self.operatorPolicies += vhost.operatorPolicies.map { PolicyDefinition(vhost: vhostName, $0) }
       for exchange in vhost.exchanges.values.sorted(by: { $0.name < $1.name })
       where !exchange.name.isEmpty && !exchange.name.hasPrefix("amq.") {
         self.exchanges.append(
@@ -130,5 +132,14 @@ extension WarrenConfiguration {
             routingKey: binding.routingKey, arguments: binding.arguments))
       }
     }
+  }
+}
+
+extension PolicyDefinition {
+  /// The definition of a policy a vhost applies.
+  public init(vhost: String, _ policy: Policy) {
+    self.init(
+      name: policy.name, vhost: vhost, pattern: policy.pattern, applyTo: policy.applyTo.rawValue,
+      priority: policy.priority, definition: policy.definition)
   }
 }

@@ -26,6 +26,17 @@ public struct ServerSetting: Sendable {
       "metrics_port", flag: "metrics-port", "15692", "the HTTP (health, definitions, metrics) port; 0 picks a free one",
       0...65535
     ) { $0.metricsPort = $1 },
+    text("management_bind", flag: nil, "127.0.0.1", "the address the management API and web UI bind to") {
+      $0.managementBind = $1
+    },
+    integer(
+      "management_port", flag: "management-port", "15672",
+      "the management port (RabbitMQ's HTTP API and the web UI); 0 picks a free one", 0...65535
+    ) { $0.managementPort = $1 },
+    integer(
+      "management_max_body", flag: nil, "20971520", "the largest request body the management API reads, in bytes",
+      1024...(1 << 30)
+    ) { $0.managementMaxBody = $1 },
     text(
       "data_dir", flag: "data-dir", "data",
       "where durable topology and persistent messages are stored (its free space drives the disk alarm)"

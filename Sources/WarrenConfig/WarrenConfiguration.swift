@@ -24,6 +24,10 @@ public struct ServerSettings: Sendable, Equatable {
   public var amqpPort = 5672
   public var metricsBind = "127.0.0.1"
   public var metricsPort = 15692
+  public var managementBind = "127.0.0.1"
+  public var managementPort = 15672
+  /// The largest request body the management API reads (RabbitMQ's `management.http.max_body_size`).
+  public var managementMaxBody = 20 * 1024 * 1024
   public var dataDirectory = "data"
   public var heartbeat: UInt16 = 60
   public var frameMax: UInt32 = 131_072
@@ -112,6 +116,17 @@ public struct PolicyDefinition: Sendable, Equatable {
   public var applyTo: String
   public var priority: Int
   public var definition: FieldTable
+
+  public init(
+    name: String, vhost: String, pattern: String, applyTo: String, priority: Int, definition: FieldTable
+  ) {
+    self.name = name
+    self.vhost = vhost
+    self.pattern = pattern
+    self.applyTo = applyTo
+    self.priority = priority
+    self.definition = definition
+  }
 
   /// The policy the broker applies.
   public var policy: Policy {

@@ -177,6 +177,15 @@ public final class Broker {
     return vhost
   }
 
+  /// Removes a virtual host: every queue (with its messages), exchange and binding in it, its permissions. Its
+  /// connections are the caller's to close first.
+  public func removeVirtualHost(_ name: String) {
+    guard let vhost = self.vhosts.removeValue(forKey: name) else { return }
+    vhost.removeAll()
+    vhost.isDeleted = true
+    for user in self.permissions.keys { self.permissions[user]?[name] = nil }
+  }
+
   /// A new identifier for a connection (exclusive queues are owned by it).
   public func nextConnectionID() -> UInt64 {
     self.lastConnectionID += 1

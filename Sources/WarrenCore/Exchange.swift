@@ -23,7 +23,7 @@ public final class Exchange {
   /// The bindings from this exchange.
   public internal(set) var outgoingBindings: [Binding] = []
   /// The bindings to this exchange (exchange-to-exchange).
-  var incomingBindings: [Binding] = []
+  public internal(set) var incomingBindings: [Binding] = []
   /// Whether it was deleted (a channel's cached reference must look it up again).
   public internal(set) var isDeleted = false
   /// Messages published to this exchange by clients (not those reaching it through exchange-to-exchange bindings).

@@ -54,7 +54,7 @@ public struct Policy {
 
   /// The policy that applies to a name among `policies`: the matching one with the highest priority (the first
   /// of equals, as given).
-  static func applying(_ policies: [Policy], to name: String, queue: Bool) -> Policy? {
+  public static func applying(_ policies: [Policy], to name: String, queue: Bool) -> Policy? {
     var best: Policy?
     for policy in policies where policy.matches(name, queue: queue) {
       if best == nil || policy.priority > best!.priority { best = policy }

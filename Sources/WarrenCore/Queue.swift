@@ -45,7 +45,7 @@ public final class Queue {
   /// Messages enqueued since the queue was created (set by ``enqueue(_:)``).
   public var messagesPublished = 0
   /// The bindings to this queue.
-  var incomingBindings: [Binding] = []
+  public internal(set) var incomingBindings: [Binding] = []
   /// The routing pass that last added this queue to a ``RouteSet``.
   @usableFromInline var routeEpoch: UInt64 = 0
 

@@ -88,7 +88,7 @@ public final class HTTPServer: Sendable {
   /// connection closed (the rest of it is never held).
   public static func start(
     host: String, port: Int, group: any EventLoopGroup, logger: Logger, idleTimeout: TimeAmount = .seconds(30),
-    maxBodySize: Int = 0, handler: @escaping @Sendable (HTTPRequest) async -> HTTPResponse
+    label: String = "HTTP", maxBodySize: Int = 0, handler: @escaping @Sendable (HTTPRequest) async -> HTTPResponse
   ) async throws -> HTTPServer {
     let channel = try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -102,7 +102,7 @@ public final class HTTPServer: Sendable {
         }
       }
     guard let address = channel.channel.localAddress else { throw ChannelError.unknownLocalAddress }
-    logger.info("HTTP listener on \(address)")
+    logger.info("\(label) listener on \(address)")
     let serving = Task {
       await withDiscardingTaskGroup { group in
         do {

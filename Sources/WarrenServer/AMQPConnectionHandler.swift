@@ -1,3 +1,4 @@
+import Foundation
 import AMQPProtocol
 import Logging
 import NIOCore
@@ -51,6 +52,12 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   private(set) var lastReadAt = NIODeadline.uptimeNanoseconds(0)
   /// The peer's and the listener's addresses, RabbitMQ's connection name ("127.0.0.1:54321 -> 127.0.0.1:5672").
   private(set) var name = ""
+  /// When the connection was accepted, in milliseconds since 1970 (RabbitMQ's `connected_at`).
+  let connectedAt = UInt64(Date().timeIntervalSince1970 * 1000)
+  /// The peer's address and port, and the listener's port.
+  private(set) var peerHost = ""
+  private(set) var peerPort = 0
+  private(set) var localPort = 0
   /// How long a client has to finish the handshake.
   static let handshakeTimeout = TimeAmount.seconds(10)
   /// How long to wait for close-ok after connection.close.
@@ -97,6 +104,9 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
 
   private func notePeer(_ context: ChannelHandlerContext) {
     guard let remote = context.channel.remoteAddress else { return }
+    self.peerHost = remote.ipAddress ?? ""
+    self.peerPort = remote.port ?? 0
+    self.localPort = context.channel.localAddress?.port ?? 0
     self.name =
       "\(remote.ipAddress ?? "?"):\(remote.port ?? 0) -> "
       + "\(context.channel.localAddress?.ipAddress ?? "?"):\(context.channel.localAddress?.port ?? 0)"

@@ -1,0 +1,3 @@
+enum UIPage {
+  static let html = ""
+}

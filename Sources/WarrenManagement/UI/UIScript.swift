@@ -1,0 +1,3 @@
+enum UIScript {
+  static let javascript = ""
+}

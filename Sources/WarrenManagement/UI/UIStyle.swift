@@ -1,0 +1,3 @@
+enum UIStyle {
+  static let css = ""
+}

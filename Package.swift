@@ -239,6 +239,15 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .testTarget(
+      name: "WarrenManagementTests",
+      dependencies: [
+        "WarrenManagement", "WarrenHTTP", "WarrenServer", "WarrenCore", "AMQPProtocol",
+        .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .testTarget(
       name: "WarrenPerfTests",
       dependencies: ["WarrenPerf"],
       swiftSettings: upcoming

@@ -48,14 +48,15 @@ struct BrokerService: Service {
           persistence.recover(into: broker)
           // Users, vhosts, permissions and policies changed over the management API, then the file's topology.
           let runtimeDefinitions = DefinitionsFile(directory: settings.dataDirectory, logger: logger)
+          let saved: WarrenConfiguration?
           do {
-            if let saved = try runtimeDefinitions.load(registry: exchangeTypes) {
-              saved.restoreRuntimeDefinitions(into: broker)
-            }
+            saved = try runtimeDefinitions.load(registry: exchangeTypes)
           } catch {
-            throw DataDirectoryUnusable(directory: settings.dataDirectory, reason: "\(runtimeDefinitions.path): \(error)")
+            throw DataDirectoryUnusable(
+              directory: settings.dataDirectory, reason: "\(runtimeDefinitions.path): \(error)")
           }
-          try configuration.apply(to: broker)
+          saved?.restoreRuntimeDefinitions(into: broker)
+          try configuration.mergingPolicies(of: saved).apply(to: broker)
           try persistence.attach(to: broker)
           let report = persistence.report
           logger.info(
@@ -151,7 +152,9 @@ struct BrokerService: Service {
       return
     }
     do {
-      let reloaded = try ConfigLoader.load(path: path, registry: self.exchangeTypes)
+      let saved = try? DefinitionsFile(directory: self.settings.dataDirectory, logger: self.logger)
+        .load(registry: self.exchangeTypes)
+      let reloaded = try ConfigLoader.load(path: path, registry: self.exchangeTypes).mergingPolicies(of: saved)
       let changes = try await amqp.withBroker { broker in reloaded.applyAdditions(to: broker) }
       self.logger.notice("SIGHUP: configuration \(path) read again: \(changes.isEmpty ? "nothing to add" : "")")
       for change in changes { self.logger.notice("SIGHUP: \(change)") }

@@ -162,7 +162,8 @@ public final class HTTPServer: Sendable {
           guard let request = head else { continue }
           let response = await handler(
             HTTPRequest(head: request, body: body, remote: connection.channel.remoteAddress))
-          try await self.write(response, to: connection.channel, version: request.version, keepAlive: request.isKeepAlive)
+          try await self.write(
+            response, to: connection.channel, version: request.version, keepAlive: request.isKeepAlive)
           if !request.isKeepAlive { return }
           head = nil
           body = ByteBuffer()

@@ -74,11 +74,29 @@ public actor DefinitionsFile {
 
 extension WarrenConfiguration {
   /// Boot order for runtime definitions: what the data directory saved replaces the broker's users and
-  /// permissions (so that a user deleted over the API stays deleted, `guest` included), its vhosts and policies are
-  /// added; the configuration file is applied after it, as RabbitMQ loads its definitions file at every boot.
+  /// permissions (so that a user deleted over the API stays deleted, `guest` included) and adds its vhosts; the
+  /// configuration file is applied after it (with ``mergingPolicies(of:)``), as RabbitMQ loads its definitions
+  /// file at every boot.
   public func restoreRuntimeDefinitions(into broker: Broker) {
     broker.users = [:]
     broker.permissions = [:]
-    _ = self.importDefinitions(into: broker)
+    var people = self
+    people.policies = []
+    people.operatorPolicies = []
+    _ = people.importDefinitions(into: broker)
+  }
+
+  /// This configuration's policies over those saved at runtime: the saved ones stay unless the file has one of the
+  /// same name in the same vhost (the file's wins). Applied at boot and at SIGHUP, so that policies made over the
+  /// API are kept; a policy is removed over the API.
+  public func mergingPolicies(of saved: WarrenConfiguration?) -> WarrenConfiguration {
+    guard let saved else { return self }
+    var merged = self
+    func key(_ p: PolicyDefinition) -> String { p.vhost + "\u{0}" + p.name }
+    let mine = Set(self.policies.map(key))
+    let mineOperator = Set(self.operatorPolicies.map(key))
+    merged.policies = saved.policies.filter { !mine.contains(key($0)) } + self.policies
+    merged.operatorPolicies = saved.operatorPolicies.filter { !mineOperator.contains(key($0)) } + self.operatorPolicies
+    return merged
   }
 }

@@ -41,9 +41,11 @@ extension ManagementAPI {
           .flatMap { vhost in vhost.exchanges.values.map { ExchangeSnapshot($0, vhost: vhost) } }
       }
       let rates = await self.statistics.exchangeRates()
-      return try Self.listing(rows.map { Self.exchangeJSON($0, rate: rates[QueueKey(vhost: $0.vhost, name: $0.name)]) }, request)
+      return try Self.listing(
+        rows.map { Self.exchangeJSON($0, rate: rates[QueueKey(vhost: $0.vhost, name: $0.name)]) }, request)
     }
-    let (vhostName, name) = (path[1], path[2])
+    // RabbitMQ's API names the default exchange `amq.default`.
+    let (vhostName, name) = (path[1], path[2] == "amq.default" ? "" : path[2])
     try await self.requireVhost(vhostName, caller)
     if path.count == 5, path[3] == "bindings", request.method == .GET {
       let outgoing = path[4] == "source"
@@ -140,14 +142,18 @@ extension ManagementAPI {
     async throws -> HTTPResponse
   {
     let body = try request.jsonObject()
-    guard let routingKey = body["routing_key"]?.stringValue else { throw ManagementError.badRequest("missing routing_key") }
+    guard let routingKey = body["routing_key"]?.stringValue else {
+      throw ManagementError.badRequest("missing routing_key")
+    }
     guard let payloadText = body["payload"]?.stringValue else { throw ManagementError.badRequest("missing payload") }
     let encoding = body["payload_encoding"]?.stringValue ?? "string"
     let payload: [UInt8]
     switch encoding {
     case "string": payload = Array(payloadText.utf8)
     case "base64":
-      guard let data = Data(base64Encoded: payloadText) else { throw ManagementError.badRequest("invalid base64 payload") }
+      guard let data = Data(base64Encoded: payloadText) else {
+        throw ManagementError.badRequest("invalid base64 payload")
+      }
       payload = Array(data)
     default: throw ManagementError.badRequest("invalid payload_encoding '\(encoding)'")
     }
@@ -332,8 +338,11 @@ extension ManagementAPI {
   {
     let body = try request.jsonObject()
     guard let count = body["count"]?.intValue, count >= 1 else { throw ManagementError.badRequest("missing count") }
-    let ackmode = body["ackmode"]?.stringValue ?? body["requeue"].flatMap { $0.boolValue == false ? "ack_requeue_false" : "ack_requeue_true" }
-    guard let ackmode, ["ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false"].contains(ackmode)
+    let ackmode =
+      body["ackmode"]?.stringValue
+      ?? body["requeue"].flatMap { $0.boolValue == false ? "ack_requeue_false" : "ack_requeue_true" }
+    guard let ackmode,
+      ["ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false"].contains(ackmode)
     else { throw ManagementError.badRequest("invalid ackmode") }
     let encoding = body["encoding"]?.stringValue ?? "auto"
     guard encoding == "auto" || encoding == "base64" else { throw ManagementError.badRequest("invalid encoding") }
@@ -390,7 +399,9 @@ extension ManagementAPI {
       let rows = try await self.amqp.withBroker { broker in
         broker.vhosts.values.filter { visible.contains($0.name) && (only == nil || $0.name == only) }
           .flatMap { vhost in
-            vhost.queues.values.filter { !$0.isHolding }.map { BindingSnapshot(defaultBindingOf: $0.name, vhost: vhost.name) }
+            vhost.queues.values.filter { !$0.isHolding }.map {
+              BindingSnapshot(defaultBindingOf: $0.name, vhost: vhost.name)
+            }
               + vhost.bindings.map { BindingSnapshot($0, vhost: vhost.name) }
           }
       }
@@ -428,7 +439,8 @@ extension ManagementAPI {
             if toQueue {
               try vhost.bindQueue(destination, to: source, routingKey: routingKey, arguments: arguments, connection: 0)
             } else {
-              try vhost.bindExchange(destination: destination, source: source, routingKey: routingKey, arguments: arguments)
+              try vhost.bindExchange(
+                destination: destination, source: source, routingKey: routingKey, arguments: arguments)
             }
           } catch {
             return .failure(error)
@@ -449,7 +461,8 @@ extension ManagementAPI {
     }
     guard path.count == 7, let current else { throw ManagementError.notFound }
     let key = path[6]
-    guard let binding = current.first(where: { $0.propertiesKey == key || $0.propertiesKey.removingPercentEncoding == key })
+    guard
+      let binding = current.first(where: { $0.propertiesKey == key || $0.propertiesKey.removingPercentEncoding == key })
     else { throw ManagementError.notFound }
     switch request.method {
     case .GET:

@@ -96,10 +96,18 @@ private struct SortKey: Comparable {
 
   init(_ value: JSONValue?) {
     switch value {
-    case .int(let i)?: self.kind = .number; self.number = Double(i)
-    case .double(let d)?: self.kind = .number; self.number = d
-    case .bool(let b)?: self.kind = .number; self.number = b ? 1 : 0
-    case .string(let s)?: self.kind = .text; self.text = s.lowercased()
+    case .int(let i)?:
+      self.kind = .number
+      self.number = Double(i)
+    case .double(let d)?:
+      self.kind = .number
+      self.number = d
+    case .bool(let b)?:
+      self.kind = .number
+      self.number = b ? 1 : 0
+    case .string(let s)?:
+      self.kind = .text
+      self.text = s.lowercased()
     case nil, .null?: self.kind = .missing
     default: self.kind = .other
     }

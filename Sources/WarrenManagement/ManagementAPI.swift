@@ -93,7 +93,9 @@ public struct ManagementAPI: Sendable {
     let name = String(credentials[..<colon])
     let password = String(credentials[credentials.index(after: colon)...])
     let loopback = User.isLoopback(address: request.remote?.ipAddress ?? "")
-    let user = try await self.amqp.withBroker { $0.authenticate(user: name, password: password, fromLoopback: loopback) }
+    let user = try await self.amqp.withBroker {
+      $0.authenticate(user: name, password: password, fromLoopback: loopback)
+    }
     guard let user else {
       var error = ManagementError(.unauthorized, "not_authorized", "Login failed")
       error.headers = [challenge]
@@ -145,7 +147,8 @@ public struct ManagementAPI: Sendable {
     let name = caller.user.name
     let everything = caller.isMonitor
     return try await self.amqp.withBroker { broker in
-      everything ? Set(broker.vhosts.keys) : Set((broker.permissions[name] ?? [:]).keys).intersection(broker.vhosts.keys)
+      everything
+        ? Set(broker.vhosts.keys) : Set((broker.permissions[name] ?? [:]).keys).intersection(broker.vhosts.keys)
     }
   }
 
@@ -258,7 +261,10 @@ public struct ManagementAPI: Sendable {
       ("uptime", .int(Int(max(0, (Date().timeIntervalSince1970 - self.node.startTime) * 1000)))),
       ("run_queue", 0), ("rates_mode", "basic"), ("partitions", []), ("applications", []), ("contexts", []),
       ("exchange_types", .array(try await self.exchangeTypes())),
-      ("auth_mechanisms", .array([.object([("name", "PLAIN"), ("enabled", true)]), .object([("name", "AMQPLAIN"), ("enabled", true)])])),
+      (
+        "auth_mechanisms",
+        .array([.object([("name", "PLAIN"), ("enabled", true)]), .object([("name", "AMQPLAIN"), ("enabled", true)])])
+      ),
     ])
     if path.count == 1 { return Self.json(try Listing(query: request.query).apply(to: [node])) }
     guard path.count == 2, path[1] == self.node.name else { throw ManagementError.notFound }

@@ -91,8 +91,14 @@ struct ManagementRequest {
   func jsonObject() throws(ManagementError) -> JSONValue {
     if self.body.readableBytes == 0 { return .object([]) }
     guard let value = JSONValue.decode(Data(self.body.readableBytesView)) else { throw .badRequest("not_json") }
-    guard case .object = value else { throw .badRequest("not_json") }
-    return value
+    switch value {
+    case .object: return value
+    case .null: return .object([])
+    case .string:
+      throw .badRequest(
+        "invalid payload: the request body JSON-decoded to a string. Is the input doubly-JSON-encoded?")
+    default: throw .badRequest("not_json")
+    }
   }
 }
 

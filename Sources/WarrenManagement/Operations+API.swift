@@ -55,7 +55,9 @@ extension ManagementAPI {
       if alarms.memory { list.append(.object([("node", .string(self.node.name)), ("resource", "memory")])) }
       if alarms.disk { list.append(.object([("node", .string(self.node.name)), ("resource", "disk")])) }
       return Self.json(
-        .object([("status", "failed"), ("reason", "resource alarm(s) in effect in the cluster"), ("alarms", .array(list))]),
+        .object([
+          ("status", "failed"), ("reason", "resource alarm(s) in effect in the cluster"), ("alarms", .array(list)),
+        ]),
         status: .serviceUnavailable)
     case "port-listener" where path.count == 4:
       guard let port = Int(path[3]) else { throw ManagementError.badRequest("invalid port") }
@@ -98,4 +100,3 @@ extension ManagementAPI {
       headers: [("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")])
   }
 }
-

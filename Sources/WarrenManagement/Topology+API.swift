@@ -25,12 +25,14 @@ extension ManagementAPI {
     if path.count == 3, path[2] == "connections", request.method == .GET {
       try await self.requireVhost(name, caller)
       let all = try await self.amqp.inspect { $0.connectionDetails() }
-      return try Self.listing(all.filter { $0.vhost == name && self.mayView($0.user, caller) }.map(Self.connectionJSON), request)
+      return try Self.listing(
+        all.filter { $0.vhost == name && self.mayView($0.user, caller) }.map(Self.connectionJSON), request)
     }
     if path.count == 3, path[2] == "channels", request.method == .GET {
       try await self.requireVhost(name, caller)
       let all = try await self.amqp.inspect { $0.channelDetails() }
-      return try Self.listing(all.filter { $0.vhost == name && self.mayView($0.user, caller) }.map(Self.channelJSON), request)
+      return try Self.listing(
+        all.filter { $0.vhost == name && self.mayView($0.user, caller) }.map(Self.channelJSON), request)
     }
     guard path.count == 2 else { throw ManagementError.notFound }
     switch request.method {
@@ -125,7 +127,9 @@ extension ManagementAPI {
         if let algorithm = body["hashing_algorithm"]?.stringValue, algorithm != "rabbit_password_hashing_sha256" {
           throw ManagementError.badRequest("unsupported hashing algorithm '\(algorithm)'")
         }
-        guard given.isEmpty || User.isValidHash(given) else { throw ManagementError.badRequest("invalid password_hash") }
+        guard given.isEmpty || User.isValidHash(given) else {
+          throw ManagementError.badRequest("invalid password_hash")
+        }
         hash = given
       } else {
         hash = nil

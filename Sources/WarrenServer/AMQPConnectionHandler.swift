@@ -1,5 +1,5 @@
-import Foundation
 import AMQPProtocol
+import Foundation
 import Logging
 import NIOCore
 import WarrenCore

@@ -22,8 +22,8 @@ class Broker:
         self.own_data_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="warren-data-")
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--data-dir", self.data_dir,
-             *extra_args],
+            [binary, "--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--management-port", "0",
+             "--data-dir", self.data_dir, *extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -32,6 +32,7 @@ class Broker:
         self.log = []
         self.port = None
         self.http_port = None
+        self.management_port = None
         self.changed = threading.Condition()
         ready = threading.Event()
 
@@ -43,6 +44,9 @@ class Broker:
                 match = re.search(r"AMQP listener on .*:(\d+)\s*$", line)
                 if match and self.port is None:
                     self.port = int(match.group(1))
+                management = re.search(r"management listener on .*:(\d+)\s*$", line)
+                if management and self.management_port is None:
+                    self.management_port = int(management.group(1))
                 http = re.search(r"HTTP listener on .*:(\d+)\s*$", line)
                 if http and self.http_port is None:
                     self.http_port = int(http.group(1))

@@ -21,7 +21,10 @@ public enum JSONValue: Sendable, Equatable {
     case (.string(let a), .string(let b)): return a == b
     case (.array(let a), .array(let b)): return a == b
     case (.object(let a), .object(let b)):
-      return a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+      // JSON objects are unordered: equal when they have the same members.
+      guard a.count == b.count else { return false }
+      let members = Dictionary(b, uniquingKeysWith: { first, _ in first })
+      return a.allSatisfy { key, value in members[key] == value }
     default: return false
     }
   }

@@ -81,13 +81,16 @@ public struct ManagementAPI: Sendable {
   // MARK: Authentication
 
   private func authenticate(_ request: ManagementRequest) async throws -> Caller {
-    let challenge = ("WWW-Authenticate", #"Basic realm="Warren Management""#)
+    // No challenge for the web UI's own requests (marked as XMLHttpRequest): a browser would put up its password
+    // dialog over the UI's login form.
+    let fromUI = request.head.headers.first(name: "X-Requested-With") == "XMLHttpRequest"
+    let challenge = fromUI ? [] : [("WWW-Authenticate", #"Basic realm="Warren Management""#)]
     guard let header = request.head.headers.first(name: "Authorization"), header.lowercased().hasPrefix("basic "),
       let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
       let credentials = String(data: decoded, encoding: .utf8), let colon = credentials.firstIndex(of: ":")
     else {
       var error = ManagementError(.unauthorized, "not_authorized", "Not_Authorized")
-      error.headers = [challenge]
+      error.headers = challenge
       throw error
     }
     let name = String(credentials[..<colon])
@@ -98,13 +101,13 @@ public struct ManagementAPI: Sendable {
     }
     guard let user else {
       var error = ManagementError(.unauthorized, "not_authorized", "Login failed")
-      error.headers = [challenge]
+      error.headers = challenge
       throw error
     }
     let caller = Caller(user: user)
     guard caller.isManagementUser else {
       var error = ManagementError(.unauthorized, "not_authorised", "Not management user")
-      error.headers = [challenge]
+      error.headers = challenge
       throw error
     }
     return caller

@@ -33,7 +33,7 @@ test-interop: venv build
 	WARREN_BIN=$$($(SWIFT) build --show-bin-path)/warren $(VENV)/bin/python -m pytest -c Tests/Interop/pytest.ini Tests/Interop -q
 
 ## The behaviour tests against Debian's RabbitMQ (installed if missing): both brokers must pass them.
-test-rabbitmq: venv
+test-rabbitmq: venv build
 	PYTHON=$(VENV)/bin/python Scripts/test-rabbitmq.sh
 
 ## The libFuzzer targets (frames, a whole connection, field tables, the YAML loader), FUZZ_SECONDS each.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The behaviour tests (Tests/Interop/test_behaviour.py, test_pika.py, test_aio_pika.py, test_py_amqp.py,
-# test_queue_semantics.py and test_management.py, with RabbitMQ's management plugin, less the tests that need Warren's own process or check one of its deliberate
+# test_queue_semantics.py, test_management.py and test_ctl.py, with RabbitMQ's management plugin, less the tests that need Warren's own process or check one of its deliberate
 # differences) against Debian's RabbitMQ: a private node on 127.0.0.1, started here (installed with apt-get if
 # missing) and stopped by its PID at the end. The same tests run against Warren in `make test`, so a divergence
 # between the two brokers fails one of them.
@@ -16,4 +16,4 @@ trap 'Benchmarks/rabbitmq.sh stop "$dir" || true; rm -rf "$dir"' EXIT
 RABBITMQ_MANAGEMENT_PORT=$management_port Benchmarks/rabbitmq.sh start "$port" "$dir"
 AMQP_TARGET_PORT=$port MANAGEMENT_TARGET_PORT=$management_port "$PYTHON" -m pytest -c Tests/Interop/pytest.ini Tests/Interop/test_behaviour.py \
   Tests/Interop/test_pika.py Tests/Interop/test_aio_pika.py Tests/Interop/test_py_amqp.py Tests/Interop/test_queue_semantics.py \
-  Tests/Interop/test_management.py -q
+  Tests/Interop/test_management.py Tests/Interop/test_ctl.py -q

@@ -33,7 +33,9 @@ struct Warren: AsyncParsableCommand {
     commandName: "warren",
     abstract: "An AMQP 0-9-1 message broker.",
     version: "0.1.0",
-    subcommands: [Serve.self, CheckConfig.self, ExportDefinitions.self, Settings.self, Perf.self, Health.self],
+    subcommands: [
+      Serve.self, CheckConfig.self, ExportDefinitions.self, Settings.self, Perf.self, Health.self, Ctl.self,
+    ],
     defaultSubcommand: Serve.self
   )
 }
@@ -203,10 +205,22 @@ func printError(_ text: String) {
 
 /// A plain HTTP GET of `path` from `address` (host:port); the body, or an error for a status other than 200.
 func httpGet(address: String, path: String, credentials: (String, String)? = nil) async throws -> String {
-  let parts = address.split(separator: ":")
-  guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--from is HOST:PORT") }
+  let (status, body) = try await httpRequest(address: address, method: .GET, path: path, credentials: credentials)
+  guard status == .ok else { throw ValidationError("\(address)\(path): \(status)") }
+  return String(buffer: body)
+}
+
+/// One HTTP/1.1 request to `address` (HOST:PORT), with basic authentication when given: the status and body.
+func httpRequest(
+  address: String, method: HTTPMethod, path: String, body: ByteBuffer? = nil, credentials: (String, String)? = nil,
+  headers extra: [(String, String)] = []
+) async throws -> (HTTPResponseStatus, ByteBuffer) {
+  guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+    throw ValidationError("the address is HOST:PORT, not '\(address)'")
+  }
+  let host = String(address[..<colon])
   let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-    .connect(host: String(parts[0]), port: port) { channel in
+    .connect(host: host, port: port) { channel in
       channel.eventLoop.makeCompletedFuture {
         try channel.pipeline.syncOperations.addHTTPClientHandlers()
         return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
@@ -219,17 +233,21 @@ func httpGet(address: String, path: String, credentials: (String, String)? = nil
     if let (user, password) = credentials {
       headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
     }
-    try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)))
+    for (name, value) in extra { headers.add(name: name, value: value) }
+    if let body {
+      headers.add(name: "Content-Type", value: "application/json")
+      headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+    }
+    try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)))
+    if let body { try await outbound.write(.body(.byteBuffer(body))) }
     try await outbound.write(.end(nil))
     var status = HTTPResponseStatus.ok
-    var body = ByteBuffer()
+    var received = ByteBuffer()
     for try await part in inbound {
       switch part {
       case .head(let head): status = head.status
-      case .body(var bytes): body.writeBuffer(&bytes)
-      case .end:
-        guard status == .ok else { throw ValidationError("\(address)\(path): \(status)") }
-        return String(buffer: body)
+      case .body(var bytes): received.writeBuffer(&bytes)
+      case .end: return (status, received)
       }
     }
     throw ValidationError("\(address)\(path): the connection closed early")

@@ -41,10 +41,11 @@ COPY config/warren.yaml /etc/warren/warren.yaml
 COPY --chown=10001:10001 container/data/ /var/lib/warren/
 ENV WARREN_AMQP_BIND=0.0.0.0 \
     WARREN_METRICS_BIND=0.0.0.0 \
+    WARREN_MANAGEMENT_BIND=0.0.0.0 \
     WARREN_DATA_DIR=/var/lib/warren
 USER 10001:10001
 VOLUME /var/lib/warren
-EXPOSE 5672 15692
+EXPOSE 5672 15672 15692
 # `warren health` asks the broker's own /healthz (the image has no curl).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/warren", "health"]
 STOPSIGNAL SIGTERM

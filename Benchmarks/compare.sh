@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(small small-unbatched large confirms confirms-unbatched rpc huge fanout many
-  queues10k topic10k churn latency queued idle persistent persistent4 recovery expiry)
+  queues10k topic10k churn latency management queued idle persistent persistent4 recovery expiry)
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 swift build -c release >/dev/null
@@ -21,14 +21,22 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 WARREN_PID=""
 RABBIT_DIR=""
+# With MANAGEMENT=1 both brokers serve their management API (RabbitMQ's plugin costs it CPU, so only the
+# management scenario turns it on).
 start_brokers() {
   WARREN_PORT=$(free_port)
-  "$BIN" --port "$WARREN_PORT" --metrics-port 0 --data-dir "$WORK/warren-data" --log-level ${WARREN_LOG_LEVEL:-warning} \
-    >> "$WORK/warren.log" 2>&1 &
+  WARREN_MANAGEMENT_PORT=$(free_port)
+  "$BIN" --port "$WARREN_PORT" --metrics-port 0 --management-port "$WARREN_MANAGEMENT_PORT" --data-dir "$WORK/warren-data" \
+    --log-level ${WARREN_LOG_LEVEL:-warning} >> "$WORK/warren.log" 2>&1 &
   WARREN_PID=$!
   RABBIT_PORT=$(free_port)
   RABBIT_DIR="$WORK/rabbit-$RABBIT_PORT"
-  Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$RABBIT_DIR"
+  RABBIT_MANAGEMENT_PORT=$(free_port)
+  if [ "${MANAGEMENT:-0}" = 1 ]; then
+    RABBITMQ_MANAGEMENT_PORT=$RABBIT_MANAGEMENT_PORT Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$RABBIT_DIR"
+  else
+    Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$RABBIT_DIR"
+  fi
   RABBIT_PID=$(cat "$RABBIT_DIR/pid")
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$WARREN_PORT") 2>/dev/null && break; sleep 0.1; done
 }
@@ -140,6 +148,28 @@ for scenario in "${SCENARIOS[@]}"; do
         fc=$(sed -n 's/.*cpu_us_per_msg=\([0-9.]*\).*/\1/p' "$WORK/floor-relay.out")
         row "  floor: the relay's CPU per message" "${fc:--} us" "-" "-" "-"
       done ;;
+    management)
+      # The management API with 10,000 queues (imported as definitions): a paged listing (100 per page) and the
+      # whole list, the median of 5 requests each, on brokers started with their management API.
+      stop_brokers; MANAGEMENT=1 start_brokers
+      python3 -c 'import json; print(json.dumps({"queues": [{"name": f"mgmt-{i:05d}", "vhost": "/", "durable": True,
+        "auto_delete": False, "arguments": {}} for i in range(10000)]}))' > "$WORK/queues10k.json"
+      times=()
+      for port in "$WARREN_MANAGEMENT_PORT" "$RABBIT_MANAGEMENT_PORT"; do
+        "$BIN" ctl import "$WORK/queues10k.json" --address "127.0.0.1:$port" >/dev/null
+        for _ in $(seq 1 100); do  # RabbitMQ lists its queues once its statistics are collected
+          n=$(curl -s -u guest:guest "http://127.0.0.1:$port/api/queues?page=1&page_size=1&columns=name" \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin).get("total_count", 0))' 2>/dev/null || echo 0)
+          [ "$n" -ge 10000 ] && break; sleep 0.2
+        done
+        for path in "/api/queues?page=50&page_size=100" "/api/queues"; do
+          times+=("$(for _ in 1 2 3 4 5; do curl -s -o /dev/null -w '%{time_total}\n' -u guest:guest "http://127.0.0.1:$port$path"; done \
+            | sort -n | sed -n 3p | python3 -c 'import sys; print(round(float(sys.stdin.read()) * 1000, 1))')")
+        done
+      done
+      row "management: a page of 100 of 10,000 queues (ms, lower is better)" "${times[0]} ms" "${times[2]} ms" "$(ratio "${times[0]}" "${times[2]}")" "< 100 ms"
+      row "management: all 10,000 queues (ms, lower is better)" "${times[1]} ms" "${times[3]} ms" "$(ratio "${times[1]}" "${times[3]}")" "< 1,000 ms"
+      stop_brokers; start_brokers ;;
     queued)
       stop_brokers; start_brokers  # memory is measured on fresh brokers
       args=(--consumers 0 --count 1000000 --confirm 1000 --size 16)
@@ -178,7 +208,8 @@ for scenario in "${SCENARIOS[@]}"; do
         kill -9 "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
         start=$(date +%s.%N)
         if [ "$broker" = warren ]; then
-          "$BIN" --port "$WARREN_PORT" --metrics-port 0 --data-dir "$WORK/warren-data" --log-level info >> "$WORK/warren.log" 2>&1 &
+          "$BIN" --port "$WARREN_PORT" --metrics-port 0 --management-port 0 --data-dir "$WORK/warren-data" --log-level info \
+            >> "$WORK/warren.log" 2>&1 &
           WARREN_PID=$!; pid=$WARREN_PID
           until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do sleep 0.02; done
         else

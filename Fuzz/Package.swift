@@ -1,6 +1,6 @@
 // swift-tools-version: 6.0
 // libFuzzer targets for what parses input: frames, a whole broker connection fed raw bytes, field tables, the
-// YAML loader and the store's recovery. Built and run by Scripts/fuzz.sh (`make fuzz`): swift build --sanitize fuzzer --sanitize address.
+// YAML loader, the store's recovery and the management API's requests. Built and run by Scripts/fuzz.sh (`make fuzz`): swift build --sanitize fuzzer --sanitize address.
 // `warren` is a link to the repository root, so the package's identity does not depend on the checkout's folder.
 import PackageDescription
 
@@ -42,6 +42,15 @@ let package = Package(
       name: "ConfigFuzzer",
       dependencies: [
         .product(name: "WarrenConfig", package: "warren"), .product(name: "WarrenCore", package: "warren"),
+      ],
+      swiftSettings: fuzzer),
+    .executableTarget(
+      name: "ManagementFuzzer",
+      dependencies: [
+        .product(name: "WarrenManagement", package: "warren"), .product(name: "WarrenServer", package: "warren"),
+        .product(name: "WarrenHTTP", package: "warren"), .product(name: "WarrenCore", package: "warren"),
+        .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: fuzzer),
     .executableTarget(

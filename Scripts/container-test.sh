@@ -49,6 +49,7 @@ echo "container-test: building the image"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 amqp_port=$(free_port)
 http_port=$(free_port)
+management_port=$(free_port)
 
 # A configuration from the host: a user, a queue and a binding the broker must have at start.
 cat > "$work/warren.yaml" <<YAML
@@ -57,6 +58,7 @@ server:
 users:
   - name: app
     password: app-secret
+    tags: management
 permissions:
   - user: app
     vhost: /
@@ -79,7 +81,7 @@ chmod 644 "$work/warren.yaml"
 echo "container-test: running it"
 "${podman[@]}" run -d --name "$name" --network host \
   --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
-  -e WARREN_AMQP_PORT="$amqp_port" -e WARREN_METRICS_PORT="$http_port" \
+  -e WARREN_AMQP_PORT="$amqp_port" -e WARREN_METRICS_PORT="$http_port" -e WARREN_MANAGEMENT_PORT="$management_port" \
   -v "$work/warren.yaml:/etc/warren/warren.yaml:ro" \
   "$tag" >/dev/null 2>"$work/run.log" || { cat "$work/run.log" >&2; exit 1; }
 
@@ -100,6 +102,10 @@ test "$(curl -fsS "http://127.0.0.1:$http_port/readyz")" = "ready"
 test "$("${podman[@]}" inspect -f '{{.State.Healthcheck.Status}}' "$name")" = "healthy"
 test "$("${podman[@]}" exec "$name" /usr/local/bin/warren health --path /readyz)" = "ready"
 echo "container-test: /healthz, /readyz and the image's HEALTHCHECK answer"
+# The management API and UI, bound to 0.0.0.0 in the image, with the mounted file's user.
+curl -fsS -u app:app-secret "http://127.0.0.1:$management_port/api/queues/%2F/from-mounted-config" | grep -q '"durable":true'
+curl -fsS "http://127.0.0.1:$management_port/" | grep -q "Warren management"
+echo "container-test: the management API and UI answer"
 
 "$python" - "$amqp_port" <<'PY'
 import sys

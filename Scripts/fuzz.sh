@@ -9,7 +9,8 @@ swift build --package-path Fuzz --sanitize fuzzer --sanitize address
 bin=$(swift build --package-path Fuzz --sanitize fuzzer --sanitize address --show-bin-path)
 mkdir -p Fuzz/artifacts
 status=0
-for target in FrameDecoder:frames Connection:connection FieldTable:fieldtable Config:config Store:store; do
+for target in FrameDecoder:frames Connection:connection FieldTable:fieldtable Config:config Store:store \
+  Management:management; do
   name=${target%%:*}Fuzzer
   corpus=Fuzz/corpus/${target##*:}
   scratch=$(mktemp -d /tmp/warren-fuzz.XXXXXX)

@@ -93,7 +93,7 @@ struct BrokerService: Service {
       renderer: MetricsRenderer(
         prefix: self.settings.metricsPrefix, nodeName: "warren@\(host)", clusterName: "warren@\(host)",
         version: warrenVersion, startTime: startTime),
-      dataDirectory: self.settings.dataDirectory)
+      dataDirectory: self.settings.dataDirectory, metricsNeedAuthentication: self.settings.metricsNeedAuthentication)
     let statistics = MessageStatistics()
     let node = ManagementNode(
       name: "warren@\(host)", version: warrenVersion, startTime: startTime, amqpPort: amqp.localAddress.port ?? 0,

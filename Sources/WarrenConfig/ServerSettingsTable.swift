@@ -26,6 +26,10 @@ public struct ServerSetting: Sendable {
       "metrics_port", flag: "metrics-port", "15692", "the HTTP (health, definitions, metrics) port; 0 picks a free one",
       0...65535
     ) { $0.metricsPort = $1 },
+    boolean(
+      "metrics_auth", "false",
+      "whether /metrics needs HTTP basic auth too (a user tagged monitoring or administrator)"
+    ) { $0.metricsNeedAuthentication = $1 },
     text("management_bind", flag: nil, "127.0.0.1", "the address the management API and web UI bind to") {
       $0.managementBind = $1
     },
@@ -182,6 +186,22 @@ public struct ServerSetting: Sendable {
         return "\(key) must be between \(range.lowerBound) and \(range.upperBound), not \(number)"
       }
       set(&settings, number)
+      return nil
+    }
+  }
+
+  private static func boolean(
+    _ key: String, _ defaultValue: String, _ help: String,
+    _ set: @escaping @Sendable (inout ServerSettings, Bool) -> Void
+  ) -> ServerSetting {
+    ServerSetting(
+      key: key, environment: environmentName(key), flag: nil, defaultValue: defaultValue, help: help
+    ) { settings, value in
+      switch value.lowercased() {
+      case "true", "yes", "on", "1": set(&settings, true)
+      case "false", "no", "off", "0": set(&settings, false)
+      default: return "\(key) must be true or false, not '\(value)'"
+      }
       return nil
     }
   }

@@ -24,6 +24,8 @@ public struct ServerSettings: Sendable, Equatable {
   public var amqpPort = 5672
   public var metricsBind = "127.0.0.1"
   public var metricsPort = 15692
+  /// Whether `/metrics*` need basic authentication (Prometheus' `basic_auth`).
+  public var metricsNeedAuthentication = false
   public var managementBind = "127.0.0.1"
   public var managementPort = 15672
   /// The largest request body the management API reads (RabbitMQ's `management.http.max_body_size`).

@@ -12,18 +12,28 @@ public struct HTTPRoutes: Sendable {
   let amqp: AMQPServer
   let renderer: MetricsRenderer
   let dataDirectory: String
+  /// Whether `/metrics*` need basic authentication too (a user tagged `monitoring` or `administrator`).
+  let metricsNeedAuthentication: Bool
 
   static let prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
 
   /// Routes for a broker; `dataDirectory` is where free disk space is measured.
-  public init(amqp: AMQPServer, renderer: MetricsRenderer, dataDirectory: String) {
+  public init(
+    amqp: AMQPServer, renderer: MetricsRenderer, dataDirectory: String, metricsNeedAuthentication: Bool = false
+  ) {
     self.amqp = amqp
     self.renderer = renderer
     self.dataDirectory = dataDirectory
+    self.metricsNeedAuthentication = metricsNeedAuthentication
   }
 
   /// The paths served without credentials: what Prometheus and orchestrators poll.
   static let openPaths: Set<String> = ["/healthz", "/readyz", "/metrics", "/metrics/per-object", "/metrics/detailed"]
+  static let metricsPaths: Set<String> = ["/metrics", "/metrics/per-object", "/metrics/detailed"]
+
+  private func isOpen(_ path: String) -> Bool {
+    Self.openPaths.contains(path) && !(self.metricsNeedAuthentication && Self.metricsPaths.contains(path))
+  }
 
   /// The answer to one request from `remote`.
   public func respond(to request: HTTPRequestHead, from remote: SocketAddress? = nil) async -> HTTPResponse {
@@ -32,7 +42,7 @@ public struct HTTPRoutes: Sendable {
     let path = components?.percentEncodedPath ?? request.uri
     let query = components?.queryItems ?? []
     do {
-      if !Self.openPaths.contains(path), let refusal = try await self.authorize(request, from: remote, path: path) {
+      if !self.isOpen(path), let refusal = try await self.authorize(request, from: remote, path: path) {
         return refusal
       }
       switch path {
@@ -107,6 +117,7 @@ public struct HTTPRoutes: Sendable {
       return .json(["error": "not_authorized", "reason": "Login failed"], status: .unauthorized)
         .with(headers: challenge)
     }
+    if Self.metricsPaths.contains(path), user.isAdministrator || user.tags.contains("monitoring") { return nil }
     guard user.isAdministrator else {
       return .json(["error": "not_authorized", "reason": "Not administrator user"], status: .forbidden)
     }

@@ -255,10 +255,8 @@ extension ManagementAPI {
         requested["x-queue-type"] = .longString(type)
       }
       let arguments = requested
-      if name.hasPrefix("amq.") {
-        throw ManagementError(
-          .badRequest, "bad_request",
-          "queue name '\(name)' contains reserved prefix 'amq.*'")
+      if name.hasPrefix("amq.") {  // as RabbitMQ's API answers a reserved name
+        throw ManagementError(.unauthorized, "not_authorised", "Access refused.")
       }
       try await self.authorize(.configure, "queue", name, vhost: vhostName, caller)
       let outcome = try await self.amqp.inspect { inspection -> Result<Bool, BrokerError> in

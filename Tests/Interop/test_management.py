@@ -170,6 +170,13 @@ def test_bad_input_gets_json_errors(api):
         assert status in (400, 404)
         assert set(json.loads(content)) == {"error", "reason"}
     assert api.get(f"/api/queues/%2F/{name}")[0] == 404  # nothing was made
+    status, body = api.json("PUT", f"/api/queues/%2F/{'x' * 300}", {})
+    assert status == 400 and "255 bytes" in body["reason"]
+    status, body = api.json("PUT", "/api/queues/%2F/amq.reserved", {})
+    assert status == 401 and body["reason"] == "Access refused."
+    # Unknown fields are ignored, as RabbitMQ does.
+    assert api.json("PUT", f"/api/queues/%2F/{name}", {"durable": False, "no-such-field": 1})[0] == 201
+    api.request("DELETE", f"/api/queues/%2F/{name}")
 
 
 @pytest.mark.warren_only
@@ -429,3 +436,20 @@ def test_metrics_port_keeps_prometheus_open_and_the_rest_closed(broker):
     assert broker.http_get("/metrics", auth=None)[0] == 200
     assert broker.http_get("/api/definitions", auth=None)[0] == 401
     assert broker.http_get("/api/aliveness-test/%2F", auth=None)[0] == 401
+
+
+@pytest.mark.warren_only
+def test_metrics_basic_auth_when_asked():
+    broker = Broker(env={"WARREN_METRICS_AUTH": "true"})
+    try:
+        assert broker.http_get("/metrics", auth=None)[0] == 401
+        assert broker.http_get("/metrics", auth=("guest", "wrong"))[0] == 401
+        api = API(broker.management_port)
+        assert api.json("PUT", "/api/users/scraper", {"password": "s", "tags": "monitoring"})[0] == 201
+        assert api.json("PUT", "/api/users/nobody", {"password": "n", "tags": ""})[0] == 201
+        status, body = broker.http_get("/metrics", auth=("scraper", "s"))
+        assert status == 200 and "rabbitmq_identity_info" in body
+        assert broker.http_get("/metrics", auth=("nobody", "n"))[0] == 403
+        assert broker.http_get("/healthz", auth=None)[0] == 200  # orchestrators' probes stay open
+    finally:
+        broker.stop()

@@ -315,6 +315,34 @@ struct UserTests {
   }
 }
 
+@Suite("Virtual hosts")
+struct VirtualHostRemovalTests {
+  @Test("a removed vhost is freed with its queues and exchanges, and its permissions go")
+  func removal() throws {
+    var registry = ExchangeRegistry()
+    registry.register(DirectExchangeType())
+    registry.register(FanoutExchangeType())
+    let broker = Broker(registry: registry)
+    weak var removed: VirtualHost?
+    weak var queue: Queue?
+    weak var exchange: Exchange?
+    do {
+      let vhost = broker.addVirtualHost("v")
+      removed = vhost
+      queue = try vhost.declareQueue(name: "q", durable: true, connection: 0)
+      exchange = try vhost.declareExchange(name: "x", type: "fanout")
+      try vhost.bindQueue("q", to: "x", routingKey: "", connection: 0)
+      broker.permissions["guest", default: [:]]["v"] = Permission()
+    }
+    broker.removeVirtualHost("v")
+    #expect(broker.vhosts["v"] == nil)
+    #expect(broker.permissions["guest"]?["v"] == nil)
+    #expect(removed == nil)
+    #expect(queue == nil)
+    #expect(exchange == nil)
+  }
+}
+
 @Suite("Route cache")
 struct RouteCacheTests {
   @Test("a cached route follows every topology change")

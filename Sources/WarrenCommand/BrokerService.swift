@@ -76,6 +76,12 @@ struct BrokerService: Service {
       logger.critical("\(error)")
       try? await eventLoops.shutdownGracefully()
       throw error
+    } catch let error as IOError {
+      // The listener could not be opened (the port is taken, say): not a problem of the configuration's.
+      logger.critical(
+        "cannot listen for AMQP on \(self.settings.amqpBind):\(self.settings.amqpPort): \(error.description)")
+      try? await eventLoops.shutdownGracefully()
+      throw error
     } catch {
       logger.critical("the configuration cannot be applied: \(error)")
       try? await eventLoops.shutdownGracefully()

@@ -34,10 +34,10 @@ extension ManagementAPI {
     if path.count <= 2 {
       guard request.method == .GET else { throw ManagementError.methodNotAllowed }
       if path.count == 2 { try await self.requireVhost(path[1], caller) }
-      let visible = try await self.visibleVhosts(caller)
+      let view = caller.view
       let only = path.count == 2 ? path[1] : nil
-      let rows = try await self.amqp.withBroker { broker in
-        broker.vhosts.values.filter { visible.contains($0.name) && (only == nil || $0.name == only) }
+      let rows = try await self.amqp.withBroker { broker in  // one hop: what the caller sees, and its figures
+        view.listed(broker, only: only)
           .flatMap { vhost in vhost.exchanges.values.map { ExchangeSnapshot($0, vhost: vhost) } }
       }
       let rates = await self.statistics.exchangeRates()
@@ -188,10 +188,10 @@ extension ManagementAPI {
     if path.count <= 2 {
       guard request.method == .GET else { throw ManagementError.methodNotAllowed }
       if path.count == 2 { try await self.requireVhost(path[1], caller) }
-      let visible = try await self.visibleVhosts(caller)
+      let view = caller.view
       let only = path.count == 2 ? path[1] : nil
-      let rows = try await self.amqp.withBroker { broker in
-        broker.vhosts.values.filter { visible.contains($0.name) && (only == nil || $0.name == only) }
+      let rows = try await self.amqp.withBroker { broker in  // one hop: what the caller sees, and its figures
+        view.listed(broker, only: only)
           .flatMap { vhost in vhost.queues.values.filter { !$0.isHolding }.map(QueueSnapshot.init) }
       }
       let rates = await self.statistics.queueRates()
@@ -392,10 +392,10 @@ extension ManagementAPI {
     if path.count <= 2 {
       guard request.method == .GET else { throw ManagementError.methodNotAllowed }
       if path.count == 2 { try await self.requireVhost(path[1], caller) }
-      let visible = try await self.visibleVhosts(caller)
+      let view = caller.view
       let only = path.count == 2 ? path[1] : nil
-      let rows = try await self.amqp.withBroker { broker in
-        broker.vhosts.values.filter { visible.contains($0.name) && (only == nil || $0.name == only) }
+      let rows = try await self.amqp.withBroker { broker in  // one hop: what the caller sees, and its figures
+        view.listed(broker, only: only)
           .flatMap { vhost in
             vhost.queues.values.filter { !$0.isHolding }.map {
               BindingSnapshot(defaultBindingOf: $0.name, vhost: vhost.name)

@@ -147,12 +147,8 @@ public struct ManagementAPI: Sendable {
 
   /// The vhosts a caller sees: all for administrators and monitors, else those it has permissions in.
   func visibleVhosts(_ caller: Caller) async throws -> Set<String> {
-    let name = caller.user.name
-    let everything = caller.isMonitor
-    return try await self.amqp.withBroker { broker in
-      everything
-        ? Set(broker.vhosts.keys) : Set((broker.permissions[name] ?? [:]).keys).intersection(broker.vhosts.keys)
-    }
+    let view = caller.view
+    return try await self.amqp.withBroker { view.vhosts(of: $0) }
   }
 
   /// Throws 404 unless the vhost exists, 401 unless the caller may see it (as RabbitMQ answers).

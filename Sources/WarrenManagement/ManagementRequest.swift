@@ -117,6 +117,9 @@ struct Caller: Sendable {
     !self.tags.isDisjoint(with: ["administrator", "monitoring", "policymaker", "management"])
   }
 
+  /// What the caller may see, to take into a snapshot's hop.
+  var view: CallerView { CallerView(user: self.user.name, everything: self.isMonitor) }
+
   static let notAdministrator = ManagementError(.forbidden, "not_authorised", "Not administrator user")
   static let notMonitor = ManagementError(.forbidden, "not_authorised", "Not monitor user")
   static let notPolicymaker = ManagementError(.forbidden, "not_authorised", "Not policymaker user")
@@ -127,5 +130,23 @@ struct Caller: Sendable {
 
   func requireMonitor() throws(ManagementError) {
     if !self.isMonitor { throw Self.notMonitor }
+  }
+}
+
+/// The caller's visibility, evaluated on the broker's loop inside the same hop as a listing's snapshot.
+struct CallerView: Sendable {
+  var user: String
+  var everything: Bool
+
+  /// The vhosts seen: all, or those the user has permissions in.
+  func vhosts(of broker: Broker) -> Set<String> {
+    if self.everything { return Set(broker.vhosts.keys) }
+    return Set((broker.permissions[self.user] ?? [:]).keys).intersection(broker.vhosts.keys)
+  }
+
+  /// The vhosts to list: those seen, or only `only` (when seen).
+  func listed(_ broker: Broker, only: String?) -> [VirtualHost] {
+    let seen = self.vhosts(of: broker)
+    return broker.vhosts.values.filter { seen.contains($0.name) && (only == nil || $0.name == only) }
   }
 }

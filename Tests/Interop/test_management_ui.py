@@ -45,12 +45,31 @@ def shot(driver, name):
     driver.save_screenshot(os.path.join(ARTIFACTS, f"{name}.png"))
 
 
+def click(wait, locator):
+    """Clicks what `locator` finds once it can be clicked; a list the UI refreshed meanwhile is found again."""
+    from selenium.common.exceptions import (ElementClickInterceptedException, NoSuchElementException,
+                                            StaleElementReferenceException)
+
+    def attempt(driver):
+        try:
+            driver.find_element(*locator).click()
+            return True
+        except (StaleElementReferenceException, ElementClickInterceptedException, NoSuchElementException):
+            return False
+
+    wait.until(attempt)
+
+
 def test_ui_end_to_end(broker, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    wait = WebDriverWait(browser, 15)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    # The UI re-renders a list when a load finishes (the first, unfiltered one may finish after the filter is typed):
+    # an element found in one render may be gone in the next, and is looked up again.
+    wait = WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException])
     base = f"http://127.0.0.1:{broker.management_port}"
     queue = f"ui-{uuid.uuid4().hex[:8]}"
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port, heartbeat=0))
@@ -78,9 +97,9 @@ def test_ui_end_to_end(broker, browser):
         box = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "[data-list=queues] .filter")))
         box.send_keys(queue)
         browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", box)
-        link = wait.until(EC.element_to_be_clickable((By.LINK_TEXT, queue)))
+        wait.until(EC.element_to_be_clickable((By.LINK_TEXT, queue)))
         shot(browser, "03-queues")
-        link.click()
+        click(wait, (By.LINK_TEXT, queue))
         wait.until(EC.text_to_be_present_in_element((By.ID, "queue-name"), queue))
 
         # Publish through the UI, then get it back.
@@ -107,8 +126,7 @@ def test_ui_end_to_end(broker, browser):
 
         # Close the AMQP connection from its page.
         browser.get(base + "/#/connections")
-        link = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "a.connection-link")))
-        link.click()
+        click(wait, (By.CSS_SELECTOR, "a.connection-link"))
         wait.until(EC.visibility_of_element_located((By.ID, "close-connection")))
         shot(browser, "06-connection")
         reason = browser.find_element(By.CSS_SELECTOR, "#close-connection input[name=reason]")
@@ -166,7 +184,9 @@ def test_ui_stays_responsive_with_10000_queues(broker, browser):
     for i in range(10_000):
         channel.queue_declare(f"{prefix}-{i:05d}", auto_delete=False, arguments={"x-expires": 600_000})
     connection.close()
-    wait = WebDriverWait(browser, 30)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    wait = WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])
     base = f"http://127.0.0.1:{broker.management_port}"
     browser.get(base + "/")
     wait.until(EC.visibility_of_element_located((By.ID, "login-user"))).send_keys("guest")

@@ -12,6 +12,23 @@ extension ManagementAPI {
   /// Management users see their own connections and channels; monitors and administrators see everyone's.
   func mayView(_ user: String, _ caller: Caller) -> Bool { caller.isMonitor || user == caller.user.name }
 
+  /// One change on the broker's loop: `body` runs there (one hop), then the store commits and deliveries flush as
+  /// after a socket read; a refusal comes back as RabbitMQ's error.
+  @discardableResult
+  func change<T: Sendable>(_ body: @escaping @Sendable (BrokerInspection) throws(BrokerError) -> T) async throws -> T {
+    let result = try await self.amqp.inspect { inspection -> Result<T, BrokerError> in
+      do throws(BrokerError) {
+        let value = try body(inspection)
+        inspection.commit()
+        return .success(value)
+      } catch {
+        inspection.commit()
+        return .failure(error)
+      }
+    }
+    return try result.get()
+  }
+
   /// Throws RabbitMQ's 401 unless the caller has this permission on the resource (as the AMQP operation would).
   private func authorize(
     _ access: Permission.Access, _ kind: String, _ name: String, vhost: String, _ caller: Caller
@@ -80,36 +97,26 @@ extension ManagementAPI {
       let isInternal = body["internal"]?.boolValue ?? false
       let arguments = try (body["arguments"] ?? .null).fieldTable()
       try await self.authorize(.configure, "exchange", name, vhost: vhostName, caller)
-      let outcome = try await self.amqp.inspect { inspection -> Result<Bool, BrokerError> in
-        guard let vhost = inspection.broker.vhosts[vhostName] else { return .failure(.notFound("vhost")) }
+      let outcome = try await self.change { inspection throws(BrokerError) -> Bool in
+        guard let vhost = inspection.broker.vhosts[vhostName] else { throw .notFound("vhost") }
         let existed = vhost.exchanges[name] != nil
-        do throws(BrokerError) {
-          try vhost.declareExchange(
-            name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal,
-            arguments: arguments)
-        } catch {
-          return .failure(error)
-        }
-        inspection.commit()
-        return .success(!existed)
+        try vhost.declareExchange(
+          name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal,
+          arguments: arguments)
+        return !existed
       }
-      return try outcome.get() ? Self.created : Self.noContent
+      return outcome ? Self.created : Self.noContent
     case .DELETE:
       try await self.authorize(.configure, "exchange", name, vhost: vhostName, caller)
       let ifUnused = request.query["if-unused"] == "true"
-      let outcome = try await self.amqp.inspect { inspection -> Result<Bool, BrokerError> in
+      let outcome = try await self.change { inspection throws(BrokerError) -> Bool in
         guard let vhost = inspection.broker.vhosts[vhostName], vhost.exchanges[name] != nil else {
-          return .success(false)
+          return false
         }
-        do throws(BrokerError) {
-          try vhost.deleteExchange(name: name, ifUnused: ifUnused)
-        } catch {
-          return .failure(error)
-        }
-        inspection.commit()
-        return .success(true)
+        try vhost.deleteExchange(name: name, ifUnused: ifUnused)
+        return true
       }
-      guard try outcome.get() else { throw ManagementError.notFound }
+      guard outcome else { throw ManagementError.notFound }
       return Self.noContent
     default:
       throw ManagementError.methodNotAllowed
@@ -160,26 +167,21 @@ extension ManagementAPI {
     let properties = try (body["properties"] ?? .null).basicProperties()
     try await self.authorize(.write, "exchange", name, vhost: vhostName, caller)
     let user = caller.user.name
-    let routed = try await self.amqp.inspect { inspection -> Result<Bool, BrokerError> in
-      guard let vhost = inspection.broker.vhosts[vhostName] else { return .failure(.notFound("vhost")) }
+    let routed = try await self.change { inspection throws(BrokerError) -> Bool in
+      guard let vhost = inspection.broker.vhosts[vhostName] else { throw .notFound("vhost") }
       if let userID = properties.userId, userID != user {
-        return .failure(.preconditionFailed("user_id property set to '\(userID)' but authenticated user was '\(user)'"))
+        throw .preconditionFailed("user_id property set to '\(userID)' but authenticated user was '\(user)'")
       }
       let exchange: Exchange
-      do throws(BrokerError) {
-        exchange = try vhost.exchangeForPublish(name)
-      } catch {
-        return .failure(error)
-      }
+      exchange = try vhost.exchangeForPublish(name)
       let message = Message.make(
         exchange: name, routingKey: routingKey, properties: properties, body: ByteBuffer(bytes: payload))
       inspection.broker.counters.values.messagesReceived += 1
       exchange.messagesPublished &+= 1
       let outcome = vhost.publish(message, routingKey: routingKey, to: exchange)
-      inspection.commit()
-      return .success(outcome.accepted > 0)
+      return outcome.accepted > 0
     }
-    return Self.json(.object([("routed", .bool(try routed.get()))]))
+    return Self.json(.object([("routed", .bool(routed))]))
   }
 
   // MARK: Queues
@@ -259,38 +261,32 @@ extension ManagementAPI {
         throw ManagementError(.unauthorized, "not_authorised", "Access refused.")
       }
       try await self.authorize(.configure, "queue", name, vhost: vhostName, caller)
-      let outcome = try await self.amqp.inspect { inspection -> Result<Bool, BrokerError> in
-        guard let vhost = inspection.broker.vhosts[vhostName] else { return .failure(.notFound("vhost")) }
+      let outcome = try await self.change { inspection throws(BrokerError) -> Bool in
+        guard let vhost = inspection.broker.vhosts[vhostName] else { throw .notFound("vhost") }
         let existed = vhost.queues[name] != nil
-        do throws(BrokerError) {
-          try vhost.declareQueue(
-            name: name, durable: durable, autoDelete: autoDelete, arguments: arguments, connection: 0)
-        } catch {
-          return .failure(error)
-        }
-        inspection.commit()
-        return .success(!existed)
+        try vhost.declareQueue(
+          name: name, durable: durable, autoDelete: autoDelete, arguments: arguments, connection: 0)
+        return !existed
       }
-      return try outcome.get() ? Self.created : Self.noContent
+      return outcome ? Self.created : Self.noContent
     case .DELETE:
       try await self.authorize(.configure, "queue", name, vhost: vhostName, caller)
       let ifUnused = request.query["if-unused"] == "true"
       let ifEmpty = request.query["if-empty"] == "true"
-      let outcome = try await self.amqp.inspect { inspection -> Result<Bool, BrokerError> in
+      let outcome = try await self.change { inspection throws(BrokerError) -> Bool in
         guard let vhost = inspection.broker.vhosts[vhostName], let queue = vhost.queues[name], !queue.isHolding else {
-          return .success(false)
+          return false
         }
         if ifUnused && !queue.consumers.isEmpty {
-          return .failure(.preconditionFailed("queue '\(name)' in vhost '\(vhostName)' in use"))
+          throw .preconditionFailed("queue '\(name)' in vhost '\(vhostName)' in use")
         }
         if ifEmpty && queue.messageCount > 0 {
-          return .failure(.preconditionFailed("queue '\(name)' in vhost '\(vhostName)' not empty"))
+          throw .preconditionFailed("queue '\(name)' in vhost '\(vhostName)' not empty")
         }
         vhost.removeQueue(queue)
-        inspection.commit()
-        return .success(true)
+        return true
       }
-      guard try outcome.get() else { throw ManagementError.notFound }
+      guard outcome else { throw ManagementError.notFound }
       return Self.noContent
     default:
       throw ManagementError.methodNotAllowed
@@ -431,22 +427,15 @@ extension ManagementAPI {
         let arguments = try (body["arguments"] ?? .null).fieldTable()
         try await self.authorize(.write, toQueue ? "queue" : "exchange", destination, vhost: vhostName, caller)
         try await self.authorize(.read, "exchange", source, vhost: vhostName, caller)
-        let outcome = try await self.amqp.inspect { inspection -> Result<Void, BrokerError> in
-          guard let vhost = inspection.broker.vhosts[vhostName] else { return .failure(.notFound("vhost")) }
-          do throws(BrokerError) {
-            if toQueue {
-              try vhost.bindQueue(destination, to: source, routingKey: routingKey, arguments: arguments, connection: 0)
-            } else {
-              try vhost.bindExchange(
-                destination: destination, source: source, routingKey: routingKey, arguments: arguments)
-            }
-          } catch {
-            return .failure(error)
+        try await self.change { inspection throws(BrokerError) in
+          guard let vhost = inspection.broker.vhosts[vhostName] else { throw .notFound("vhost") }
+          if toQueue {
+            try vhost.bindQueue(destination, to: source, routingKey: routingKey, arguments: arguments, connection: 0)
+          } else {
+            try vhost.bindExchange(
+              destination: destination, source: source, routingKey: routingKey, arguments: arguments)
           }
-          inspection.commit()
-          return .success(())
         }
-        try outcome.get()
         let made = BindingSnapshot(
           vhost: vhostName, source: source, destination: destination, destinationType: toQueue ? "queue" : "exchange",
           routingKey: routingKey, arguments: arguments)
@@ -468,23 +457,16 @@ extension ManagementAPI {
     case .DELETE:
       try await self.authorize(.write, toQueue ? "queue" : "exchange", destination, vhost: vhostName, caller)
       try await self.authorize(.read, "exchange", source, vhost: vhostName, caller)
-      let outcome = try await self.amqp.inspect { inspection -> Result<Void, BrokerError> in
-        guard let vhost = inspection.broker.vhosts[vhostName] else { return .failure(.notFound("vhost")) }
-        do throws(BrokerError) {
-          if toQueue {
-            try vhost.unbindQueue(
-              destination, from: source, routingKey: binding.routingKey, arguments: binding.arguments, connection: 0)
-          } else {
-            try vhost.unbindExchange(
-              destination: destination, source: source, routingKey: binding.routingKey, arguments: binding.arguments)
-          }
-        } catch {
-          return .failure(error)
+      try await self.change { inspection throws(BrokerError) in
+        guard let vhost = inspection.broker.vhosts[vhostName] else { throw .notFound("vhost") }
+        if toQueue {
+          try vhost.unbindQueue(
+            destination, from: source, routingKey: binding.routingKey, arguments: binding.arguments, connection: 0)
+        } else {
+          try vhost.unbindExchange(
+            destination: destination, source: source, routingKey: binding.routingKey, arguments: binding.arguments)
         }
-        inspection.commit()
-        return .success(())
       }
-      try outcome.get()
       return Self.noContent
     default:
       throw ManagementError.methodNotAllowed

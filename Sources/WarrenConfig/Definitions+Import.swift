@@ -42,24 +42,21 @@ extension WarrenConfiguration {
     }
     for name in Set(self.policies.map(\.vhost) + self.operatorPolicies.map(\.vhost)) {
       let vhost = broker.addVirtualHost(name)
-      var policies = vhost.policies
-      var operatorPolicies = vhost.operatorPolicies
-      for definition in self.policies where definition.vhost == name {
-        if let problem = definition.definitionProblem(operator: false) {
-          problems.append(problem)
-          continue
+      // Added, or replacing the one of the same name; a definition with a problem is reported and left out.
+      func merged(_ current: [Policy], _ definitions: [PolicyDefinition], operator isOperator: Bool) -> [Policy] {
+        var policies = current
+        for definition in definitions where definition.vhost == name {
+          if let problem = definition.definitionProblem(operator: isOperator) {
+            problems.append(problem)
+            continue
+          }
+          policies.removeAll { $0.name == definition.name }
+          policies.append(definition.policy)
         }
-        policies.removeAll { $0.name == definition.name }
-        policies.append(definition.policy)
+        return policies
       }
-      for definition in self.operatorPolicies where definition.vhost == name {
-        if let problem = definition.definitionProblem(operator: true) {
-          problems.append(problem)
-          continue
-        }
-        operatorPolicies.removeAll { $0.name == definition.name }
-        operatorPolicies.append(definition.policy)
-      }
+      let policies = merged(vhost.policies, self.policies, operator: false)
+      let operatorPolicies = merged(vhost.operatorPolicies, self.operatorPolicies, operator: true)
       vhost.setPolicies(policies, operatorPolicies: operatorPolicies)
     }
     for exchange in self.exchanges {

@@ -224,8 +224,6 @@ extension ManagementAPI {
         return Self.noContent
       case (.POST, "get"):
         return try await self.get(request, caller, vhost: vhostName, queue: name)
-      case (.POST, "actions"):
-        return Self.noContent
       default:
         throw ManagementError.notFound
       }

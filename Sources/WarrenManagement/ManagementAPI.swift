@@ -138,7 +138,6 @@ public struct ManagementAPI: Sendable {
     case (.GET, "health"): return try await self.health(request, caller, path)
     case (.GET, "aliveness-test") where path.count == 2: return try await self.aliveness(caller, vhost: path[1])
     case (.GET, "extensions"): return Self.json([])
-    case (.GET, "exchange-types"): return Self.json(.array(try await self.exchangeTypes()))
     default: throw ManagementError.notFound
     }
   }
@@ -172,7 +171,7 @@ public struct ManagementAPI: Sendable {
       (
         "exchange_types",
         .array(
-          snapshot.exchangeTypes.map { .object([("name", .string($0)), ("description", ""), ("enabled", true)]) })
+          snapshot.exchangeTypes.map(\.json))
       ),
       ("product_version", .string(self.node.version)), ("product_name", "Warren"),
       ("rabbitmq_version", "3.10.8"), ("cluster_name", .string(self.node.name)),
@@ -243,10 +242,7 @@ public struct ManagementAPI: Sendable {
   private func nodes(_ request: ManagementRequest, _ caller: Caller, _ path: [String]) async throws -> HTTPResponse {
     guard request.method == .GET else { throw ManagementError.methodNotAllowed }
     try caller.requireMonitor()
-    let (alarms, held, connections) = try await self.amqp.inspect {
-      ($0.alarms, 0, $0.connectionCount)
-    }
-    _ = held
+    let (alarms, connections) = try await self.amqp.inspect { ($0.alarms, $0.connectionCount) }
     let process = ProcessStatistics.read(dataDirectory: self.node.dataDirectory)
     let node: JSONValue = .object([
       ("name", .string(self.node.name)), ("type", "disc"), ("running", true), ("being_drained", false),
@@ -271,10 +267,9 @@ public struct ManagementAPI: Sendable {
   }
 
   private func exchangeTypes() async throws -> [JSONValue] {
-    let types = try await self.amqp.withBroker { broker in
-      broker.registry.types.map { ($0.name, $0.description) }
-    }
-    return types.map { .object([("name", .string($0.0)), ("description", .string($0.1)), ("enabled", true)]) }
+    try await self.amqp.withBroker { broker in
+      broker.registry.types.map { ExchangeTypeInfo(name: $0.name, description: $0.description) }
+    }.map(\.json)
   }
 
   // MARK: Helpers

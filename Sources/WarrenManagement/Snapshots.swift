@@ -169,8 +169,8 @@ struct OverviewSnapshot: Sendable {
   var ready: Int
   var unacked: Int
   var alarms: ResourceAlarms
-  var heldBytes: Int
-  var exchangeTypes: [String]
+  /// Registered exchange types: name and description.
+  var exchangeTypes: [ExchangeTypeInfo]
 }
 
 extension OverviewSnapshot {
@@ -197,6 +197,19 @@ extension OverviewSnapshot {
     self.init(
       counters: inspection.broker.counters.values, connections: inspection.connectionCount, channels: channels,
       consumers: consumers, queues: queues, exchanges: exchanges, vhosts: vhosts, ready: ready, unacked: unacked,
-      alarms: inspection.alarms, heldBytes: 0, exchangeTypes: inspection.broker.registry.names.sorted())
+      alarms: inspection.alarms,
+      exchangeTypes: inspection.broker.registry.types.map {
+        ExchangeTypeInfo(name: $0.name, description: $0.description)
+      })
+  }
+}
+
+/// An exchange type as the API lists it.
+struct ExchangeTypeInfo: Sendable {
+  var name: String
+  var description: String
+
+  var json: JSONValue {
+    .object([("name", .string(self.name)), ("description", .string(self.description)), ("enabled", true)])
   }
 }

@@ -241,7 +241,7 @@ let package = Package(
     .testTarget(
       name: "WarrenManagementTests",
       dependencies: [
-        "WarrenManagement", "WarrenHTTP", "WarrenServer", "WarrenCore", "AMQPProtocol",
+        "WarrenManagement", "WarrenHTTP", "WarrenServer", "WarrenCore", "WarrenConfig", "AMQPProtocol",
         .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
       ],

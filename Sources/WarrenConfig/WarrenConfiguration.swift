@@ -108,6 +108,12 @@ public struct PermissionDefinition: Sendable, Equatable {
   public var user: String
   public var vhost: String
   public var permission: Permission
+
+  public init(user: String, vhost: String, permission: Permission) {
+    self.user = user
+    self.vhost = vhost
+    self.permission = permission
+  }
 }
 
 /// A policy or an operator policy of one vhost, as RabbitMQ's (applied to its queues and exchanges).

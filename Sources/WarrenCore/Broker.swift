@@ -182,7 +182,6 @@ public final class Broker {
   public func removeVirtualHost(_ name: String) {
     guard let vhost = self.vhosts.removeValue(forKey: name) else { return }
     vhost.removeAll()
-    vhost.isDeleted = true
     for user in self.permissions.keys { self.permissions[user]?[name] = nil }
   }
 

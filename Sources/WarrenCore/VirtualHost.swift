@@ -38,8 +38,6 @@ public final class VirtualHost {
   private var holders: [String: WeakHolder] = [:]
   /// Bumped by every change that can change where a message goes; a ``RouteCache`` is valid for one version.
   public private(set) var topologyVersion: UInt64 = 0
-  /// The vhost was deleted (``Broker/removeVirtualHost(_:)``): connections to it are closing.
-  public internal(set) var isDeleted = false
   /// The policies of this vhost, and its operator policies (``setPolicies(_:operatorPolicies:)``).
   public internal(set) var policies: [Policy] = []
   public internal(set) var operatorPolicies: [Policy] = []

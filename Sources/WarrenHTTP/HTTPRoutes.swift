@@ -100,22 +100,16 @@ public struct HTTPRoutes: Sendable {
   /// (no or wrong credentials) or 403 (a user without the `administrator` tag) to send.
   func authorize(_ request: HTTPRequestHead, from remote: SocketAddress?, path: String) async throws -> HTTPResponse? {
     let challenge = [("WWW-Authenticate", #"Basic realm="Warren""#)]
-    guard let header = request.headers.first(name: "Authorization"), header.lowercased().hasPrefix("basic "),
-      let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
-      let credentials = String(data: decoded, encoding: .utf8), let colon = credentials.firstIndex(of: ":")
-    else {
+    let user: User
+    switch try await self.amqp.authenticate(request.headers, from: remote) {
+    case .missing:
       return .json(["error": "not_authorized", "reason": "Not_Authorized"], status: .unauthorized)
         .with(headers: challenge)
-    }
-    let name = String(credentials[..<colon])
-    let password = String(credentials[credentials.index(after: colon)...])
-    let loopback = User.isLoopback(address: remote?.ipAddress ?? "")
-    let user = try await self.amqp.withBroker {
-      $0.authenticate(user: name, password: password, fromLoopback: loopback)
-    }
-    guard let user else {
+    case .refused:
       return .json(["error": "not_authorized", "reason": "Login failed"], status: .unauthorized)
         .with(headers: challenge)
+    case .user(let found):
+      user = found
     }
     if Self.metricsPaths.contains(path), user.isAdministrator || user.tags.contains("monitoring") { return nil }
     guard user.isAdministrator else {

@@ -137,27 +137,21 @@ public final class HTTPServer: Sendable {
     try? await connection.executeThenClose { inbound, _ in
       var head: HTTPRequestHead?
       var body = ByteBuffer()
-      var tooLarge = false
       for try await part in inbound {
         switch part {
         case .head(let requestHead):
           head = requestHead
           body.clear()
-          tooLarge = false
         case .body(var chunk):
-          if body.readableBytes + chunk.readableBytes > maxBodySize {
-            tooLarge = true
-            body.clear()
-          } else if !tooLarge {
-            body.writeBuffer(&chunk)
-          }
-          if tooLarge, let request = head {
+          if body.readableBytes + chunk.readableBytes > maxBodySize, let request = head {
+            // Refused at once: the rest of the body is never read into memory.
             let refusal = HTTPResponse.json(
               ["error": "bad_request", "reason": "request body larger than \(maxBodySize) bytes"],
               status: .payloadTooLarge)
             try await self.write(refusal, to: connection.channel, version: request.version, keepAlive: false)
             return
           }
+          body.writeBuffer(&chunk)
         case .end:
           guard let request = head else { continue }
           let response = await handler(

@@ -214,10 +214,9 @@ extension ManagementAPI {
         return try Self.listing(rows.map(Self.bindingJSON), request, defaultSort: nil)
       case (.DELETE, "contents"):
         try await self.authorize(.read, "queue", name, vhost: vhostName, caller)
-        let found = try await self.amqp.inspect { inspection -> Bool in
+        let found = try await self.change { inspection throws(BrokerError) -> Bool in
           guard let queue = inspection.broker.vhosts[vhostName]?.queues[name], !queue.isHolding else { return false }
           _ = queue.purge()
-          inspection.commit()
           return true
         }
         guard found else { throw ManagementError.notFound }
@@ -341,7 +340,7 @@ extension ManagementAPI {
     let truncate = body["truncate"]?.intValue.map(Int.init)
     try await self.authorize(.read, "queue", name, vhost: vhostName, caller)
     let limit = Int(min(count, 10_000))
-    let got = try await self.amqp.inspect { inspection -> [GotMessage]? in
+    let got = try await self.change { inspection throws(BrokerError) -> [GotMessage]? in
       guard let queue = inspection.broker.vhosts[vhostName]?.queues[name], !queue.isHolding else { return nil }
       var taken: [QueuedMessage] = []
       var result: [GotMessage] = []
@@ -358,7 +357,6 @@ extension ManagementAPI {
       default: queue.requeue(taken)
       }
       queue.dispatch()
-      inspection.commit()
       return result
     }
     guard let got else { throw ManagementError.notFound }

@@ -85,31 +85,19 @@ public struct ManagementAPI: Sendable {
     // dialog over the UI's login form.
     let fromUI = request.head.headers.first(name: "X-Requested-With") == "XMLHttpRequest"
     let challenge = fromUI ? [] : [("WWW-Authenticate", #"Basic realm="Warren Management""#)]
-    guard let header = request.head.headers.first(name: "Authorization"), header.lowercased().hasPrefix("basic "),
-      let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
-      let credentials = String(data: decoded, encoding: .utf8), let colon = credentials.firstIndex(of: ":")
-    else {
-      var error = ManagementError(.unauthorized, "not_authorized", "Not_Authorized")
-      error.headers = challenge
-      throw error
+    func refusal(_ error: String, _ reason: String) -> ManagementError {
+      var refusal = ManagementError(.unauthorized, error, reason)
+      refusal.headers = challenge
+      return refusal
     }
-    let name = String(credentials[..<colon])
-    let password = String(credentials[credentials.index(after: colon)...])
-    let loopback = User.isLoopback(address: request.remote?.ipAddress ?? "")
-    let user = try await self.amqp.withBroker {
-      $0.authenticate(user: name, password: password, fromLoopback: loopback)
-    }
-    guard let user else {
-      var error = ManagementError(.unauthorized, "not_authorized", "Login failed")
-      error.headers = challenge
-      throw error
+    let user: User
+    switch try await self.amqp.authenticate(request.head.headers, from: request.remote) {
+    case .missing: throw refusal("not_authorized", "Not_Authorized")
+    case .refused: throw refusal("not_authorized", "Login failed")
+    case .user(let found): user = found
     }
     let caller = Caller(user: user)
-    guard caller.isManagementUser else {
-      var error = ManagementError(.unauthorized, "not_authorised", "Not management user")
-      error.headers = challenge
-      throw error
-    }
+    guard caller.isManagementUser else { throw refusal("not_authorised", "Not management user") }
     return caller
   }
 
@@ -268,7 +256,7 @@ public struct ManagementAPI: Sendable {
 
   private func exchangeTypes() async throws -> [JSONValue] {
     try await self.amqp.withBroker { broker in
-      broker.registry.types.map { ExchangeTypeInfo(name: $0.name, description: $0.description) }
+      ExchangeTypeInfo.all(broker.registry)
     }.map(\.json)
   }
 

@@ -44,7 +44,7 @@ public actor MessageStatistics {
   }
 
   private let retained: Int
-  private var overview: [(time: Double, counters: BrokerCounters.Values, ready: Int, unacked: Int, rates: Rates)] = []
+  private var overview: [(time: Double, ready: Int, unacked: Int, rates: Rates)] = []
   private var last: Sample?
   private var currentRates = Rates()
   private var currentQueueRates: [QueueKey: QueueRates] = [:]
@@ -119,7 +119,7 @@ public actor MessageStatistics {
       for (key, now) in sample.exchanges { exchangeRates[key] = rate(now, last.exchanges[key] ?? now) }
       self.currentExchangeRates = exchangeRates
     }
-    self.overview.append((sample.time, sample.counters, sample.ready, sample.unacked, self.currentRates))
+    self.overview.append((sample.time, sample.ready, sample.unacked, self.currentRates))
     if self.overview.count > self.retained { self.overview.removeFirst(self.overview.count - self.retained) }
     self.last = sample
   }

@@ -32,10 +32,8 @@ extension ManagementAPI {
       }
       if let only { imported = imported.placed(inVhost: only) }
       let definitions = imported
-      let result = try await self.amqp.inspect { inspection -> [String] in
-        let problems = definitions.importDefinitions(into: inspection.broker)
-        inspection.commit()
-        return problems
+      let result = try await self.change { inspection throws(BrokerError) in
+        definitions.importDefinitions(into: inspection.broker)
       }
       await self.saveDefinitions()
       if !result.isEmpty { throw ManagementError.badRequest(result.joined(separator: "; ")) }

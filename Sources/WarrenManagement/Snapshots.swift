@@ -198,9 +198,7 @@ extension OverviewSnapshot {
       counters: inspection.broker.counters.values, connections: inspection.connectionCount, channels: channels,
       consumers: consumers, queues: queues, exchanges: exchanges, vhosts: vhosts, ready: ready, unacked: unacked,
       alarms: inspection.alarms,
-      exchangeTypes: inspection.broker.registry.types.map {
-        ExchangeTypeInfo(name: $0.name, description: $0.description)
-      })
+      exchangeTypes: ExchangeTypeInfo.all(inspection.broker.registry))
   }
 }
 
@@ -208,6 +206,11 @@ extension OverviewSnapshot {
 struct ExchangeTypeInfo: Sendable {
   var name: String
   var description: String
+
+  /// The registered types, in name order.
+  static func all(_ registry: ExchangeRegistry) -> [ExchangeTypeInfo] {
+    registry.types.map { ExchangeTypeInfo(name: $0.name, description: $0.description) }
+  }
 
   var json: JSONValue {
     .object([("name", .string(self.name)), ("description", .string(self.description)), ("enabled", true)])

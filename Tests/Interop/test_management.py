@@ -122,7 +122,10 @@ def test_authentication_and_tags(api, users):
     assert management.get("/api/vhosts") == (200, [])
     assert api.json("PUT", f"/api/permissions/%2F/{management.user}", {"configure": ".*", "write": ".*", "read": ".*"})[0] == 201
     assert [v["name"] for v in management.get("/api/vhosts")[1]] == ["/"]
-    status, body = users("monitoring").get("/api/nodes")
+    monitor = users("monitoring")
+    # (a RabbitMQ node that has just started adds its figures once its statistics have been collected)
+    status, body = wait_until(lambda: (lambda r: r if r[0] == 200 and r[1] and "mem_used" in r[1][0] else None)(
+        monitor.get("/api/nodes")))
     assert status == 200 and len(body) == 1 and "mem_used" in body[0]
 
 

@@ -199,8 +199,9 @@ public final class SimulatedFileSystem: StoreFileSystem {
   public init() {}
 
   /// The power goes: every file keeps only what was synced.
-  public func powerCut() {
-    for contents in self.files.values { contents.written = contents.durable }
+  /// Files in `written` keep their unsynced bytes too (the kernel wrote them back before the power went).
+  public func powerCut(keepingUnsyncedOf written: Set<String> = []) {
+    for (path, contents) in self.files where !written.contains(path) { contents.written = contents.durable }
   }
 
   /// A file's bytes as the store sees them (written, synced or not).

@@ -192,12 +192,21 @@ public final class MessageStore {
     var messages: [UInt32: [RecordRun]] = [:]
     var kept: [Segment] = []
     var lastID: UInt64 = 0
+    // An acknowledgement file whose segment is gone (a crash between the two removals) would apply its entries to a
+    // new segment of that number.
+    for name in names where name.hasSuffix(".acks") {
+      guard let number = UInt32(name.dropLast(5)), !numbers.contains(number) else { continue }
+      try fileSystem.remove(directory + "/" + name)
+    }
+    // Whether the last segment's acknowledgement file names offsets past its end: new records must not go there.
+    var acksBeyondEnd = false
     for number in numbers {
       report.segments += 1
       let file = try fileSystem.open(directory + "/" + Self.segmentName(number), create: false)
       let scan = try SegmentScanner.recover(file)
       report.corruptSkipped += scan.corruptSkipped
       report.tornTailBytes += scan.tornTailBytes
+      acksBeyondEnd = false
       // Acknowledgement entries: 8 bytes each (queue with the delivered flag in its top bit, record offset); a torn
       // last entry is ignored.
       var settled = Set<UInt64>()
@@ -213,6 +222,9 @@ public final class MessageStore {
         while index + 8 <= bytes.count {
           let queue = Self.u32(bytes, index)
           let offset = Self.u32(bytes, index + 4)
+          // Records whose bytes a power cut lost while their acknowledgements reached the disk (the kernel wrote
+          // that file back first): a new record at such an offset would be taken as settled.
+          if Int(offset) >= scan.validEnd { acksBeyondEnd = true }
           let key = UInt64(queue & 0x7FFF_FFFF) << 32 | UInt64(offset)
           if queue & 0x8000_0000 != 0 { delivered.insert(key) } else { settled.insert(key) }
           index += 8
@@ -273,7 +285,7 @@ public final class MessageStore {
       }
     }
     let current: Segment
-    if let last, last.file.size < segmentSize, last.file.size >= SegmentFormat.magic.count {
+    if let last, last.file.size < segmentSize, last.file.size >= SegmentFormat.magic.count, !acksBeyondEnd {
       last.sealed = false
       current = last
     } else {

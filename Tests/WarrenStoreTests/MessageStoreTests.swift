@@ -101,6 +101,36 @@ struct MessageStoreTests {
     #expect(bodies(again, messages[1]) == ["safe0", "safe1", "safe2"])
   }
 
+  @Test("acknowledgements that outlived their records in a power cut do not settle records written after it")
+  func acknowledgementsBeyondTheEnd() throws {
+    let (store, _, _) = try self.open()
+    store.append(persistent("safe"), queue: 1)
+    store.commitAndSync()
+    let lost = store.append(persistent("lost"), queue: 1)
+    _ = store.commit()  // written, its sync never finishes
+    store.settled(lost, queue: 1)
+    _ = store.commit()  // the acknowledgement is written, and the kernel writes that file back before the power goes
+    self.system.powerCut(keepingUnsyncedOf: ["/data/messages/00000001.acks"])
+    let (again, recovered, _) = try self.open()
+    #expect(bodies(again, recovered[1]) == ["safe"])
+    let after = again.append(persistent("after"), queue: 1)
+    #expect(again.commitAndSync().completed != nil)
+    #expect(after.segment == 2, "records go to a new segment, not to offsets the old acknowledgements name")
+    let (third, last, _) = try self.open()
+    #expect(bodies(third, last[1]) == ["safe", "after"])
+  }
+
+  @Test("an acknowledgement file left without its segment is removed, not applied to a new segment")
+  func orphanAcknowledgements() throws {
+    // Queue 1 settled the record at offset 8, the first after the magic.
+    self.system.setBytes([1, 0, 0, 0, 8, 0, 0, 0], of: "/data/messages/00000001.acks")
+    let (store, _, _) = try self.open()
+    #expect(store.append(persistent("first"), queue: 1) == RecordLocation(segment: 1, offset: 8))
+    #expect(store.commitAndSync().completed != nil)
+    let (again, recovered, _) = try self.open()
+    #expect(bodies(again, recovered[1]) == ["first"])
+  }
+
   @Test("one record for a message routed to several queues; its segment goes once every queue settled it")
   func sharedRecord() throws {
     let (store, _, _) = try self.open()

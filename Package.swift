@@ -22,6 +22,7 @@ let package = Package(
     .library(name: "WarrenStore", targets: ["WarrenStore"]),
     .library(name: "WarrenHTTP", targets: ["WarrenHTTP"]),
     .library(name: "WarrenManagement", targets: ["WarrenManagement"]),
+    .library(name: "WarrenTLS", targets: ["WarrenTLS"]),
     .library(name: "TopicExchange", targets: ["TopicExchange"]),
     .library(name: "HeadersExchange", targets: ["HeadersExchange"]),
     .library(name: "ConsistentHashExchange", targets: ["ConsistentHashExchange"]),
@@ -39,6 +40,7 @@ let package = Package(
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
   ],
   targets: [
     .target(
@@ -155,6 +157,18 @@ let package = Package(
       swiftSettings: upcoming
     ),
     .target(
+      name: "WarrenTLS",
+      dependencies: [
+        "WarrenServer",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "NIOTLS", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: upcoming
+    ),
+    .target(
       name: "WarrenClient",
       dependencies: [
         "AMQPProtocol",
@@ -171,6 +185,7 @@ let package = Package(
         "WarrenSystem",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
       ],
       swiftSettings: upcoming
@@ -190,6 +205,7 @@ let package = Package(
         "WarrenHTTP",
         "WarrenManagement",
         "WarrenSystem",
+        "WarrenTLS",
         .product(name: "NIOHTTP1", package: "swift-nio"),
         "WarrenPerf",
         "WarrenCore",

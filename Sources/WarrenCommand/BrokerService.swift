@@ -13,6 +13,7 @@ import WarrenMetrics
 import WarrenServer
 import WarrenStore
 import WarrenSystem
+import WarrenTLS
 
 /// The broker as a service of a `ServiceGroup`: applies the topology, opens the AMQP and HTTP listeners, reads the
 /// configuration again on SIGHUP, and on a graceful shutdown (SIGTERM, SIGINT) drains: no new connections,
@@ -29,13 +30,46 @@ struct BrokerService: Service {
   func run() async throws {
     let logger = self.logger
     let startTime = Date().timeIntervalSince1970
+    let tls: TLSContextSource?
+    do {
+      tls = try self.settings.tlsOptions().map { options throws(TLSProblem) in
+        try TLSContextSource(options: options, logger: logger)
+      }
+    } catch {
+      logger.critical("TLS cannot be set up: \(error)")
+      throw error
+    }
+    var listeners: [AMQPListener] = []
+    if self.settings.amqpPlain {
+      listeners.append(AMQPListener(name: "AMQP", host: self.settings.amqpBind, port: self.settings.amqpPort))
+    }
+    if let tls {
+      listeners.append(
+        AMQPListener(name: "AMQPS", host: self.settings.amqpBind, port: self.settings.tlsPort) { channel in
+          try tls.prepareAMQP(channel)
+        })
+    }
+    guard !listeners.isEmpty else {
+      logger.critical("amqp_plain is false and TLS is not configured (tls_cert, tls_key): no AMQP listener to open")
+      throw ExitCode(1)
+    }
+    let httpTLS: @Sendable (Bool, String) throws -> (@Sendable (any Channel) throws -> Void)? = { wanted, key in
+      guard wanted else { return nil }
+      guard let tls else {
+        logger.critical("\(key) is true but TLS is not configured (tls_cert, tls_key)")
+        throw ExitCode(1)
+      }
+      return { channel in try tls.prepareHTTP(channel) }
+    }
+    let managementPrepare = try httpTLS(self.settings.managementTLS, "management_tls")
+    let metricsPrepare = try httpTLS(self.settings.metricsTLS, "metrics_tls")
     let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let amqp: AMQPServer
     do {
       // The topology is applied before the listener opens; a conflict stops the start.
       // Recovery from the data directory comes first, then the configuration's topology (declared over it).
       amqp = try await AMQPServer.start(
-        host: self.settings.amqpBind, port: self.settings.amqpPort, eventLoop: eventLoops.next(), logger: logger,
+        listeners: listeners, eventLoop: eventLoops.next(), logger: logger,
         makeBrokerAndStore: { [settings, configuration, exchangeTypes] in
           let broker = Broker(
             registry: exchangeTypes, limits: settings.limits, defaultVirtualHost: settings.defaultVirtualHost)
@@ -78,8 +112,8 @@ struct BrokerService: Service {
       throw error
     } catch let error as IOError {
       // The listener could not be opened (the port is taken, say): not a problem of the configuration's.
-      logger.critical(
-        "cannot listen for AMQP on \(self.settings.amqpBind):\(self.settings.amqpPort): \(error.description)")
+      let ports = listeners.map { "\($0.name) \($0.host):\($0.port)" }.joined(separator: ", ")
+      logger.critical("cannot open the AMQP listeners (\(ports)): \(error.description)")
       try? await eventLoops.shutdownGracefully()
       throw error
     } catch {
@@ -111,7 +145,7 @@ struct BrokerService: Service {
     let management = try await HTTPServer.start(
       host: self.settings.managementBind, port: self.settings.managementPort, group: eventLoops, logger: logger,
       idleTimeout: .milliseconds(Int64(self.settings.httpIdleTimeout * 1000)), label: "management",
-      maxBodySize: self.settings.managementMaxBody
+      maxBodySize: self.settings.managementMaxBody, prepare: managementPrepare
     ) { request in
       await api.respond(to: request)
     }
@@ -124,7 +158,7 @@ struct BrokerService: Service {
     }
     let http = try await HTTPServer.start(
       host: self.settings.metricsBind, port: self.settings.metricsPort, group: eventLoops, logger: logger,
-      idleTimeout: .milliseconds(Int64(self.settings.httpIdleTimeout * 1000))
+      idleTimeout: .milliseconds(Int64(self.settings.httpIdleTimeout * 1000)), prepare: metricsPrepare
     ) { request, remote in
       await routes.respond(to: request, from: remote)
     }
@@ -135,7 +169,17 @@ struct BrokerService: Service {
 
     // Runs until a graceful shutdown is asked for; SIGHUP reads the configuration again meanwhile.
     await cancelWhenGracefulShutdown {
-      for await _ in reloads { await self.reload(amqp) }
+      for await _ in reloads {
+        await self.reload(amqp)
+        if let tls {
+          do throws(TLSProblem) {
+            try tls.reload()
+            logger.notice("SIGHUP: TLS certificate and key read again from \(tls.options.certificateFile)")
+          } catch {
+            logger.error("SIGHUP: TLS files not reloaded, the old certificate stays in use: \(error)")
+          }
+        }
+      }
     }
 
     logger.info("shutting down: draining connections (up to \(self.settings.shutdownTimeout) s)")
@@ -169,6 +213,19 @@ struct BrokerService: Service {
     } catch {
       self.logger.error("SIGHUP: configuration \(path) not applied: \(error)")
     }
+  }
+}
+
+extension ServerSettings {
+  /// The TLS options the settings describe, nil without a certificate and key.
+  func tlsOptions() -> TLSOptions? {
+    guard self.tlsEnabled else { return nil }
+    return TLSOptions(
+      certificateFile: self.tlsCertificate, keyFile: self.tlsKey,
+      keyPassword: ProcessInfo.processInfo.environment["WARREN_TLS_KEY_PASSWORD"], caFile: self.tlsCA,
+      verification: TLSOptions.Verification(rawValue: self.effectiveTLSVerify) ?? .require,
+      minimumVersion: self.tlsMinimumVersion,
+      loginFrom: TLSOptions.LoginSource(rawValue: self.tlsLoginFrom) ?? .commonName)
   }
 }
 

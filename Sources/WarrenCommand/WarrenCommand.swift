@@ -12,6 +12,7 @@ import WarrenCore
 import WarrenMetrics
 import WarrenServer
 import WarrenSystem
+import WarrenTLS
 
 /// The `warren` command line, as a library: an executable calls ``WarrenCommandLine/main(exchangeTypes:)`` with
 /// the exchange types it registers, so a user's own package can build a `warren` with more of them.
@@ -57,6 +58,12 @@ struct Serve: AsyncParsableCommand {
   @Option(help: flagHelp("heartbeat")) var heartbeat: String?
   @Option(help: flagHelp("log_level")) var logLevel: String?
   @Option(help: flagHelp("data_dir")) var dataDir: String?
+  @Option(help: flagHelp("handshake_timeout")) var handshakeTimeout: String?
+  @Option(help: flagHelp("tls_port")) var tlsPort: String?
+  @Option(help: flagHelp("tls_cert")) var tlsCert: String?
+  @Option(help: flagHelp("tls_key")) var tlsKey: String?
+  @Option(help: flagHelp("tls_ca")) var tlsCa: String?
+  @Option(help: flagHelp("tls_verify")) var tlsVerify: String?
 
   /// The flags given, by the settings-table key they set.
   var settingFlags: [(key: String, value: String?)] {
@@ -65,6 +72,8 @@ struct Serve: AsyncParsableCommand {
       ("management_port", self.managementPort),
       ("max_message_size", self.maxMessageSize), ("frame_max", self.frameMax), ("channel_max", self.channelMax),
       ("heartbeat", self.heartbeat), ("log_level", self.logLevel), ("data_dir", self.dataDir),
+      ("tls_port", self.tlsPort), ("tls_cert", self.tlsCert), ("tls_key", self.tlsKey), ("tls_ca", self.tlsCa),
+      ("tls_verify", self.tlsVerify), ("handshake_timeout", self.handshakeTimeout),
       ("consumer_timeout", self.consumerTimeout),
     ]
   }
@@ -146,13 +155,22 @@ struct CheckConfig: AsyncParsableCommand {
   @Argument(help: "The file.") var file: String
 
   func run() async throws {
+    let configuration: WarrenConfiguration
     do {
-      _ = try ConfigLoader.load(path: self.file, registry: configuredExchangeTypes)
-      print("\(self.file): OK")
+      configuration = try ConfigLoader.load(path: self.file, registry: configuredExchangeTypes)
     } catch {
       printError("\(error)\n\(self.file): \(error.problems.count) problem(s)")
       throw ExitCode(1)
     }
+    // The certificate and key are loaded as the broker would load them.
+    if let options = configuration.server.tlsOptions(), let problem = TLSContextSource.check(options) {
+      let key = problem.file.isEmpty ? "tls_verify" : problem.setting
+      printError(
+        "\(ConfigLoader.problem(atServerKey: key, in: self.file, message: problem.description))\n\(self.file): 1 problem(s)"
+      )
+      throw ExitCode(1)
+    }
+    print("\(self.file): OK")
   }
 }
 

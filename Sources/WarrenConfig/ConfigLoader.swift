@@ -29,6 +29,15 @@ public struct ConfigLoader {
     return try Self.load(text: text, file: path, registry: registry)
   }
 
+  /// A problem with the value of a `server:` key found after loading (a certificate that cannot be read, say),
+  /// placed at that key's value in the file; at the top of the file when the key is not there.
+  public static func problem(atServerKey key: String, in path: String, message: String) -> ConfigProblem {
+    let text = FileManager.default.contents(atPath: path).flatMap { String(data: $0, encoding: .utf8) } ?? ""
+    let root = try? Yams.compose(yaml: text)
+    let value = root?.mapping?["server"]?.mapping?[key]
+    return ConfigProblem(file: path, line: value?.mark?.line ?? 1, column: value?.mark?.column ?? 1, message: message)
+  }
+
   private mutating func problem(_ node: Node?, _ message: String) {
     let mark = node?.mark
     self.problems.append(

@@ -21,6 +21,40 @@ public struct ServerSetting: Sendable {
     integer("amqp_port", flag: "port", "5672", "the AMQP port; 0 picks a free one (logged)", 0...65535) {
       $0.amqpPort = $1
     },
+    boolean("amqp_plain", "true", "whether the plain AMQP listener opens (false: TLS only)") { $0.amqpPlain = $1 },
+    integer(
+      "tls_port", flag: "tls-port", "5671",
+      "the AMQPS (AMQP over TLS) port, on amqp_bind, opened when tls_cert and tls_key are set; 0 picks a free one",
+      0...65535
+    ) { $0.tlsPort = $1 },
+    text(
+      "tls_cert", flag: "tls-cert", "",
+      "the server's certificate chain (PEM); the key's password, if it has one, is read from WARREN_TLS_KEY_PASSWORD"
+    ) { $0.tlsCertificate = $1 },
+    text("tls_key", flag: "tls-key", "", "the server's private key (PEM)") { $0.tlsKey = $1 },
+    text(
+      "tls_ca", flag: "tls-ca", "",
+      "CA certificates (PEM) that client certificates are checked against; given, clients must present one"
+    ) { $0.tlsCA = $1 },
+    choice(
+      "tls_verify", flag: "tls-verify", "",
+      "none (no client certificates), peer (checked if presented) or require; empty: require with tls_ca, else none",
+      ["", "none", "peer", "require"]
+    ) { $0.tlsVerify = $1 },
+    choice("tls_min_version", flag: nil, "1.2", "the oldest TLS version accepted: 1.2 or 1.3", ["1.2", "1.3"]) {
+      $0.tlsMinimumVersion = $1
+    },
+    choice(
+      "tls_cert_login_from", flag: nil, "common_name",
+      "the user name EXTERNAL takes from a client certificate: common_name or subject_alternative_name (its first DNS, email or URI)",
+      ["common_name", "subject_alternative_name"]
+    ) { $0.tlsLoginFrom = $1 },
+    boolean("management_tls", "false", "whether the management port speaks HTTPS (with tls_cert and tls_key)") {
+      $0.managementTLS = $1
+    },
+    boolean("metrics_tls", "false", "whether the metrics/health port speaks HTTPS (with tls_cert and tls_key)") {
+      $0.metricsTLS = $1
+    },
     text("metrics_bind", flag: nil, "127.0.0.1", "the address the HTTP listener binds to") { $0.metricsBind = $1 },
     integer(
       "metrics_port", flag: "metrics-port", "15692", "the HTTP (health, definitions, metrics) port; 0 picks a free one",
@@ -69,6 +103,10 @@ public struct ServerSetting: Sendable {
       "milliseconds a delivery may stay unacknowledged before its channel is closed (406); 0 disables",
       0...(1 << 40)
     ) { $0.consumerTimeout = $1 },
+    integer(
+      "handshake_timeout", flag: "handshake-timeout", "10000",
+      "milliseconds a client has from connecting (TLS handshake included) to connection.open-ok", 100...3_600_000
+    ) { $0.handshakeTimeout = $1 },
     text("default_vhost", flag: nil, "/", "the vhost created at start, where guest has its permissions") {
       $0.defaultVirtualHost = $1
     },

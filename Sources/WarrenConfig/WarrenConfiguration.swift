@@ -22,6 +22,23 @@ public struct ConfigProblems: Error, Sendable, CustomStringConvertible {
 public struct ServerSettings: Sendable, Equatable {
   public var amqpBind = "127.0.0.1"
   public var amqpPort = 5672
+  /// Whether the plain (non-TLS) AMQP listener opens.
+  public var amqpPlain = true
+  /// The AMQPS port (opened when a certificate and key are set).
+  public var tlsPort = 5671
+  /// PEM files: the server's certificate chain, its key, and the CAs client certificates are checked against.
+  public var tlsCertificate = ""
+  public var tlsKey = ""
+  public var tlsCA = ""
+  /// `none`, `peer` or `require`; empty: `require` when a CA is given, else `none`.
+  public var tlsVerify = ""
+  /// `1.2` or `1.3`.
+  public var tlsMinimumVersion = "1.2"
+  /// Where EXTERNAL finds the user name: `common_name` or `subject_alternative_name`.
+  public var tlsLoginFrom = "common_name"
+  /// Whether the management and metrics ports speak HTTPS.
+  public var managementTLS = false
+  public var metricsTLS = false
   public var metricsBind = "127.0.0.1"
   public var metricsPort = 15692
   /// Whether `/metrics*` need basic authentication (Prometheus' `basic_auth`).
@@ -37,6 +54,8 @@ public struct ServerSettings: Sendable, Equatable {
   public var maxMessageSize = 128 * 1024 * 1024
   /// Milliseconds a delivery may stay unacknowledged (RabbitMQ's `consumer_timeout`); 0 disables.
   public var consumerTimeout = 1_800_000
+  /// Milliseconds from connecting (TLS included) to connection.open-ok.
+  public var handshakeTimeout = 10_000
   public var defaultVirtualHost = "/"
   public var logLevel = "info"
   /// The metric name prefix (`rabbitmq`, so that RabbitMQ's dashboards work).
@@ -52,6 +71,14 @@ public struct ServerSettings: Sendable, Equatable {
   public var httpIdleTimeout = 30.0
 
   public init() {}
+
+  /// Whether TLS is configured (a certificate and a key).
+  public var tlsEnabled: Bool { !self.tlsCertificate.isEmpty && !self.tlsKey.isEmpty }
+
+  /// The client-certificate check in effect: `none`, `peer` or `require`.
+  public var effectiveTLSVerify: String {
+    self.tlsVerify.isEmpty ? (self.tlsCA.isEmpty ? "none" : "require") : self.tlsVerify
+  }
 
   /// Whether a string can prefix metric names.
   public static func isValidMetricsPrefix(_ prefix: String) -> Bool {
@@ -76,6 +103,7 @@ public struct ServerSettings: Sendable, Equatable {
     limits.channelMax = self.channelMax
     limits.maxMessageSize = self.maxMessageSize
     limits.consumerTimeout = self.consumerTimeout
+    limits.handshakeTimeout = self.handshakeTimeout
     return limits
   }
 }

@@ -94,6 +94,9 @@ public struct BrokerLimits: Sendable, Equatable {
   /// Milliseconds a delivery may stay unacknowledged before its channel is closed (406, RabbitMQ's
   /// `consumer_timeout`); 0 disables. A queue's `x-consumer-timeout` takes precedence.
   public var consumerTimeout: Int = 1_800_000
+  /// Milliseconds a client has from connecting (TLS handshake included) to connection.open-ok (RabbitMQ's
+  /// `handshake_timeout`).
+  public var handshakeTimeout: Int = 10_000
 
   public init() {}
 }
@@ -189,6 +192,13 @@ public final class Broker {
   public func nextConnectionID() -> UInt64 {
     self.lastConnectionID += 1
     return self.lastConnectionID
+  }
+
+  /// The user a verified TLS client certificate names (EXTERNAL): it must exist; no password is checked.
+  public func authenticate(certificateUser name: String, fromLoopback: Bool) -> User? {
+    guard let user = self.users[name] else { return nil }
+    if user.loopbackOnly && !fromLoopback { return nil }
+    return user
   }
 
   /// Checks credentials; returns the user or nil.

@@ -85,16 +85,19 @@ public final class HTTPServer: Sendable {
   }
 
   /// Binds and serves until ``shutdown()``; a request body over `maxBodySize` bytes is answered with 413 and the
-  /// connection closed (the rest of it is never held).
+  /// connection closed (the rest of it is never held). `prepare` puts handlers first on each connection (TLS).
   public static func start(
     host: String, port: Int, group: any EventLoopGroup, logger: Logger, idleTimeout: TimeAmount = .seconds(30),
-    label: String = "HTTP", maxBodySize: Int = 0, handler: @escaping @Sendable (HTTPRequest) async -> HTTPResponse
+    label: String = "HTTP", maxBodySize: Int = 0, prepare: (@Sendable (any Channel) throws -> Void)? = nil,
+    handler: @escaping @Sendable (HTTPRequest) async -> HTTPResponse
   ) async throws -> HTTPServer {
     let channel = try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .bind(host: host, port: port) { channel in
         channel.eventLoop.makeCompletedFuture {
+          // The idle timer comes first: a TLS handshake that stalls is closed like an idle request.
           try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
+          try prepare?(channel)
           try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
           try channel.pipeline.syncOperations.configureHTTPServerPipeline()
           return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
@@ -122,9 +125,12 @@ public final class HTTPServer: Sendable {
   /// Binds and serves GET-style requests (the head and where it came from) until ``shutdown()``.
   public static func start(
     host: String, port: Int, group: any EventLoopGroup, logger: Logger, idleTimeout: TimeAmount = .seconds(30),
+    prepare: (@Sendable (any Channel) throws -> Void)? = nil,
     handler: @escaping @Sendable (HTTPRequestHead, SocketAddress?) async -> HTTPResponse
   ) async throws -> HTTPServer {
-    try await self.start(host: host, port: port, group: group, logger: logger, idleTimeout: idleTimeout) {
+    try await self.start(
+      host: host, port: port, group: group, logger: logger, idleTimeout: idleTimeout, prepare: prepare
+    ) {
       await handler($0.head, $0.remote)
     }
   }

@@ -517,7 +517,8 @@ extension ManagementAPI {
       ("peer_port", .int(c.peerPort)), ("state", .string(c.state)), ("channels", .int(c.channels)),
       ("channel_max", .int(c.channelMax)), ("frame_max", .int(c.frameMax)), ("timeout", .int(c.heartbeat)),
       ("auth_mechanism", .string(c.authMechanism)), ("client_properties", JSONValue(c.clientProperties)),
-      ("connected_at", .int(Int64(clamping: c.connectedAt))), ("ssl", false), ("recv_oct", .int(c.bytesReceived)),
+      ("connected_at", .int(Int64(clamping: c.connectedAt))), ("ssl", .bool(c.tlsProtocol != nil)),
+      ("ssl_protocol", c.tlsProtocol.map(JSONValue.string) ?? .null), ("recv_oct", .int(c.bytesReceived)),
       ("recv_oct_details", .object([("rate", 0.0)])), ("send_oct", .int(c.bytesSent)),
       ("send_oct_details", .object([("rate", 0.0)])), ("send_pend", .int(c.pendingBytes)),
     ])

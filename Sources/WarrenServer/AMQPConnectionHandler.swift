@@ -58,8 +58,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   private(set) var peerHost = ""
   private(set) var peerPort = 0
   private(set) var localPort = 0
-  /// How long a client has to finish the handshake.
-  static let handshakeTimeout = TimeAmount.seconds(10)
+  /// The TLS version, when the connection came through the TLS listener (`TLSv1.3`).
+  private(set) var tlsProtocol: String?
   /// How long to wait for close-ok after connection.close.
   static let closeTimeout = TimeAmount.seconds(5)
   /// How long to wait for close-ok after refusing a login.
@@ -89,10 +89,11 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.broker.counters.values.connectionsOpened += 1
     self.lastReadAt = self.broker.clock.now
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    self.handshakeTimeout = context.eventLoop.scheduleTask(in: Self.handshakeTimeout) {
+    let timeout = self.broker.limits.handshakeTimeout
+    self.handshakeTimeout = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout))) {
       let handler = bound.value
       guard !handler.machine.isOpen else { return }
-      handler.logger.warning("closing connection: handshake not completed within 10 s")
+      handler.logger.warning("closing connection: handshake not completed within \(timeout) ms")
       handler.context?.close(promise: nil)
     }
   }
@@ -112,6 +113,14 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       + "\(context.channel.localAddress?.ipAddress ?? "?"):\(context.channel.localAddress?.port ?? 0)"
     self.logger[metadataKey: "peer"] = "\(remote)"
     self.remoteIsLoopback = User.isLoopback(address: remote.ipAddress ?? "")
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if let established = event as? TLSConnectionEstablished {
+      self.tlsProtocol = established.protocolVersion
+      if let user = established.certificateUser { self.machine.certificateVerified(user: user) }
+    }
+    context.fireUserInboundEventTriggered(event)
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
@@ -263,7 +272,9 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       self.stopDecoding = true
       self.outbound.flushAndClose()
     case .authenticate(let mechanism, let username, let password):
-      let user = self.broker.authenticate(user: username, password: password, fromLoopback: self.remoteIsLoopback)
+      let user =
+        password.map { self.broker.authenticate(user: username, password: $0, fromLoopback: self.remoteIsLoopback) }
+        ?? self.broker.authenticate(certificateUser: username, fromLoopback: self.remoteIsLoopback)
       if user == nil {
         self.broker.counters.values.authAttemptsFailed += 1
       } else {

@@ -5,23 +5,49 @@ import WarrenCore
 import WarrenStore
 import WarrenSystem
 
-/// The AMQP listener: accepts connections onto the broker's event loop.
+/// One listening socket of the AMQP server.
+public struct AMQPListener: Sendable {
+  /// How logs and ``AMQPServer/addresses`` name it: `AMQP`, `AMQPS`.
+  public var name: String
+  public var host: String
+  /// 0 for any free port.
+  public var port: Int
+  /// Adds handlers in front of the AMQP handler on each accepted connection (the TLS layer); a throw refuses it.
+  public var prepare: (@Sendable (any Channel) throws -> Void)?
+
+  public init(name: String, host: String, port: Int, prepare: (@Sendable (any Channel) throws -> Void)? = nil) {
+    self.name = name
+    self.host = host
+    self.port = port
+    self.prepare = prepare
+  }
+}
+
+/// The AMQP listeners: accept connections onto the broker's event loop.
 public final class AMQPServer: Sendable {
-  /// The address the listener is bound to (with the real port when 0 was asked for).
+  /// The address the first listener is bound to (with the real port when 0 was asked for).
   public let localAddress: SocketAddress
+  /// Every listener's address, by its name (`AMQP`, `AMQPS`).
+  public let addresses: [String: SocketAddress]
   /// The event loop that owns the broker and every connection.
   public let eventLoop: any EventLoop
-  private let serverChannel: any Channel
+  private let serverChannels: [any Channel]
   let runtime: NIOLoopBound<BrokerRuntime>
 
   private init(
-    localAddress: SocketAddress, eventLoop: any EventLoop, serverChannel: any Channel,
+    addresses: [String: SocketAddress], primary: String, eventLoop: any EventLoop, serverChannels: [any Channel],
     runtime: NIOLoopBound<BrokerRuntime>
   ) {
-    self.localAddress = localAddress
+    self.localAddress = addresses[primary]!
+    self.addresses = addresses
     self.eventLoop = eventLoop
-    self.serverChannel = serverChannel
+    self.serverChannels = serverChannels
     self.runtime = runtime
+  }
+
+  /// Stops accepting on every listener.
+  private func closeListeners() async {
+    for channel in self.serverChannels { try? await channel.close() }
   }
 
   /// Binds the listener and serves `broker` (made on `eventLoop` by `makeBroker`).
@@ -52,6 +78,20 @@ public final class AMQPServer: Sendable {
     logger: Logger,
     makeBrokerAndStore: @escaping @Sendable () throws -> (Broker, MessageStore?)
   ) async throws -> AMQPServer {
+    try await Self.start(
+      listeners: [AMQPListener(name: "AMQP", host: host, port: port)], eventLoop: eventLoop, logger: logger,
+      makeBrokerAndStore: makeBrokerAndStore)
+  }
+
+  /// Binds every listener (the plain one, the TLS one) and serves the broker `makeBrokerAndStore` makes on
+  /// `eventLoop` (recovered from its store before anything connects). All connections share the one loop.
+  public static func start(
+    listeners: [AMQPListener],
+    eventLoop: any EventLoop,
+    logger: Logger,
+    makeBrokerAndStore: @escaping @Sendable () throws -> (Broker, MessageStore?)
+  ) async throws -> AMQPServer {
+    precondition(!listeners.isEmpty, "an AMQP server needs a listener")
     let runtime = try await eventLoop.submit {
       let (broker, store) = try makeBrokerAndStore()
       let runtime = BrokerRuntime(broker: broker, eventLoop: eventLoop, logger: logger)
@@ -64,23 +104,38 @@ public final class AMQPServer: Sendable {
       }
       return NIOLoopBound(runtime, eventLoop: eventLoop)
     }.get()
-    let bootstrap = ServerBootstrap(group: eventLoop)
-      .serverChannelOption(.backlog, value: 1024)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-      .childChannelOption(.maxMessagesPerRead, value: 16)
-      .childChannelOption(
-        .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 2048, maximum: 262_144)
-      )
-      .childChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: runtime.value))
-        }
+    var channels: [any Channel] = []
+    var addresses: [String: SocketAddress] = [:]
+    do {
+      for listener in listeners {
+        let prepare = listener.prepare
+        let bootstrap = ServerBootstrap(group: eventLoop)
+          .serverChannelOption(.backlog, value: 1024)
+          .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+          .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+          .childChannelOption(.maxMessagesPerRead, value: 16)
+          .childChannelOption(
+            .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 2048, maximum: 262_144)
+          )
+          .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+              try prepare?(channel)
+              try channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: runtime.value))
+            }
+          }
+        let channel = try await bootstrap.bind(host: listener.host, port: listener.port).get()
+        channels.append(channel)
+        guard let address = channel.localAddress else { throw ChannelError.unknownLocalAddress }
+        addresses[listener.name] = address
+        logger.info("\(listener.name) listener on \(address)")
       }
-    let channel = try await bootstrap.bind(host: host, port: port).get()
-    guard let address = channel.localAddress else { throw ChannelError.unknownLocalAddress }
-    logger.info("AMQP listener on \(address)")
-    return AMQPServer(localAddress: address, eventLoop: eventLoop, serverChannel: channel, runtime: runtime)
+    } catch {
+      for channel in channels { try? await channel.close() }
+      throw error
+    }
+    return AMQPServer(
+      addresses: addresses, primary: listeners[0].name, eventLoop: eventLoop, serverChannels: channels,
+      runtime: runtime)
   }
 
   /// Runs `body` on the broker's event loop with a read-only view of the broker and its connections: how a scrape
@@ -101,7 +156,7 @@ public final class AMQPServer: Sendable {
   /// their confirms, then closes every connection with 320 CONNECTION_FORCED and waits up to 5 s for them to go.
   public func drain(timeout: Duration, quietPeriod: Duration = .milliseconds(500)) async throws {
     let runtime = self.runtime
-    try? await self.serverChannel.close()
+    await self.closeListeners()
     try await self.eventLoop.submit {
       runtime.value.isDraining = true
       for connection in runtime.value.connections.values { connection.cancelConsumersForShutdown() }
@@ -186,7 +241,7 @@ public final class AMQPServer: Sendable {
 
   /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for the listener to close.
   public func shutdown(reason: String = "broker is shutting down") async throws {
-    try? await self.serverChannel.close()
+    await self.closeListeners()
     let runtime = self.runtime
     try await self.eventLoop.submit {
       for connection in runtime.value.connections.values { connection.forceClose(reason: reason) }

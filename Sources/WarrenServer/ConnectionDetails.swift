@@ -23,6 +23,8 @@ public struct ConnectionDetails: Sendable {
   public var bytesReceived: Int
   public var bytesSent: Int
   public var pendingBytes: Int
+  /// The TLS version (`tlsv1.3`) when it came through the TLS listener.
+  public var tlsProtocol: String?
 }
 
 /// One channel as the management API shows it (RabbitMQ's `/api/channels` fields).
@@ -131,7 +133,7 @@ extension AMQPConnectionHandler {
       frameMax: Int(self.machine.tuning.frameMax), heartbeat: Int(self.machine.tuning.heartbeat),
       authMechanism: self.machine.mechanism, clientProperties: self.machine.clientProperties,
       connectedAt: self.connectedAt, bytesReceived: self.bytesReceived, bytesSent: self.bytesSent,
-      pendingBytes: self.outbound.pendingBytes)
+      pendingBytes: self.outbound.pendingBytes, tlsProtocol: self.tlsProtocol)
   }
 }
 

@@ -25,8 +25,9 @@ public struct ConnectionStateMachine: Sendable {
     case send(AMQPMethod)
     /// Answer a wrong protocol header with ours, then close the socket.
     case sendProtocolHeaderAndClose
-    /// Check these credentials and report with ``authenticated(_:)``.
-    case authenticate(mechanism: String, username: String, password: String)
+    /// Check these credentials and report with ``authenticated(_:)``; no password for EXTERNAL (the user name
+    /// comes from a verified client certificate: the user must exist).
+    case authenticate(mechanism: String, username: String, password: String?)
     /// Tuning is done: apply the limits (frame_max also to the decoder), start heartbeats.
     case applyTuning(Tuning)
     /// Check vhost access and report with ``virtualHostOpened(_:)``.
@@ -57,6 +58,8 @@ public struct ConnectionStateMachine: Sendable {
   public private(set) var mechanism: String = ""
   /// The virtual host opened.
   public private(set) var virtualHost: String?
+  /// The user name a verified TLS client certificate gives: EXTERNAL is offered only when there is one.
+  public private(set) var certificateUser: String?
 
   let limits: BrokerLimits
   let serverProperties: FieldTable
@@ -86,6 +89,16 @@ public struct ConnectionStateMachine: Sendable {
     self.clientProperties["capabilities"]?.tableValue?["consumer_cancel_notify"]?.boolValue == true
   }
 
+  /// The TLS handshake verified a client certificate that names this user (before the protocol header).
+  public mutating func certificateVerified(user: String) {
+    guard self.state == .awaitingProtocolHeader else { return }
+    self.certificateUser = user
+  }
+
+  /// The mechanisms offered: EXTERNAL first when a verified client certificate names a user (as RabbitMQ's
+  /// rabbitmq_auth_mechanism_ssl).
+  public var mechanisms: String { self.certificateUser == nil ? "PLAIN AMQPLAIN" : "EXTERNAL PLAIN AMQPLAIN" }
+
   /// The eight bytes before the first frame arrived.
   public mutating func protocolHeaderReceived(_ bytes: [UInt8]) -> Action {
     guard self.state == .awaitingProtocolHeader else { return .none }
@@ -98,7 +111,7 @@ public struct ConnectionStateMachine: Sendable {
       .connectionStart(
         ConnectionStart(
           versionMajor: 0, versionMinor: 9, serverProperties: self.serverProperties,
-          mechanisms: Array("PLAIN AMQPLAIN".utf8), locales: Array("en_US".utf8))))
+          mechanisms: Array(self.mechanisms.utf8), locales: Array("en_US".utf8))))
   }
 
   /// A method arrived on channel 0.
@@ -118,6 +131,9 @@ public struct ConnectionStateMachine: Sendable {
     case (.awaitingStartOk, .connectionStartOk(let startOk)):
       self.clientProperties = startOk.clientProperties
       self.mechanism = startOk.mechanism
+      if startOk.mechanism == "EXTERNAL", let user = self.certificateUser {
+        return .authenticate(mechanism: "EXTERNAL", username: user, password: nil)
+      }
       guard let credentials = Self.parseCredentials(mechanism: startOk.mechanism, response: startOk.response) else {
         if startOk.mechanism != "PLAIN" && startOk.mechanism != "AMQPLAIN" {
           return self.fail(

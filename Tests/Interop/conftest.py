@@ -33,6 +33,7 @@ class Broker:
         self.port = None
         self.http_port = None
         self.management_port = None
+        self.tls_port = None
         self.changed = threading.Condition()
         ready = threading.Event()
 
@@ -44,6 +45,9 @@ class Broker:
                 match = re.search(r"AMQP listener on .*:(\d+)\s*$", line)
                 if match and self.port is None:
                     self.port = int(match.group(1))
+                tls = re.search(r"AMQPS listener on .*:(\d+)\s*$", line)
+                if tls and self.tls_port is None:
+                    self.tls_port = int(tls.group(1))
                 management = re.search(r"management listener on .*:(\d+)\s*$", line)
                 if management and self.management_port is None:
                     self.management_port = int(management.group(1))
@@ -55,7 +59,7 @@ class Broker:
 
         self.reader = threading.Thread(target=read_output, daemon=True)
         self.reader.start()
-        if not ready.wait(timeout=30) or self.port is None or self.http_port is None:
+        if not ready.wait(timeout=30) or (self.port is None and self.tls_port is None) or self.http_port is None:
             self.stop()
             raise RuntimeError("warren did not start:\n" + "".join(self.log))
 

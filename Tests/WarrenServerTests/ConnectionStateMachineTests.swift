@@ -43,6 +43,39 @@ struct ConnectionStateMachineTests {
     #expect(machine.state == .closed)
   }
 
+  @Test("EXTERNAL: offered only after a verified certificate, it logs in as the certificate's user, no password")
+  func external() {
+    var machine = makeMachine()
+    machine.certificateVerified(user: "app")
+    guard case .send(.connectionStart(let start)) = machine.protocolHeaderReceived(amqpProtocolHeader) else {
+      Issue.record("no connection.start")
+      return
+    }
+    #expect(String(decoding: start.mechanisms, as: UTF8.self) == "EXTERNAL PLAIN AMQPLAIN")
+    // The response (often the user name, or empty) is not what decides: the certificate is.
+    let auth = machine.methodReceived(
+      .connectionStartOk(ConnectionStartOk(clientProperties: [:], mechanism: "EXTERNAL", response: Array("x".utf8))))
+    #expect(auth == .authenticate(mechanism: "EXTERNAL", username: "app", password: nil))
+    #expect(machine.authenticated(nil) == .closeSocket)  // an unknown user, from a client without the capability
+  }
+
+  @Test("EXTERNAL without a verified certificate is an unknown mechanism (503); a late certificate changes nothing")
+  func externalWithoutCertificate() {
+    var machine = makeMachine()
+    guard case .send(.connectionStart(let start)) = machine.protocolHeaderReceived(amqpProtocolHeader) else {
+      Issue.record("no connection.start")
+      return
+    }
+    #expect(String(decoding: start.mechanisms, as: UTF8.self) == "PLAIN AMQPLAIN")
+    machine.certificateVerified(user: "app")  // after the header: ignored
+    #expect(machine.certificateUser == nil)
+    let method = AMQPMethod.connectionStartOk(
+      ConnectionStartOk(clientProperties: [:], mechanism: "EXTERNAL", response: []))
+    #expect(
+      machine.methodReceived(method)
+        == .sendClose(.commandInvalid("unknown authentication mechanism 'EXTERNAL'"), classID: 10, methodID: 11))
+  }
+
   @Test("tune-ok with zeros takes the server's limits")
   func tuneZeros() {
     var machine = makeMachine()

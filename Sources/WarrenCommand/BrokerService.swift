@@ -245,8 +245,11 @@ struct Health: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Check a running broker over HTTP: exit 0 when /healthz (or --path) answers 200, else 1.")
 
-  @Option(help: "The broker's HTTP address (default 127.0.0.1 and WARREN_METRICS_PORT or 15692).")
+  @Option(
+    help:
+      "The broker's HTTP address, HOST:PORT or https://HOST:PORT (default 127.0.0.1 and WARREN_METRICS_PORT or 15692).")
   var address: String?
+  @OptionGroup var https: HTTPSFlags
 
   @Option(help: "The path to ask: /healthz (alive), /readyz (ready for traffic) or /api/aliveness-test/%2F.")
   var path: String = "/healthz"
@@ -258,7 +261,8 @@ struct Health: AsyncParsableCommand {
     let port = ProcessInfo.processInfo.environment["WARREN_METRICS_PORT"] ?? "15692"
     let address = self.address ?? "127.0.0.1:\(port)"
     do {
-      let body = try await httpGet(address: address, path: self.path, credentials: (self.user, self.password))
+      let body = try await httpGet(
+        address: address, path: self.path, credentials: (self.user, self.password), tls: self.https.options)
       print(body, terminator: "")
     } catch {
       printError("warren health: \(error)")

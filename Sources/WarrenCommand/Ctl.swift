@@ -21,8 +21,11 @@ struct Ctl: AsyncParsableCommand {
 
 /// Where and as whom `warren ctl` talks.
 struct CtlOptions: ParsableArguments {
-  @Option(help: "The management API's HOST:PORT (default 127.0.0.1 and WARREN_MANAGEMENT_PORT or 15672).")
+  @Option(
+    help: "The management API's HOST:PORT or https://HOST:PORT (default 127.0.0.1 and WARREN_MANAGEMENT_PORT or 15672)."
+  )
   var address: String?
+  @OptionGroup var https: HTTPSFlags
   @Option(help: "A user with a management tag.") var user: String = "guest"
   @Option(help: "The user's password.") var password: String = "guest"
   @Option(help: "The virtual host.") var vhost: String = "/"
@@ -41,7 +44,7 @@ struct CtlOptions: ParsableArguments {
     do {
       (status, received) = try await httpRequest(
         address: self.target, method: method, path: "/api" + path, body: payload,
-        credentials: (self.user, self.password), headers: headers)
+        credentials: (self.user, self.password), headers: headers, tls: self.https.options)
     } catch let error as ValidationError {
       printError("warren ctl: \(error)")
       throw ExitCode.validationFailure

@@ -222,24 +222,39 @@ func printError(_ text: String) {
 }
 
 /// A plain HTTP GET of `path` from `address` (host:port); the body, or an error for a status other than 200.
-func httpGet(address: String, path: String, credentials: (String, String)? = nil) async throws -> String {
-  let (status, body) = try await httpRequest(address: address, method: .GET, path: path, credentials: credentials)
+func httpGet(address: String, path: String, credentials: (String, String)? = nil, tls: HTTPSOptions? = nil)
+  async throws -> String
+{
+  let (status, body) = try await httpRequest(
+    address: address, method: .GET, path: path, credentials: credentials, tls: tls)
   guard status == .ok else { throw ValidationError("\(address)\(path): \(status)") }
   return String(buffer: body)
 }
 
 /// One HTTP/1.1 request to `address` (HOST:PORT), with basic authentication when given: the status and body.
 func httpRequest(
-  address: String, method: HTTPMethod, path: String, body: ByteBuffer? = nil, credentials: (String, String)? = nil,
-  headers extra: [(String, String)] = []
+  address given: String, method: HTTPMethod, path: String, body: ByteBuffer? = nil,
+  credentials: (String, String)? = nil, headers extra: [(String, String)] = [], tls: HTTPSOptions? = nil
 ) async throws -> (HTTPResponseStatus, ByteBuffer) {
+  // HOST:PORT, or http:// or https:// before it.
+  var address = given
+  var tls = tls
+  if address.hasPrefix("https://") {
+    address.removeFirst(8)
+    tls = tls ?? HTTPSOptions()
+  } else if address.hasPrefix("http://") {
+    address.removeFirst(7)
+  }
+  if address.hasSuffix("/") { address.removeLast() }
   guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-    throw ValidationError("the address is HOST:PORT, not '\(address)'")
+    throw ValidationError("the address is HOST:PORT (or https://HOST:PORT), not '\(given)'")
   }
   let host = String(address[..<colon])
+  let security = try tls.map { try TLSClient(host: host, caFile: $0.caFile, insecure: $0.insecure) }
   let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
     .connect(host: host, port: port) { channel in
       channel.eventLoop.makeCompletedFuture {
+        if let security { try channel.pipeline.syncOperations.addHandler(try security.makeHandler()) }
         try channel.pipeline.syncOperations.addHTTPClientHandlers()
         return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
       }
@@ -270,4 +285,22 @@ func httpRequest(
     }
     throw ValidationError("\(address)\(path): the connection closed early")
   }
+}
+
+/// `--ca` and `--insecure`: HTTPS (also implied by an https:// address) and how the server is checked.
+struct HTTPSFlags: ParsableArguments {
+  @Option(help: "HTTPS: CA certificates (PEM) to check the server against (default: the system's).") var ca: String?
+  @Flag(help: "HTTPS without checking the server's certificate (a local check against a self-signed one).")
+  var insecure = false
+
+  /// Nil unless a flag asks for HTTPS.
+  var options: HTTPSOptions? {
+    self.ca == nil && !self.insecure ? nil : HTTPSOptions(caFile: self.ca, insecure: self.insecure)
+  }
+}
+
+/// How an HTTPS request checks the server: against these CA certificates (the system's when nil), or not at all.
+struct HTTPSOptions {
+  var caFile: String?
+  var insecure = false
 }

@@ -252,3 +252,29 @@ final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler
     }
   }
 }
+
+/// TLS for Warren's own clients (`warren health`, `warren ctl` against an HTTPS port, `warren perf` with amqps).
+public struct TLSClient: Sendable {
+  let context: NIOSSLContext
+  let serverHostname: String?
+
+  /// For `host`: the server's chain is checked against `caFile` (the system's roots when nil) and, for a host name,
+  /// the name too; `insecure` checks nothing (a local health check against a self-signed certificate).
+  public init(host: String, caFile: String?, insecure: Bool) throws {
+    var configuration = TLSConfiguration.makeClientConfiguration()
+    if let caFile { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile)) }
+    let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    if insecure {
+      configuration.certificateVerification = .none
+    } else if isAddress {
+      configuration.certificateVerification = .noHostnameVerification
+    }
+    self.context = try NIOSSLContext(configuration: configuration)
+    self.serverHostname = isAddress ? nil : host
+  }
+
+  /// The handler to put first on a new connection.
+  public func makeHandler() throws -> any ChannelHandler {
+    try NIOSSLClientHandler(context: self.context, serverHostname: self.serverHostname)
+  }
+}

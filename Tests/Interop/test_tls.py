@@ -331,3 +331,43 @@ def test_check_config_names_the_line_of_a_key_that_does_not_match_its_certificat
     config.write_text(f"server:\n  tls_cert: {pki}/missing.pem\n  tls_key: {pki}/server.key\n")
     result = subprocess.run([binary, "check-config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and f"{config}:2:" in result.stderr and "missing.pem" in result.stderr, result.stderr
+
+
+def test_https_on_the_management_and_metrics_ports_and_warren_health_over_it(pki):
+    import base64
+    import json
+    import urllib.request
+
+    broker = Broker(*tls_flags(pki), env={"WARREN_MANAGEMENT_TLS": "true", "WARREN_METRICS_TLS": "true"})
+    binary = os.environ.get("WARREN_BIN", os.path.join(ROOT, ".build", "debug", "warren"))
+    try:
+        context = client_context(pki)
+        request = urllib.request.Request(f"https://localhost:{broker.management_port}/api/overview")
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            assert json.load(response)["product_name"] == "Warren"
+        with urllib.request.urlopen(f"https://localhost:{broker.http_port}/metrics", timeout=10,
+                                    context=context) as response:
+            assert b"rabbitmq_connections" in response.read()
+        # Plain HTTP to an HTTPS port gets nothing.
+        with pytest.raises(Exception):
+            urllib.request.urlopen(f"http://127.0.0.1:{broker.http_port}/healthz", timeout=10)
+        health = subprocess.run(
+            [binary, "health", "--address", f"https://127.0.0.1:{broker.http_port}", "--ca", f"{pki}/ca.pem"],
+            capture_output=True, text=True, timeout=30)
+        assert health.returncode == 0, health.stderr
+        untrusted = subprocess.run(
+            [binary, "health", "--address", f"https://127.0.0.1:{broker.http_port}", "--ca", f"{pki}/other-ca.pem"],
+            capture_output=True, text=True, timeout=30)
+        assert untrusted.returncode == 1
+        insecure = subprocess.run(
+            [binary, "health", "--address", f"127.0.0.1:{broker.http_port}", "--insecure"],
+            capture_output=True, text=True, timeout=30)
+        assert insecure.returncode == 0, insecure.stderr
+        listing = subprocess.run(
+            [binary, "ctl", "list", "queues", "--address", f"https://localhost:{broker.management_port}", "--ca",
+             f"{pki}/ca.pem"], capture_output=True, text=True, timeout=30)
+        assert listing.returncode == 0, listing.stderr
+        still_serving(broker)
+    finally:
+        broker.stop()

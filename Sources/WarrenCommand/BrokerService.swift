@@ -73,6 +73,7 @@ struct BrokerService: Service {
         makeBrokerAndStore: { [settings, configuration, exchangeTypes] in
           let broker = Broker(
             registry: exchangeTypes, limits: settings.limits, defaultVirtualHost: settings.defaultVirtualHost)
+          broker.connectionMax = settings.connectionMax > 0 ? settings.connectionMax : nil
           let persistence: BrokerPersistence
           do {
             persistence = try BrokerPersistence.open(directory: settings.dataDirectory, logger: logger)

@@ -74,8 +74,8 @@ public struct ConfigLoader {
     {
       switch key {
       case "server": self.parseServer(value, into: &configuration.server)
-      case "vhosts": configuration.vhosts = self.parseVhosts(value)
-      case "users": configuration.users = self.parseUsers(value)
+      case "vhosts": configuration.vhosts = self.parseVhosts(value, limits: &configuration.vhostLimits)
+      case "users": configuration.users = self.parseUsers(value, limits: &configuration.userLimits)
       case "permissions": configuration.permissions = self.parsePermissions(value)
       case "policies": configuration.policies = self.parsePolicies(value, "policies")
       case "operator_policies": configuration.operatorPolicies = self.parsePolicies(value, "operator_policies")
@@ -103,7 +103,7 @@ public struct ConfigLoader {
     }
   }
 
-  private mutating func parseVhosts(_ node: Node) -> [String] {
+  private mutating func parseVhosts(_ node: Node, limits: inout [String: VirtualHostLimits]) -> [String] {
     guard let sequence = self.sequence(node, "vhosts") else { return ["/"] }
     var names: [String] = []
     for item in sequence {
@@ -112,13 +112,18 @@ public struct ConfigLoader {
         name = self.string(item, "vhost")
       } else if let mapping = self.mapping(item, "a vhost") {
         var found: String?
+        var values: [String: Int] = [:]
         for (key, value) in self.entries(
           mapping, allowed: ["name", "metadata", "limits", "description", "tags", "default_queue_type"], in: "a vhost")
-        where key == "name" {
-          found = self.string(value, "name")
+        {
+          if key == "name" { found = self.string(value, "name") }
+          if key == "limits" { values = self.parseLimits(value, allowed: ["max-connections", "max-queues"]) }
         }
         if found == nil { self.problem(item, "a vhost needs a name") }
         name = found
+        if let found, !values.isEmpty {
+          limits[found] = VirtualHostLimits(maxConnections: values["max-connections"], maxQueues: values["max-queues"])
+        }
       } else {
         name = nil
       }
@@ -129,7 +134,18 @@ public struct ConfigLoader {
     return names
   }
 
-  private mutating func parseUsers(_ node: Node) -> [UserDefinition] {
+  /// A `limits` mapping: each allowed key an integer (-1 for no limit).
+  private mutating func parseLimits(_ node: Node, allowed: [String]) -> [String: Int] {
+    if let sequence = node.sequence, sequence.isEmpty { return [:] }  // RabbitMQ writes no limits as []
+    guard let mapping = self.mapping(node, "limits") else { return [:] }
+    var values: [String: Int] = [:]
+    for (key, value) in self.entries(mapping, allowed: allowed, in: "limits") {
+      if let number = self.integer(value, key, -1...Int(Int32.max)) { values[key] = number }
+    }
+    return values
+  }
+
+  private mutating func parseUsers(_ node: Node, limits: inout [String: UserLimits]) -> [UserDefinition] {
     guard let sequence = self.sequence(node, "users") else { return [] }
     var users: [UserDefinition] = []
     for item in sequence {
@@ -138,6 +154,7 @@ public struct ConfigLoader {
       var password: String?
       var hash: String?
       var tags: [String] = []
+      var values: [String: Int] = [:]
       for (key, value) in self.entries(
         mapping, allowed: ["name", "password", "password_hash", "hashing_algorithm", "tags", "limits"], in: "a user")
       {
@@ -162,7 +179,8 @@ public struct ConfigLoader {
           } else {
             self.problem(value, "tags must be a comma-separated string or a list")
           }
-        default: break  // limits: RabbitMQ's, accepted and ignored
+        case "limits": values = self.parseLimits(value, allowed: ["max-connections", "max-channels"])
+        default: break
         }
       }
       guard let name, password != nil || hash != nil else {
@@ -170,6 +188,9 @@ public struct ConfigLoader {
         continue
       }
       if users.contains(where: { $0.name == name }) { self.problem(item, "duplicate user '\(name)'") }
+      if !values.isEmpty {
+        limits[name] = UserLimits(maxConnections: values["max-connections"], maxChannels: values["max-channels"])
+      }
       users.append(UserDefinition(name: name, password: hash == nil ? password : nil, passwordHash: hash, tags: tags))
     }
     return users

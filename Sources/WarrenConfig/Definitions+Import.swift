@@ -40,6 +40,7 @@ extension WarrenConfiguration {
       broker.addVirtualHost(grant.vhost)
       broker.permissions[grant.user, default: [:]][grant.vhost] = grant.permission
     }
+    _ = self.applyLimits(to: broker)
     for name in Set(self.policies.map(\.vhost) + self.operatorPolicies.map(\.vhost)) {
       let vhost = broker.addVirtualHost(name)
       // Added, or replacing the one of the same name; a definition with a problem is reported and left out.

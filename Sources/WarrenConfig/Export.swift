@@ -19,14 +19,30 @@ extension WarrenConfiguration {
     try Yams.dump(object: self.definitionsObject(rabbitSpelling: false), sortKeys: true)
   }
 
+  static func limitsObject(_ values: [String: Int?]) -> [String: Any] {
+    values.compactMapValues { $0 }
+  }
+
   func definitionsObject(rabbitSpelling: Bool) -> [String: Any] {
     [
-      "vhosts": self.vhosts.map { ["name": $0] },
+      "vhosts": self.vhosts.map { name -> [String: Any] in
+        guard let limits = self.vhostLimits[name], !limits.isEmpty else { return ["name": name] }
+        return [
+          "name": name,
+          "limits": Self.limitsObject(["max-connections": limits.maxConnections, "max-queues": limits.maxQueues]),
+        ]
+      },
       "users": self.users.map { user -> [String: Any] in
-        [
+        var object: [String: Any] = [
           "name": user.name, "password_hash": user.passwordHash ?? User.hash(password: user.password ?? ""),
           "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": user.tags,
         ]
+        if let limits = self.userLimits[user.name], !limits.isEmpty {
+          object["limits"] = Self.limitsObject([
+            "max-connections": limits.maxConnections, "max-channels": limits.maxChannels,
+          ])
+        }
+        return object
       },
       "permissions": self.permissions.map {
         [
@@ -94,6 +110,8 @@ extension WarrenConfiguration {
   public init(runningTopologyOf broker: Broker) {
     self.init()
     self.vhosts = broker.vhosts.keys.sorted()
+    for (name, vhost) in broker.vhosts where !vhost.limits.isEmpty { self.vhostLimits[name] = vhost.limits }
+    self.userLimits = broker.userLimits.filter { !$0.value.isEmpty }
     self.users = broker.users.values.sorted { $0.name < $1.name }.map {
       UserDefinition(name: $0.name, passwordHash: $0.passwordHash, tags: $0.tags)
     }

@@ -107,6 +107,11 @@ public struct ServerSetting: Sendable {
       "handshake_timeout", flag: "handshake-timeout", "10000",
       "milliseconds a client has from connecting (TLS handshake included) to connection.open-ok", 100...3_600_000
     ) { $0.handshakeTimeout = $1 },
+    integer(
+      "connection_max", flag: nil, "0",
+      "connections open at once over the whole broker (RabbitMQ's connection_max; 530 beyond it); 0 for no limit",
+      0...Int(Int32.max)
+    ) { $0.connectionMax = $1 },
     text("default_vhost", flag: nil, "/", "the vhost created at start, where guest has its permissions") {
       $0.defaultVirtualHost = $1
     },

@@ -54,6 +54,8 @@ public struct ServerSettings: Sendable, Equatable {
   public var maxMessageSize = 128 * 1024 * 1024
   /// Milliseconds a delivery may stay unacknowledged (RabbitMQ's `consumer_timeout`); 0 disables.
   public var consumerTimeout = 1_800_000
+  /// Connections open at once over the broker; 0 for no limit.
+  public var connectionMax = 0
   /// Milliseconds from connecting (TLS included) to connection.open-ok.
   public var handshakeTimeout = 10_000
   public var defaultVirtualHost = "/"
@@ -240,6 +242,9 @@ public struct WarrenConfiguration: Sendable, Equatable {
   public var exchanges: [ExchangeDefinition] = []
   public var queues: [QueueDefinition] = []
   public var bindings: [BindingDefinition] = []
+  /// Limits by vhost and by user (a vhost's or user's `limits:`).
+  public var vhostLimits: [String: VirtualHostLimits] = [:]
+  public var userLimits: [String: UserLimits] = [:]
 
   public init() {}
 
@@ -259,10 +264,29 @@ public struct WarrenConfiguration: Sendable, Equatable {
       broker.addVirtualHost(grant.vhost)
       broker.permissions[grant.user, default: [:]][grant.vhost] = grant.permission
     }
+    _ = self.applyLimits(to: broker)
     _ = self.applyPolicies(to: broker)
     for exchange in self.exchanges { try exchange.declare(on: broker) }
     for queue in self.queues { try queue.declare(on: broker) }
     for binding in self.bindings { _ = try binding.declare(on: broker) }
+  }
+
+  /// Sets the file's vhost and user limits (the ones the file names; others are left as they are); returns what
+  /// changed.
+  public func applyLimits(to broker: Broker) -> [String] {
+    var log: [String] = []
+    for (name, limits) in self.vhostLimits.sorted(by: { $0.key < $1.key }) {
+      let vhost = broker.addVirtualHost(name)
+      if vhost.limits != limits {
+        vhost.limits = limits
+        log.append("set the limits of vhost '\(name)'")
+      }
+    }
+    for (name, limits) in self.userLimits.sorted(by: { $0.key < $1.key }) where broker.userLimits[name] != limits {
+      broker.userLimits[name] = limits
+      log.append("set the limits of user '\(name)'")
+    }
+    return log
   }
 
   /// Gives every vhost its policies and operator policies from the file (replacing what it had, so that a policy
@@ -314,6 +338,7 @@ public struct WarrenConfiguration: Sendable, Equatable {
         break
       }
     }
+    log += self.applyLimits(to: broker)
     log += self.applyPolicies(to: broker)
     for exchange in self.exchanges {
       let existed = broker.vhosts[exchange.vhost]?.exchanges[exchange.name] != nil
@@ -361,7 +386,8 @@ extension QueueDefinition {
   /// queue.declare on the broker (406 when it exists with other properties).
   func declare(on broker: Broker) throws(BrokerError) {
     try broker.addVirtualHost(self.vhost).declareQueue(
-      name: self.name, durable: self.durable, autoDelete: self.autoDelete, arguments: self.arguments, connection: 0)
+      name: self.name, durable: self.durable, autoDelete: self.autoDelete, arguments: self.arguments, connection: 0,
+      ignoringLimits: true)
   }
 }
 

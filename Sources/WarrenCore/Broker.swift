@@ -109,6 +109,15 @@ public final class Broker {
   public private(set) var vhosts: [String: VirtualHost] = [:]
   /// Users by name.
   public var users: [String: User] = [:]
+  /// Limits by user (RabbitMQ's `max-connections`, `max-channels`).
+  public var userLimits: [String: UserLimits] = [:]
+  /// Connections and channels open now, by user (for the user limits).
+  public var userConnections: [String: Int] = [:]
+  public var userChannels: [String: Int] = [:]
+  /// Connections open at once over the whole broker (RabbitMQ's `connection_max`); nil for no limit.
+  public var connectionMax: Int?
+  /// Connections past connection.open now.
+  public var openConnectionCount = 0
   /// Permissions by user, then by virtual host. A user without an entry for a vhost cannot open it.
   public var permissions: [String: [String: Permission]] = [:]
   private var compiledPatterns: [String: Regex<AnyRegexOutput>] = [:]

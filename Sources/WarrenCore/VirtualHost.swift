@@ -1,5 +1,34 @@
 import AMQPProtocol
 
+/// RabbitMQ's limits of a virtual host; nil or a negative value is no limit.
+public struct VirtualHostLimits: Sendable, Equatable {
+  /// Connections open at once; 0 refuses every connection.
+  public var maxConnections: Int?
+  /// Queues; 0 refuses every new queue.
+  public var maxQueues: Int?
+
+  public init(maxConnections: Int? = nil, maxQueues: Int? = nil) {
+    self.maxConnections = maxConnections
+    self.maxQueues = maxQueues
+  }
+
+  public var isEmpty: Bool { self.maxConnections == nil && self.maxQueues == nil }
+}
+
+/// RabbitMQ's limits of a user (over all its connections); nil or a negative value is no limit.
+public struct UserLimits: Sendable, Equatable {
+  public var maxConnections: Int?
+  /// Channels open at once over all the user's connections.
+  public var maxChannels: Int?
+
+  public init(maxConnections: Int? = nil, maxChannels: Int? = nil) {
+    self.maxConnections = maxConnections
+    self.maxChannels = maxChannels
+  }
+
+  public var isEmpty: Bool { self.maxConnections == nil && self.maxChannels == nil }
+}
+
 /// A virtual host: its exchanges, queues and bindings, and routing. Used on the broker's event loop only.
 public final class VirtualHost {
   /// Its name, e.g. `/`.
@@ -10,6 +39,10 @@ public final class VirtualHost {
   public private(set) var queues: [String: Queue] = [:]
   /// The default exchange: routes to the queue named by the routing key.
   public let defaultExchange: Exchange
+  /// RabbitMQ's vhost limits (`max-connections`, `max-queues`).
+  public var limits = VirtualHostLimits()
+  /// Connections open on it now (counted for `max-connections`).
+  public var connectionCount = 0
 
   let registry: ExchangeRegistry
   /// The broker's counters (queues declared, created and deleted).
@@ -189,7 +222,8 @@ public final class VirtualHost {
     exclusive: Bool = false,
     autoDelete: Bool = false,
     arguments: FieldTable = [:],
-    connection: UInt64
+    connection: UInt64,
+    ignoringLimits: Bool = false
   ) throws(BrokerError) -> Queue {
     if passive {
       let queue = try self.queue(named: requestedName, connection: connection)
@@ -233,6 +267,10 @@ public final class VirtualHost {
       }
       existing.markUsed()
       return existing
+    }
+    if let limit = self.limits.maxQueues, limit >= 0, self.queues.count >= limit, !ignoringLimits {
+      throw .preconditionFailed(
+        "cannot declare queue '\(name)': queue limit in vhost '\(self.name)' (\(limit)) is reached")
     }
     let options = try QueueOptions(arguments: arguments, queue: name, vhost: self.name)
     try options.checkProperties(

@@ -17,6 +17,26 @@ extension MetricsSnapshot {
     var snapshot = MetricsSnapshot()
     snapshot.counters = inspection.broker.counters.values
     snapshot.alarms = inspection.alarms
+    let broker = inspection.broker
+    for vhost in broker.vhosts.values.sorted(by: { $0.name < $1.name }) {
+      if let value = vhost.limits.maxConnections {
+        snapshot.limits.append(("vhost", vhost.name, "max-connections", value, vhost.connectionCount))
+      }
+      if let value = vhost.limits.maxQueues {
+        snapshot.limits.append(("vhost", vhost.name, "max-queues", value, vhost.queues.count))
+      }
+    }
+    for (user, limits) in broker.userLimits.sorted(by: { $0.key < $1.key }) {
+      if let value = limits.maxConnections {
+        snapshot.limits.append(("user", user, "max-connections", value, broker.userConnections[user] ?? 0))
+      }
+      if let value = limits.maxChannels {
+        snapshot.limits.append(("user", user, "max-channels", value, broker.userChannels[user] ?? 0))
+      }
+    }
+    if let value = broker.connectionMax {
+      snapshot.limits.append(("node", "", "connection_max", value, broker.openConnectionCount))
+    }
     snapshot.connectionCount = inspection.connectionCount
     inspection.forEachConnection { connection in
       snapshot.channelCount += connection.channels

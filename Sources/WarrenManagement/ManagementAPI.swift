@@ -123,6 +123,8 @@ public struct ManagementAPI: Sendable {
     case (_, "policies"): return try await self.policies(request, caller, path, operator: false)
     case (_, "operator-policies"): return try await self.policies(request, caller, path, operator: true)
     case (_, "definitions"): return try await self.definitionsEndpoint(request, caller, path)
+    case (_, "vhost-limits"): return try await self.limits(request, caller, path, ofUsers: false)
+    case (_, "user-limits"): return try await self.limits(request, caller, path, ofUsers: true)
     case (.GET, "health"): return try await self.health(request, caller, path)
     case (.GET, "aliveness-test") where path.count == 2: return try await self.aliveness(caller, vhost: path[1])
     case (.GET, "extensions"): return Self.json([])

@@ -270,6 +270,18 @@ public struct MetricsRenderer: Sendable {
       s.alarms.disk ? 1 : 0)
     out.single(
       p + "alarms_file_descriptor_limit", .gauge, help: "is 1 if file descriptor limit alarm is in effect", 0)
+    if !s.limits.isEmpty {
+      // Warren's own families: RabbitMQ's Prometheus plugin does not export limits.
+      out.family(p + "limit", .gauge, help: "A vhost, user or node limit in effect (-1: none)")
+      for limit in s.limits {
+        out.sample(p + "limit", [("kind", limit.kind), ("name", limit.name), ("limit", limit.limit)], limit.value)
+      }
+      out.family(p + "limit_used", .gauge, help: "What a limit counts now (connections, channels or queues)")
+      for limit in s.limits {
+        out.sample(
+          p + "limit_used", [("kind", limit.kind), ("name", limit.name), ("limit", limit.limit)], limit.current)
+      }
+    }
     out.family(p + "uptime_seconds", .gauge, help: "Time since the broker started, in seconds")
     out.sample(p + "uptime_seconds", [], (now - self.startTime).rounded(toPlaces: 3))
     out.family("process_start_time_seconds", .gauge, help: "Start time of the process since unix epoch in seconds.")

@@ -23,6 +23,9 @@ public struct MetricsSnapshot: Sendable {
   public var connections: [ConnectionSample] = []
   /// The resource alarms in effect.
   public var alarms = ResourceAlarms()
+  /// Limits in effect (RabbitMQ's vhost and user limits, `connection_max`): kind (`vhost`, `user`), its name, the
+  /// limit's name, the value, and what it counts now.
+  public var limits: [(kind: String, name: String, limit: String, value: Int, current: Int)] = []
 
   public init() {}
 }

@@ -33,6 +33,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   private var closeTimeout: Scheduled<Void>?
   private var remoteIsLoopback = false
   private var tornDown = false
+  /// Counted in its vhost's, user's and the broker's open connections (for their limits).
+  private var countedOpen = false
   /// Whether the socket is read, and why not.
   private(set) var readGate = ReadGate()
   private var pauseTimer: Scheduled<Void>?
@@ -251,8 +253,18 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
           "number of channels opened (\(self.channels.count)) has reached the negotiated channel_max (\(channelMax))"))
       return nil
     }
+    let user = self.machine.username ?? ""
+    if let limit = self.broker.userLimits[user]?.maxChannels, limit >= 0,
+      self.broker.userChannels[user, default: 0] >= limit
+    {
+      self.connectionError(
+        .notAllowed(
+          "number of channels opened for user '\(user)' has reached the maximum allowed user limit of (\(limit))"))
+      return nil
+    }
     let channel = ServerChannel(number: number, connection: self, vhost: self.vhost!)
     self.channels[number] = channel
+    self.broker.userChannels[user, default: 0] += 1
     self.broker.counters.values.channelsOpened += 1
     self.outbound.writeMethod(channel: number, .channelOpenOk(ChannelOpenOk()))
     return nil
@@ -295,7 +307,8 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
       let user = self.machine.username ?? ""
       if let vhost = self.broker.vhosts[name] {
         if self.broker.mayOpen(virtualHost: name, user: user) {
-          self.vhost = vhost
+          error = self.admitConnection(to: vhost, user: user)
+          if error == nil { self.vhost = vhost }
         } else {
           error = .notAllowed("access to vhost '\(name)' refused for user '\(user)'")
         }
@@ -410,8 +423,38 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   private func closeChannelsForConnectionClose() {
     for channel in self.channels.values { channel.release() }
     self.broker.counters.values.channelsClosed += self.channels.count
+    self.countChannelsClosed(self.channels.count)
     self.channels.removeAll()
     self.lastChannel = nil
+  }
+
+  /// The user's channel count for `max-channels`.
+  private func countChannelsClosed(_ count: Int) {
+    guard count > 0, let user = self.machine.username else { return }
+    let left = self.broker.userChannels[user, default: 0] - count
+    self.broker.userChannels[user] = left > 0 ? left : nil
+  }
+
+  /// Counts an opened connection for the vhost, user and broker limits; false (and the error) when one is reached.
+  private func admitConnection(to vhost: VirtualHost, user: String) -> BrokerError? {
+    if let limit = vhost.limits.maxConnections, limit >= 0, vhost.connectionCount >= limit {
+      return .notAllowed(
+        "access to vhost '\(vhost.name)' refused for user '\(user)': connection limit (\(limit)) is reached")
+    }
+    if let limit = self.broker.userLimits[user]?.maxConnections, limit >= 0,
+      self.broker.userConnections[user, default: 0] >= limit
+    {
+      return .notAllowed("connection refused for user '\(user)': user connection limit (\(limit)) is reached")
+    }
+    if let limit = self.broker.connectionMax, self.broker.openConnectionCount >= limit {
+      return .notAllowed(
+        "access to vhost '\(vhost.name)' refused for user '\(user)': node connection limit (\(limit)) is reached")
+    }
+    vhost.connectionCount += 1
+    self.broker.userConnections[user, default: 0] += 1
+    self.broker.openConnectionCount += 1
+    self.countedOpen = true
+    return nil
   }
 
   /// Releases everything the connection held: consumers, unacked deliveries (requeued), exclusive queues.
@@ -423,6 +466,12 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
     self.handshakeTimeout?.cancel()
     self.closeTimeout?.cancel()
     self.closeChannelsForConnectionClose()
+    if self.countedOpen, let vhost = self.vhost, let user = self.machine.username {
+      vhost.connectionCount -= 1
+      let left = self.broker.userConnections[user, default: 0] - 1
+      self.broker.userConnections[user] = left > 0 ? left : nil
+      self.broker.openConnectionCount -= 1
+    }
     self.vhost?.removeExclusiveQueues(of: self.id)
     self.runtime.connections[self.id] = nil
     // Closed in the middle of a read, its read-complete will not come: end the cycle here, or writes made later
@@ -436,7 +485,10 @@ final class AMQPConnectionHandler: ChannelInboundHandler {
   }
 
   func channelClosed(_ number: UInt16) {
-    if self.channels.removeValue(forKey: number) != nil { self.broker.counters.values.channelsClosed += 1 }
+    if self.channels.removeValue(forKey: number) != nil {
+      self.broker.counters.values.channelsClosed += 1
+      self.countChannelsClosed(1)
+    }
     if number == self.lastChannelNumber {
       self.lastChannel = nil
     }

@@ -276,7 +276,7 @@ extension AMQPServer {
     return try await self.eventLoop.submit { () -> String? in
       guard let vhost = runtime.value.broker.vhosts[name] else { return "vhost '\(name)' not found" }
       do {
-        let queue = try vhost.declareQueue(name: "aliveness-test", connection: 0)
+        let queue = try vhost.declareQueue(name: "aliveness-test", connection: 0, ignoringLimits: true)
         _ = queue.purge()
         let body = "test_message"
         let routed = vhost.publish(

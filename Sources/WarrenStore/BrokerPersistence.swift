@@ -179,7 +179,8 @@ public final class BrokerPersistence: TopologyObserver {
       }
       defer { vhost.makeQueueStorage = saved }
       do throws(BrokerError) {
-        try vhost.declareQueue(name: record.name, durable: true, arguments: record.table, connection: 0)
+        try vhost.declareQueue(
+          name: record.name, durable: true, arguments: record.table, connection: 0, ignoringLimits: true)
         self.report.queues += 1
       } catch {
         self.logger.error("recovery: queue '\(record.name)' in vhost '\(record.vhost)' skipped: \(error)")

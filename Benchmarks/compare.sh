@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(small small-unbatched large confirms confirms-unbatched rpc huge fanout many
-  queues10k topic10k churn latency management queued idle persistent persistent4 recovery expiry)
+  queues10k topic10k churn latency management queued idle persistent persistent4 recovery expiry tls)
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 swift build -c release >/dev/null
@@ -19,6 +19,21 @@ chmod 755 "$WORK"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# A throwaway CA and server certificate for the TLS rows (the same files for both brokers).
+PKI="$WORK/pki"
+mkdir -p "$PKI"
+(
+  cd "$PKI"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 \
+    -subj "/CN=Warren bench CA" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
+    -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext \
+    -out server.pem 2>/dev/null
+  chmod 644 ./*.pem ./*.key
+)
+
 WARREN_PID=""
 RABBIT_DIR=""
 # With MANAGEMENT=1 both brokers serve their management API (RabbitMQ's plugin costs it CPU, so only the
@@ -26,7 +41,10 @@ RABBIT_DIR=""
 start_brokers() {
   WARREN_PORT=$(free_port)
   WARREN_MANAGEMENT_PORT=$(free_port)
+  WARREN_TLS_PORT=$(free_port)
+  RABBIT_TLS_PORT=$(free_port)
   "$BIN" --port "$WARREN_PORT" --metrics-port 0 --management-port "$WARREN_MANAGEMENT_PORT" --data-dir "$WORK/warren-data" \
+    --tls-port "$WARREN_TLS_PORT" --tls-cert "$PKI/server.pem" --tls-key "$PKI/server.key" \
     --log-level ${WARREN_LOG_LEVEL:-warning} >> "$WORK/warren.log" 2>&1 &
   WARREN_PID=$!
   RABBIT_PORT=$(free_port)
@@ -35,7 +53,7 @@ start_brokers() {
   if [ "${MANAGEMENT:-0}" = 1 ]; then
     RABBITMQ_MANAGEMENT_PORT=$RABBIT_MANAGEMENT_PORT Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$RABBIT_DIR"
   else
-    Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$RABBIT_DIR"
+    RABBITMQ_TLS_PORT=$RABBIT_TLS_PORT RABBITMQ_TLS_DIR=$PKI Benchmarks/rabbitmq.sh start "$RABBIT_PORT" "$RABBIT_DIR"
   fi
   RABBIT_PID=$(cat "$RABBIT_DIR/pid")
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$WARREN_PORT") 2>/dev/null && break; sleep 0.1; done
@@ -48,13 +66,17 @@ stop_brokers() {
 trap stop_brokers EXIT
 start_brokers
 
-# run BROKER ARGS... -> prints the RESULT json
+# run BROKER ARGS... -> prints the RESULT json (over TLS with TLS=1)
 run() {
   local broker=$1; shift
-  local port pid
+  local port pid scheme=amqp
   if [ "$broker" = warren ]; then port=$WARREN_PORT; pid=$WARREN_PID; else port=$RABBIT_PORT; pid=$RABBIT_PID; fi
+  if [ "${TLS:-0}" = 1 ]; then
+    scheme=amqps
+    if [ "$broker" = warren ]; then port=$WARREN_TLS_PORT; else port=$RABBIT_TLS_PORT; fi
+  fi
   local out
-  out=$("$BIN" perf --uri "amqp://guest:guest@127.0.0.1:$port/" --broker-pid "$pid" "$@" 2>&1 | tee -a "$WORK/perf.log" \
+  out=$("$BIN" perf --uri "$scheme://guest:guest@127.0.0.1:$port/" --ca "$PKI/ca.pem" --broker-pid "$pid" "$@" 2>&1 | tee -a "$WORK/perf.log" \
     | grep '^RESULT ' | sed 's/^RESULT //' | tail -n 1 || true)  # perf exits 2 after a loss: its RESULT still counts
   if [ -n "$out" ]; then echo "$out"; else echo '{}'; fi
 }
@@ -184,6 +206,14 @@ for scenario in "${SCENARIOS[@]}"; do
       per() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(round((d["rss_after_kb"]-d["rss_before_kb"])*1024/max(1,d["connections"])))' "$1"; }
       wv=$(per "$w"); rv=$(per "$r")
       row "memory per idle connection (10,000 open)" "$wv B" "$rv B" "$(ratio "$wv" "$rv")" "<= 0.2x" ;;
+    tls)
+      # The same client over TLS to both brokers (TLS costs CPU per byte: is the one event loop the limit now?).
+      args=(--duration "$DURATION" --size 1024 --confirm 256 --ack --prefetch 256)
+      w=$(TLS=1 run warren "${args[@]}"); r=$(TLS=1 run rabbitmq "${args[@]}"); p=$(run warren "${args[@]}")
+      wv=$(field "$w" consume_rate); rv=$(field "$r" consume_rate); pv=$(field "$p" consume_rate)
+      row "1 KiB over TLS, confirms (256) + manual ack, prefetch 256" "$wv msg/s" "$rv msg/s" "$(ratio "$wv" "$rv")" "-"
+      cpu_rows "$w" "$r"
+      row "  Warren without TLS, same run" "$pv msg/s" "-" "-" "-" ;;
     persistent|persistent4)
       # Warren fsyncs before each confirm; RabbitMQ's classic queues do not (their store flushes at least every
       # 200 ms), its quorum queues do.

@@ -21,6 +21,19 @@ CONF
     printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' "$RABBITMQ_MANAGEMENT_PORT" >> "$dir/rabbitmq.conf"
     plugins="[rabbitmq_management]."
   fi
+  # RABBITMQ_TLS_PORT=N with RABBITMQ_TLS_DIR (ca.pem, server.pem, server.key) opens an AMQPS listener on N.
+  if [ -n "${RABBITMQ_TLS_PORT:-}" ]; then
+    mkdir -p "$dir/tls"
+    cp "$RABBITMQ_TLS_DIR/ca.pem" "$RABBITMQ_TLS_DIR/server.pem" "$RABBITMQ_TLS_DIR/server.key" "$dir/tls/"
+    cat >> "$dir/rabbitmq.conf" <<CONF
+listeners.ssl.default = 127.0.0.1:$RABBITMQ_TLS_PORT
+ssl_options.cacertfile = $dir/tls/ca.pem
+ssl_options.certfile = $dir/tls/server.pem
+ssl_options.keyfile = $dir/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+CONF
+  fi
   chown -R rabbitmq:rabbitmq "$dir" 2>/dev/null || true
   node="warren-ref-$port@localhost"
   export RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \
@@ -35,7 +48,8 @@ CONF
   echo "$node" > "$dir/nodename"
   for _ in $(seq 1 120); do
     if [ -s "$dir/pid" ] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null \
-      && { [ -z "${RABBITMQ_MANAGEMENT_PORT:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/"$RABBITMQ_MANAGEMENT_PORT") 2>/dev/null; }; then
+      && { [ -z "${RABBITMQ_MANAGEMENT_PORT:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/"$RABBITMQ_MANAGEMENT_PORT") 2>/dev/null; } \
+      && { [ -z "${RABBITMQ_TLS_PORT:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/"$RABBITMQ_TLS_PORT") 2>/dev/null; }; then
       # The start script's su resets the open-file limit to 1024: give the node as many as we have.
       prlimit --pid "$(cat "$dir/pid")" --nofile="$(ulimit -Hn):$(ulimit -Hn)" 2>/dev/null || true
       exit 0

@@ -1,16 +1,26 @@
-/// The parts of an AMQP URL: `amqp://user:password@host:port/vhost`, percent-decoded (`%2F` is `/`); what is
-/// left out is guest, guest, 127.0.0.1, 5672 and `/`.
+/// The parts of an AMQP URL: `amqp://user:password@host:port/vhost` (or `amqps://` for TLS), percent-decoded (`%2F`
+/// is `/`); what is left out is guest, guest, 127.0.0.1, 5672 (5671 for amqps) and `/`.
 public struct AMQPURL: Sendable, Equatable {
   public var host = "127.0.0.1"
   public var port = 5672
   public var username = "guest"
   public var password = "guest"
   public var virtualHost = "/"
+  /// `amqps://`: over TLS.
+  public var tls = false
 
-  /// Parses a URL; nil when it is not an `amqp://` URL.
+  /// Parses a URL; nil when it is not an `amqp://` or `amqps://` URL.
   public init?(_ url: String) {
-    guard url.hasPrefix("amqp://") else { return nil }
-    var rest = Substring(url.dropFirst("amqp://".count))
+    var rest: Substring
+    if url.hasPrefix("amqp://") {
+      rest = Substring(url.dropFirst("amqp://".count))
+    } else if url.hasPrefix("amqps://") {
+      rest = Substring(url.dropFirst("amqps://".count))
+      self.tls = true
+      self.port = 5671
+    } else {
+      return nil
+    }
     if let at = rest.lastIndex(of: "@") {
       let credentials = rest[..<at]
       rest = rest[rest.index(after: at)...]

@@ -12,7 +12,8 @@ struct Perf: AsyncParsableCommand {
       """
   )
 
-  @Option(help: "The broker.") var uri = "amqp://guest:guest@127.0.0.1:5672/"
+  @Option(help: "The broker (amqps:// for TLS).") var uri = "amqp://guest:guest@127.0.0.1:5672/"
+  @Option(help: "For amqps://: CA certificates (PEM) to check the broker's certificate against.") var ca: String?
   @Option(help: "Publishing connections.") var publishers = 1
   @Option(help: "Consuming connections.") var consumers = 1
   @Option(help: "Message size in bytes (at least 16).") var size = 16
@@ -47,6 +48,7 @@ struct Perf: AsyncParsableCommand {
   func run() async throws {
     var configuration = PerfConfiguration()
     configuration.uri = self.uri
+    configuration.caFile = self.ca
     configuration.publishers = self.publishers
     configuration.consumers = self.consumers
     configuration.size = self.size

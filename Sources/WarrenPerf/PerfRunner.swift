@@ -1,7 +1,9 @@
 import AMQPProtocol
 import Histogram
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import WarrenSystem
 
 #if canImport(Glibc)
@@ -12,6 +14,8 @@ import WarrenSystem
 public struct PerfConfiguration: Sendable {
   /// The broker, `amqp://user:pass@host:port/vhost`.
   public var uri = "amqp://guest:guest@127.0.0.1:5672/"
+  /// For `amqps://`: CA certificates (PEM) the broker's certificate is checked against (the system's when nil).
+  public var caFile: String?
   /// Publishing connections.
   public var publishers = 1
   /// Consuming connections.
@@ -164,7 +168,8 @@ public enum PerfRunner {
       let loop = group.next()
       let consuming = loop.makePromise(of: Void.self)
       let role = ConsumerRole(queue: queue, manualAck: true, prefetch: 1000, consuming: consuming)
-      let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
+      let channel = try await connect(
+        endpoint: endpoint, role: role, group: group, on: loop, caFile: configuration.caFile)
       try await consuming.futureResult.get()
       let start = NIODeadline.now()
       while try await loop.submit({ role.received }).get() < configuration.count {
@@ -183,7 +188,8 @@ public enum PerfRunner {
     }
 
     if configuration.idleConnections > 0 {
-      let channels = try await openIdle(count: configuration.idleConnections, endpoint: endpoint, group: group)
+      let channels = try await openIdle(
+        count: configuration.idleConnections, endpoint: endpoint, group: group, caFile: configuration.caFile)
       result.connections = channels.count
       log("\(channels.count) connections open")
       try await Task.sleep(for: .seconds(configuration.warmup))
@@ -216,7 +222,8 @@ public enum PerfRunner {
     }
     let setupDone = group.next().makePromise(of: Void.self)
     let setup = try await connect(
-      endpoint: endpoint, role: SetupRole(methods: setupMethods, done: setupDone), group: group)
+      endpoint: endpoint, role: SetupRole(methods: setupMethods, done: setupDone), group: group,
+      caFile: configuration.caFile)
     try await setupDone.futureResult.get()
 
     // Consumers first, so that nothing is published before someone listens.
@@ -227,7 +234,8 @@ public enum PerfRunner {
       let role = ConsumerRole(
         queue: queues[i % queues.count], manualAck: configuration.manualAck, prefetch: configuration.prefetch,
         consuming: consuming, ackEach: configuration.unbatched)
-      let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
+      let channel = try await connect(
+        endpoint: endpoint, role: role, group: group, on: loop, caFile: configuration.caFile)
       try await consuming.futureResult.get()
       consumers.append((channel, role))
     }
@@ -239,7 +247,8 @@ public enum PerfRunner {
         routingKey: configuration.spread ? "perf-\(i % queues.count)" : "perf", size: configuration.size,
         persistent: configuration.persistent, mandatory: false, confirmWindow: configuration.confirmWindow,
         rate: configuration.rate, limit: configuration.count, unbatched: configuration.unbatched)
-      let channel = try await connect(endpoint: endpoint, role: role, group: group, on: loop)
+      let channel = try await connect(
+        endpoint: endpoint, role: role, group: group, on: loop, caFile: configuration.caFile)
       publishers.append((channel, role))
     }
 
@@ -363,7 +372,8 @@ public enum PerfRunner {
       (configuration.queueName == nil ? queues.map { .queueDelete(QueueDelete(queue: $0)) } : [])
       + [.exchangeDelete(ExchangeDelete(exchange: exchange))]
     let cleanup = try await connect(
-      endpoint: endpoint, role: SetupRole(methods: cleanupMethods, done: cleanupDone), group: group)
+      endpoint: endpoint, role: SetupRole(methods: cleanupMethods, done: cleanupDone), group: group,
+      caFile: configuration.caFile)
     try await cleanupDone.futureResult.get()
     try? await cleanup.close()
     try? await setup.close()
@@ -399,14 +409,21 @@ public enum PerfRunner {
   }
 
   static func connect(
-    endpoint: AMQPURL, role: any PerfRole & Sendable, group: any EventLoopGroup, on loop: (any EventLoop)? = nil
+    endpoint: AMQPURL, role: any PerfRole & Sendable, group: any EventLoopGroup, on loop: (any EventLoop)? = nil,
+    caFile: String? = nil
   ) async throws -> any Channel {
     let eventLoop = loop ?? group.next()
     let ready = eventLoop.makePromise(of: Void.self)
+    let tls = endpoint.tls ? try PerfTLS.context(caFile: caFile) : nil
+    let serverName = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) == nil ? endpoint.host : nil
     let channel = try await ClientBootstrap(group: eventLoop)
       .channelOption(.tcpOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
+          if let tls {
+            try channel.pipeline.syncOperations.addHandler(
+              NIOSSLClientHandler(context: tls, serverHostname: serverName))
+          }
           try channel.pipeline.syncOperations.addHandler(
             PerfConnection(endpoint: endpoint, role: role, ready: ready))
         }
@@ -427,14 +444,16 @@ public enum PerfRunner {
     return channel
   }
 
-  static func openIdle(count: Int, endpoint: AMQPURL, group: any EventLoopGroup) async throws -> [any Channel] {
+  static func openIdle(count: Int, endpoint: AMQPURL, group: any EventLoopGroup, caFile: String?) async throws
+    -> [any Channel]
+  {
     var channels: [any Channel] = []
     var index = 0
     while index < count {
       let batch = min(50, count - index)
       try await withThrowingTaskGroup(of: (any Channel).self) { tasks in
         for _ in 0..<batch {
-          tasks.addTask { try await connect(endpoint: endpoint, role: IdleRole(), group: group) }
+          tasks.addTask { try await connect(endpoint: endpoint, role: IdleRole(), group: group, caFile: caFile) }
         }
         for try await channel in tasks { channels.append(channel) }
       }
@@ -523,5 +542,22 @@ final class ChurnLoop: @unchecked Sendable {
           loop.done.fail(error)
         }
       }
+  }
+}
+
+/// The TLS client context of an `amqps://` run: made once, shared by its connections.
+enum PerfTLS {
+  private static let made = NIOLockedValueBox<[String: NIOSSLContext]>([:])
+
+  static func context(caFile: String?) throws -> NIOSSLContext {
+    try self.made.withLockedValue { made in
+      if let context = made[caFile ?? ""] { return context }
+      var configuration = TLSConfiguration.makeClientConfiguration()
+      if let caFile { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile)) }
+      configuration.certificateVerification = .noHostnameVerification
+      let context = try NIOSSLContext(configuration: configuration)
+      made[caFile ?? ""] = context
+      return context
+    }
   }
 }

@@ -81,6 +81,9 @@ struct CodecTests {
     #expect(AMQPURL("amqp://h/%2F")?.virtualHost == "/")
     #expect(AMQPURL("amqp://h:notaport/") == nil)
     #expect(AMQPURL("http://h/") == nil)
+    #expect(AMQPURL("amqps://h/").map { ($0.tls, $0.port) } ?? (false, 0) == (true, 5671))
+    #expect(AMQPURL("amqps://h:5999/")?.port == 5999)
+    #expect(AMQPURL("amqp://h/")?.tls == false)
   }
 
   @Test("the samples cover all 66 methods")

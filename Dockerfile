@@ -45,7 +45,9 @@ ENV WARREN_AMQP_BIND=0.0.0.0 \
     WARREN_DATA_DIR=/var/lib/warren
 USER 10001:10001
 VOLUME /var/lib/warren
-EXPOSE 5672 15672 15692
+# 5671: AMQPS, opened when WARREN_TLS_CERT and WARREN_TLS_KEY name a certificate and key (mount a directory of
+# them, e.g. at /etc/warren/tls; see compose.yaml).
+EXPOSE 5671 5672 15672 15692
 # `warren health` asks the broker's own /healthz (the image has no curl).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/warren", "health"]
 STOPSIGNAL SIGTERM

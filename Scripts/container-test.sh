@@ -50,6 +50,21 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 amqp_port=$(free_port)
 http_port=$(free_port)
 management_port=$(free_port)
+tls_port=$(free_port)
+
+# Certificates from a mounted directory (made here; no key is committed): the image's AMQPS listener uses them.
+mkdir -p "$work/tls"
+(
+  cd "$work/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 \
+    -subj "/CN=container test CA" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
+    -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext \
+    -out server.pem 2>/dev/null
+  chmod 644 ca.pem server.pem server.key  # read by the image's unprivileged user
+)
 
 # A configuration from the host: a user, a queue and a binding the broker must have at start.
 cat > "$work/warren.yaml" <<YAML
@@ -82,7 +97,9 @@ echo "container-test: running it"
 "${podman[@]}" run -d --name "$name" --network host \
   --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
   -e WARREN_AMQP_PORT="$amqp_port" -e WARREN_METRICS_PORT="$http_port" -e WARREN_MANAGEMENT_PORT="$management_port" \
-  -v "$work/warren.yaml:/etc/warren/warren.yaml:ro" \
+  -e WARREN_TLS_PORT="$tls_port" -e WARREN_TLS_CERT=/etc/warren/tls/server.pem \
+  -e WARREN_TLS_KEY=/etc/warren/tls/server.key \
+  -v "$work/warren.yaml:/etc/warren/warren.yaml:ro" -v "$work/tls:/etc/warren/tls:ro" \
   "$tag" >/dev/null 2>"$work/run.log" || { cat "$work/run.log" >&2; exit 1; }
 
 # Wait for /healthz (the container logs "HTTP listener on" when it is up).
@@ -125,6 +142,21 @@ channel.queue_declare("survives-restart", durable=True)
 channel.basic_publish("", "survives-restart", b"kept on the volume", pika.BasicProperties(delivery_mode=2))
 connection.close()
 print("container-test: AMQP round trip with pika through the mounted configuration's exchange and queue")
+PY
+
+"$python" - "$tls_port" "$work/tls/ca.pem" <<'PY'
+import ssl
+import sys
+import pika
+
+context = ssl.create_default_context(cafile=sys.argv[2])
+connection = pika.BlockingConnection(pika.ConnectionParameters(
+    "127.0.0.1", int(sys.argv[1]), credentials=pika.PlainCredentials("app", "app-secret"),
+    ssl_options=pika.SSLOptions(context, "localhost")))
+channel = connection.channel()
+channel.queue_declare("from-mounted-config", passive=True, durable=True)
+connection.close()
+print("container-test: AMQPS with pika, the certificate from the mounted directory")
 PY
 
 curl -fsS "http://127.0.0.1:$http_port/metrics" | grep -q '^rabbitmq_global_messages_received_total{protocol="amqp091"} 2$'

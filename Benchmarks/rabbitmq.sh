@@ -16,10 +16,10 @@ loopback_users = none
 listeners.tcp.default = 127.0.0.1:$port
 CONF
   # RABBITMQ_MANAGEMENT_PORT=N enables the management plugin on 127.0.0.1:N (the management API tests' reference).
-  plugins="[]."
+  plugins=()
   if [ -n "${RABBITMQ_MANAGEMENT_PORT:-}" ]; then
     printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' "$RABBITMQ_MANAGEMENT_PORT" >> "$dir/rabbitmq.conf"
-    plugins="[rabbitmq_management]."
+    plugins+=(rabbitmq_management)
   fi
   # RABBITMQ_TLS_PORT=N with RABBITMQ_TLS_DIR (ca.pem, server.pem, server.key) opens an AMQPS listener on N.
   if [ -n "${RABBITMQ_TLS_PORT:-}" ]; then
@@ -30,9 +30,15 @@ listeners.ssl.default = 127.0.0.1:$RABBITMQ_TLS_PORT
 ssl_options.cacertfile = $dir/tls/ca.pem
 ssl_options.certfile = $dir/tls/server.pem
 ssl_options.keyfile = $dir/tls/server.key
-ssl_options.verify = verify_none
+ssl_options.verify = ${RABBITMQ_TLS_VERIFY:-verify_none}
 ssl_options.fail_if_no_peer_cert = false
 CONF
+    # RABBITMQ_TLS_EXTERNAL=1: certificate login (EXTERNAL, the common name), and short handshake timeouts (tests).
+    if [ "${RABBITMQ_TLS_EXTERNAL:-0}" = 1 ]; then
+      printf 'auth_mechanisms.1 = PLAIN\nauth_mechanisms.2 = AMQPLAIN\nauth_mechanisms.3 = EXTERNAL\n' >> "$dir/rabbitmq.conf"
+      printf 'ssl_cert_login_from = common_name\nhandshake_timeout = 1000\nssl_handshake_timeout = 1000\n' >> "$dir/rabbitmq.conf"
+      plugins+=(rabbitmq_auth_mechanism_ssl)
+    fi
   fi
   chown -R rabbitmq:rabbitmq "$dir" 2>/dev/null || true
   node="warren-ref-$port@localhost"
@@ -41,7 +47,7 @@ CONF
     RABBITMQ_CONFIG_FILE="$dir/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
     RABBITMQ_DIST_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
     HOME="$dir/home" RABBITMQ_PID_FILE="$dir/pid"
-  echo "$plugins" > "$dir/enabled_plugins"; chown rabbitmq:rabbitmq "$dir/enabled_plugins" 2>/dev/null || true
+  (IFS=,; echo "[${plugins[*]}].") > "$dir/enabled_plugins"; chown rabbitmq:rabbitmq "$dir/enabled_plugins" 2>/dev/null || true
   # setpriv rather than the package wrapper's su: su resets the open-file limit to 1024.
   nohup setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups /usr/lib/rabbitmq/bin/rabbitmq-server \
     > "$dir/stdout.log" 2>&1 &

@@ -21,18 +21,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # A throwaway CA and server certificate for the TLS rows (the same files for both brokers).
 PKI="$WORK/pki"
-mkdir -p "$PKI"
-(
-  cd "$PKI"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 \
-    -subj "/CN=Warren bench CA" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
-    -subj "/CN=localhost" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext \
-    -out server.pem 2>/dev/null
-  chmod 644 ./*.pem ./*.key
-)
+Scripts/make-server-certificate.sh "$PKI"
 
 WARREN_PID=""
 RABBIT_DIR=""

@@ -53,18 +53,7 @@ management_port=$(free_port)
 tls_port=$(free_port)
 
 # Certificates from a mounted directory (made here; no key is committed): the image's AMQPS listener uses them.
-mkdir -p "$work/tls"
-(
-  cd "$work/tls"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 \
-    -subj "/CN=container test CA" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
-    -subj "/CN=localhost" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext \
-    -out server.pem 2>/dev/null
-  chmod 644 ca.pem server.pem server.key  # read by the image's unprivileged user
-)
+Scripts/make-server-certificate.sh "$work/tls"
 
 # A configuration from the host: a user, a queue and a binding the broker must have at start.
 cat > "$work/warren.yaml" <<YAML

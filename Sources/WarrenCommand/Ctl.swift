@@ -15,7 +15,7 @@ struct Ctl: AsyncParsableCommand {
       """,
     subcommands: [
       CtlList.self, CtlPurge.self, CtlDelete.self, CtlCloseConnection.self, CtlSetPolicy.self, CtlClearPolicy.self,
-      CtlAddUser.self, CtlSetPermissions.self, CtlExport.self, CtlImport.self,
+      CtlAddUser.self, CtlSetPermissions.self, CtlSetLimit.self, CtlClearLimit.self, CtlExport.self, CtlImport.self,
     ])
 }
 
@@ -221,6 +221,47 @@ struct CtlClearPolicy: AsyncParsableCommand {
     let kind = self.operator ? "operator-policies" : "policies"
     _ = try await self.options.call(.DELETE, "/\(kind)/\(self.options.vhostSegment)/\(CtlOptions.segment(self.name))")
     print("cleared policy '\(self.name)' in vhost '\(self.options.vhost)'")
+  }
+}
+
+/// Which limit `set-limit` and `clear-limit` name: the --vhost's, or a user's with --user.
+struct CtlLimitTarget: ParsableArguments {
+  @Option(help: "A user's limit (max-connections, max-channels) instead of the vhost's.") var forUser: String?
+
+  func path(_ options: CtlOptions, _ name: String) -> String {
+    if let user = self.forUser { return "/user-limits/\(CtlOptions.segment(user))/\(CtlOptions.segment(name))" }
+    return "/vhost-limits/\(options.vhostSegment)/\(CtlOptions.segment(name))"
+  }
+
+  func describe(_ options: CtlOptions) -> String { self.forUser.map { "user '\($0)'" } ?? "vhost '\(options.vhost)'" }
+}
+
+struct CtlSetLimit: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "set-limit",
+    abstract:
+      "Set a vhost limit (max-connections, max-queues) or, with --for-user, a user limit (max-connections, max-channels)."
+  )
+  @OptionGroup var options: CtlOptions
+  @OptionGroup var target: CtlLimitTarget
+  @Argument(help: "The limit's name.") var name: String
+  @Argument(help: "Its value; -1 for no limit.") var value: Int
+
+  func run() async throws {
+    _ = try await self.options.call(.PUT, self.target.path(self.options, self.name), ["value": .int(Int64(self.value))])
+    print("set \(self.name) \(self.value) for \(self.target.describe(self.options))")
+  }
+}
+
+struct CtlClearLimit: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "clear-limit", abstract: "Remove a vhost or user limit.")
+  @OptionGroup var options: CtlOptions
+  @OptionGroup var target: CtlLimitTarget
+  @Argument(help: "The limit's name.") var name: String
+
+  func run() async throws {
+    _ = try await self.options.call(.DELETE, self.target.path(self.options, self.name))
+    print("cleared \(self.name) for \(self.target.describe(self.options))")
   }
 }
 

@@ -66,6 +66,31 @@ def test_policies_users_permissions(address, channel):
     ctl(address, "delete", "user", user)
 
 
+def test_limits(address):
+    import base64
+    import urllib.request
+
+    def vhost_limits():
+        request = urllib.request.Request(f"http://{address}/api/vhost-limits/%2F")
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    user = f"ctll-{uuid.uuid4().hex[:6]}"
+    ctl(address, "add-user", user, "pw")
+    try:
+        assert f"for user '{user}'" in ctl(address, "set-limit", "--for-user", user, "max-connections", "5").stdout
+        assert "for vhost '/'" in ctl(address, "set-limit", "max-queues", "70000").stdout
+        assert vhost_limits() == [{"vhost": "/", "value": {"max-queues": 70000}}]
+        ctl(address, "clear-limit", "max-queues")
+        assert vhost_limits() == []
+        ctl(address, "clear-limit", "--for-user", user, "max-connections")
+        bad = ctl(address, "set-limit", "bogus", "1", check=False)
+        assert bad.returncode == 1 and "Unrecognised" in bad.stderr
+    finally:
+        ctl(address, "delete", "user", user)
+
+
 def test_export_import(address, tmp_path):
     queue = f"ctle-{uuid.uuid4().hex[:6]}"
     definitions = {"queues": [{"name": queue, "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}]}

@@ -40,6 +40,8 @@ CONF
       plugins+=(rabbitmq_auth_mechanism_ssl)
     fi
   fi
+  # RABBITMQ_EXTRA_CONF: more rabbitmq.conf lines (e.g. "connection_max = 1"), to ask RabbitMQ how it answers.
+  if [ -n "${RABBITMQ_EXTRA_CONF:-}" ]; then printf '%s\n' "$RABBITMQ_EXTRA_CONF" >> "$dir/rabbitmq.conf"; fi
   chown -R rabbitmq:rabbitmq "$dir" 2>/dev/null || true
   node="warren-ref-$port@localhost"
   export RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \

@@ -111,15 +111,7 @@ public final class TLSContextSource: Sendable {
   }
 
   static func makeContext(_ options: TLSOptions) throws(TLSProblem) -> NIOSSLContext {
-    let chain: [NIOSSLCertificate]
-    do {
-      chain = try NIOSSLCertificate.fromPEMFile(options.certificateFile)
-    } catch {
-      throw TLSProblem(setting: "tls_cert", file: options.certificateFile, message: Self.explain(error, "certificate"))
-    }
-    guard !chain.isEmpty else {
-      throw TLSProblem(setting: "tls_cert", file: options.certificateFile, message: "no PEM certificate in it")
-    }
+    let chain = try Self.certificates(options.certificateFile, setting: "tls_cert", "certificate")
     let key: NIOSSLPrivateKey
     do {
       if let password = options.keyPassword {
@@ -138,16 +130,8 @@ public final class TLSContextSource: Sendable {
     configuration.minimumTLSVersion = options.minimumVersion == "1.3" ? .tlsv13 : .tlsv12
     configuration.renegotiationSupport = .none
     if !options.caFile.isEmpty {
-      let roots: [NIOSSLCertificate]
-      do {
-        roots = try NIOSSLCertificate.fromPEMFile(options.caFile)
-      } catch {
-        throw TLSProblem(setting: "tls_ca", file: options.caFile, message: Self.explain(error, "CA certificate"))
-      }
-      guard !roots.isEmpty else {
-        throw TLSProblem(setting: "tls_ca", file: options.caFile, message: "no PEM certificate in it")
-      }
-      configuration.trustRoots = .certificates(roots)
+      configuration.trustRoots = .certificates(
+        try Self.certificates(options.caFile, setting: "tls_ca", "CA certificate"))
       configuration.sendCANameList = true
     }
     switch options.verification {
@@ -167,6 +151,20 @@ public final class TLSContextSource: Sendable {
         setting: "tls_key", file: options.keyFile,
         message: "cannot be used with the certificate in \(options.certificateFile) (tls_cert): \(error)")
     }
+  }
+
+  /// The PEM certificates of a file (at least one), or the problem with it.
+  private static func certificates(_ file: String, setting: String, _ what: String) throws(TLSProblem)
+    -> [NIOSSLCertificate]
+  {
+    let certificates: [NIOSSLCertificate]
+    do {
+      certificates = try NIOSSLCertificate.fromPEMFile(file)
+    } catch {
+      throw TLSProblem(setting: setting, file: file, message: Self.explain(error, what))
+    }
+    guard !certificates.isEmpty else { throw TLSProblem(setting: setting, file: file, message: "no PEM \(what) in it") }
+    return certificates
   }
 
   private static func explain(_ error: any Error, _ what: String) -> String {

@@ -298,17 +298,24 @@ def test_renegotiation_is_refused_and_the_broker_goes_on(pki):
         broker.stop()
 
 
-@warren_only
-def test_an_encrypted_key_with_its_password_from_the_environment(pki):
-    flags = tls_flags(pki)
-    flags[flags.index(f"{pki}/server.key")] = f"{pki}/server.enc.key"
-    broker = Broker(*flags, env={"WARREN_TLS_KEY_PASSWORD": "s3cret"})
+def answers_over_tls(pki, *flags, env=None, check=None):
+    """Starts Warren with these flags and environment; a pika round trip over TLS must work (after `check`)."""
+    broker = Broker(*flags, env=env)
     try:
+        if check:
+            check(broker)
         connection = pika.BlockingConnection(parameters(broker, pki))
         assert round_trip(connection) == b"over tls"
         connection.close()
     finally:
         broker.stop()
+
+
+@warren_only
+def test_an_encrypted_key_with_its_password_from_the_environment(pki):
+    flags = tls_flags(pki)
+    flags[flags.index(f"{pki}/server.key")] = f"{pki}/server.enc.key"
+    answers_over_tls(pki, *flags, env={"WARREN_TLS_KEY_PASSWORD": "s3cret"})
 
 
 @warren_only
@@ -349,14 +356,10 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(pki, tmp_pa
 
 @warren_only
 def test_tls_only_with_the_plain_listener_off(pki):
-    broker = Broker(*tls_flags(pki), env={"WARREN_AMQP_PLAIN": "false"})
-    try:
+    def no_plain_port(broker):
         assert broker.port is None and broker.tls_port
-        connection = pika.BlockingConnection(parameters(broker, pki))
-        assert round_trip(connection) == b"over tls"
-        connection.close()
-    finally:
-        broker.stop()
+
+    answers_over_tls(pki, *tls_flags(pki), env={"WARREN_AMQP_PLAIN": "false"}, check=no_plain_port)
 
 
 @warren_only

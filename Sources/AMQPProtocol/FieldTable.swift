@@ -171,16 +171,22 @@ extension ByteBuffer {
     return bytes
   }
 
-  /// Writes a short string; longer than 255 bytes is cut at 255 (callers validate names before).
+  /// Writes a short string; longer than 255 bytes is cut at the last whole character within 255 (callers validate
+  /// names before; a key read with invalid UTF-8 grows when its bytes become U+FFFD), so that what is written reads
+  /// back as the same string and writes as the same bytes.
   @inlinable
   mutating func writeAMQPShortString(_ string: String) {
-    let count = string.utf8.count
+    let utf8 = string.utf8
+    let count = utf8.count
     if count <= 255 {
       self.writeInteger(UInt8(count))
       self.writeString(string)
     } else {
-      self.writeInteger(UInt8(255))
-      self.writeBytes(string.utf8.prefix(255))
+      var cut = utf8.index(utf8.startIndex, offsetBy: 255)
+      while cut > utf8.startIndex && utf8[cut] & 0xC0 == 0x80 { utf8.formIndex(before: &cut) }
+      let length = utf8.distance(from: utf8.startIndex, to: cut)
+      self.writeInteger(UInt8(length))
+      self.writeBytes(utf8[..<cut])
     }
   }
 

@@ -68,6 +68,26 @@ struct CodecTests {
     #expect(direct == expected)
   }
 
+  @Test("a table key of invalid UTF-8 that grows past 255 bytes is cut at a whole character and round-trips")
+  func longKeyFromInvalidUTF8() throws {
+    // The fuzzer's input: 100 bytes 0xEF read as a key become 100 U+FFFD (300 bytes in UTF-8).
+    var input = ByteBuffer()
+    let key = [UInt8](repeating: 0xEF, count: 100)
+    input.writeInteger(UInt32(1 + key.count + 1 + 1))
+    input.writeInteger(UInt8(key.count))
+    input.writeBytes(key)
+    input.writeBytes([UInt8(ascii: "t"), 1])
+    let table = try input.readAMQPFieldTable()
+    var first = ByteBuffer()
+    first.writeAMQPFieldTable(table)
+    var copy = first
+    let again = try copy.readAMQPFieldTable()
+    var second = ByteBuffer()
+    second.writeAMQPFieldTable(again)
+    #expect(first == second)
+    #expect(Array(again).count == 1 && Array(again).first?.key.utf8.count == 255)
+  }
+
   @Test("AMQP URLs are parsed and percent-decoded")
   func urls() {
     #expect(

@@ -19,8 +19,8 @@ extension WarrenConfiguration {
     try Yams.dump(object: self.definitionsObject(rabbitSpelling: false), sortKeys: true)
   }
 
-  static func limitsObject(_ values: [String: Int?]) -> [String: Any] {
-    values.compactMapValues { $0 }
+  static func limitsObject(_ values: [(name: String, value: Int)]) -> [String: Any] {
+    Dictionary(values.map { ($0.name, $0.value as Any) }, uniquingKeysWith: { first, _ in first })
   }
 
   func definitionsObject(rabbitSpelling: Bool) -> [String: Any] {
@@ -29,7 +29,7 @@ extension WarrenConfiguration {
         guard let limits = self.vhostLimits[name], !limits.isEmpty else { return ["name": name] }
         return [
           "name": name,
-          "limits": Self.limitsObject(["max-connections": limits.maxConnections, "max-queues": limits.maxQueues]),
+          "limits": Self.limitsObject(limits.named),
         ]
       },
       "users": self.users.map { user -> [String: Any] in
@@ -38,9 +38,7 @@ extension WarrenConfiguration {
           "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": user.tags,
         ]
         if let limits = self.userLimits[user.name], !limits.isEmpty {
-          object["limits"] = Self.limitsObject([
-            "max-connections": limits.maxConnections, "max-channels": limits.maxChannels,
-          ])
+          object["limits"] = Self.limitsObject(limits.named)
         }
         return object
       },

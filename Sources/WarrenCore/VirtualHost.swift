@@ -13,6 +13,11 @@ public struct VirtualHostLimits: Sendable, Equatable {
   }
 
   public var isEmpty: Bool { self.maxConnections == nil && self.maxQueues == nil }
+
+  /// The limits set, by RabbitMQ's names, in its order.
+  public var named: [(name: String, value: Int)] {
+    [("max-connections", self.maxConnections), ("max-queues", self.maxQueues)].compactMap { n, v in v.map { (n, $0) } }
+  }
 }
 
 /// RabbitMQ's limits of a user (over all its connections); nil or a negative value is no limit.
@@ -27,6 +32,13 @@ public struct UserLimits: Sendable, Equatable {
   }
 
   public var isEmpty: Bool { self.maxConnections == nil && self.maxChannels == nil }
+
+  /// The limits set, by RabbitMQ's names, in its order.
+  public var named: [(name: String, value: Int)] {
+    [("max-connections", self.maxConnections), ("max-channels", self.maxChannels)].compactMap { n, v in
+      v.map { (n, $0) }
+    }
+  }
 }
 
 /// A virtual host: its exchanges, queues and bindings, and routing. Used on the broker's event loop only.

@@ -15,24 +15,17 @@ extension ManagementAPI {
     case (.GET, 1), (.GET, 2):
       if ofUsers { try caller.requireAdministrator() }
       let visible = ofUsers ? [] : try await self.visibleVhosts(caller)
-      let rows = try await self.amqp.withBroker { broker -> [(String, [String: Int])] in
-        let all: [(String, [String: Int])] =
+      let rows = try await self.amqp.withBroker { broker -> [(String, [(name: String, value: Int)])] in
+        let all =
           ofUsers
-          ? broker.userLimits.map {
-            ($0.key, Self.values(maxConnections: $0.value.maxConnections, $0.value.maxChannels, names))
-          }
-          : broker.vhosts.values.filter { visible.contains($0.name) }.map {
-            ($0.name, Self.values(maxConnections: $0.limits.maxConnections, $0.limits.maxQueues, names))
-          }
+          ? broker.userLimits.map { ($0.key, $0.value.named) }
+          : broker.vhosts.values.filter { visible.contains($0.name) }.map { ($0.name, $0.limits.named) }
         return all.filter { !$0.1.isEmpty && (path.count == 1 || $0.0 == path[1]) }.sorted { $0.0 < $1.0 }
       }
       return Self.json(
         .array(
           rows.map { name, values in
-            .object([
-              (owner, .string(name)),
-              ("value", .object(names.compactMap { key in values[key].map { (key, .int(Int64($0))) } })),
-            ])
+            .object([(owner, .string(name)), ("value", .object(values.map { ($0.name, .int(Int64($0.value))) }))])
           }))
     case (.PUT, 3), (.DELETE, 3):
       try caller.requireAdministrator()
@@ -74,12 +67,5 @@ extension ManagementAPI {
     default:
       throw ManagementError.methodNotAllowed
     }
-  }
-
-  private static func values(maxConnections: Int?, _ other: Int?, _ names: [String]) -> [String: Int] {
-    var values: [String: Int] = [:]
-    if let maxConnections { values[names[0]] = maxConnections }
-    if let other { values[names[1]] = other }
-    return values
   }
 }

@@ -39,13 +39,24 @@ struct BrokerService: Service {
       logger.critical("TLS cannot be set up: \(error)")
       throw error
     }
+    // Sockets on loops of their own, when asked for: TLS costs CPU per byte, and the broker's loop can then do
+    // only the broker's work (docs/architecture.md, Concurrency).
+    let connectionLoops: MultiThreadedEventLoopGroup? =
+      self.settings.connectionThreads > 0
+      ? MultiThreadedEventLoopGroup(numberOfThreads: self.settings.connectionThreads) : nil
+    defer { if let connectionLoops { Task { try? await connectionLoops.shutdownGracefully() } } }
     var listeners: [AMQPListener] = []
     if self.settings.amqpPlain {
-      listeners.append(AMQPListener(name: "AMQP", host: self.settings.amqpBind, port: self.settings.amqpPort))
+      listeners.append(
+        AMQPListener(
+          name: "AMQP", host: self.settings.amqpBind, port: self.settings.amqpPort,
+          connectionLoops: self.settings.connectionThreadsPlain ? connectionLoops : nil))
     }
     if let tls {
       listeners.append(
-        AMQPListener(name: "AMQPS", host: self.settings.amqpBind, port: self.settings.tlsPort) { channel in
+        AMQPListener(
+          name: "AMQPS", host: self.settings.amqpBind, port: self.settings.tlsPort, connectionLoops: connectionLoops
+        ) { channel in
           try tls.prepareAMQP(channel)
         })
     }

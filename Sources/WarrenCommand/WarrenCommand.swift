@@ -59,6 +59,7 @@ struct Serve: AsyncParsableCommand {
   @Option(help: flagHelp("log_level")) var logLevel: String?
   @Option(help: flagHelp("data_dir")) var dataDir: String?
   @Option(help: flagHelp("handshake_timeout")) var handshakeTimeout: String?
+  @Option(help: flagHelp("connection_threads")) var connectionThreads: String?
   @Option(help: flagHelp("tls_port")) var tlsPort: String?
   @Option(help: flagHelp("tls_cert")) var tlsCert: String?
   @Option(help: flagHelp("tls_key")) var tlsKey: String?
@@ -74,7 +75,7 @@ struct Serve: AsyncParsableCommand {
       ("heartbeat", self.heartbeat), ("log_level", self.logLevel), ("data_dir", self.dataDir),
       ("tls_port", self.tlsPort), ("tls_cert", self.tlsCert), ("tls_key", self.tlsKey), ("tls_ca", self.tlsCa),
       ("tls_verify", self.tlsVerify), ("handshake_timeout", self.handshakeTimeout),
-      ("consumer_timeout", self.consumerTimeout),
+      ("consumer_timeout", self.consumerTimeout), ("connection_threads", self.connectionThreads),
     ]
   }
 

@@ -108,6 +108,15 @@ public struct ServerSetting: Sendable {
       "milliseconds a client has from connecting (TLS handshake included) to connection.open-ok", 100...3_600_000
     ) { $0.handshakeTimeout = $1 },
     integer(
+      "connection_threads", flag: "connection-threads", "0",
+      "event loops for AMQPS sockets (their reads, writes and TLS) beside the broker's own; 0 keeps them on it",
+      0...64
+    ) { $0.connectionThreads = $1 },
+    boolean(
+      "connection_threads_plain", "false",
+      "whether the plain AMQP listener's sockets use the connection_threads loops too"
+    ) { $0.connectionThreadsPlain = $1 },
+    integer(
       "connection_max", flag: nil, "0",
       "connections open at once over the whole broker (RabbitMQ's connection_max; 530 beyond it); 0 for no limit",
       0...Int(Int32.max)

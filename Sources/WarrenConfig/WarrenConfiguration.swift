@@ -56,6 +56,10 @@ public struct ServerSettings: Sendable, Equatable {
   public var consumerTimeout = 1_800_000
   /// Connections open at once over the broker; 0 for no limit.
   public var connectionMax = 0
+  /// Event loops for AMQPS sockets beside the broker's (0: the broker's loop serves them).
+  public var connectionThreads = 0
+  /// Whether the plain listener's sockets use those loops too.
+  public var connectionThreadsPlain = false
   /// Milliseconds from connecting (TLS included) to connection.open-ok.
   public var handshakeTimeout = 10_000
   public var defaultVirtualHost = "/"

@@ -14,11 +14,19 @@ public struct AMQPListener: Sendable {
   public var port: Int
   /// Adds handlers in front of the AMQP handler on each accepted connection (the TLS layer); a throw refuses it.
   public var prepare: (@Sendable (any Channel) throws -> Void)?
+  /// Where accepted sockets live. Nil: on the broker's loop, with everything else. A group: each socket (its
+  /// reads, writes and TLS) on one of its loops, its bytes handed to the broker's loop once per read and back
+  /// once per flush (``BrokerSideChannel``).
+  public var connectionLoops: (any EventLoopGroup)?
 
-  public init(name: String, host: String, port: Int, prepare: (@Sendable (any Channel) throws -> Void)? = nil) {
+  public init(
+    name: String, host: String, port: Int, connectionLoops: (any EventLoopGroup)? = nil,
+    prepare: (@Sendable (any Channel) throws -> Void)? = nil
+  ) {
     self.name = name
     self.host = host
     self.port = port
+    self.connectionLoops = connectionLoops
     self.prepare = prepare
   }
 }
@@ -84,7 +92,8 @@ public final class AMQPServer: Sendable {
   }
 
   /// Binds every listener (the plain one, the TLS one) and serves the broker `makeBrokerAndStore` makes on
-  /// `eventLoop` (recovered from its store before anything connects). All connections share the one loop.
+  /// `eventLoop` (recovered from its store before anything connects). The broker and its queues are that loop's;
+  /// a listener's sockets are too unless it names ``AMQPListener/connectionLoops``.
   public static func start(
     listeners: [AMQPListener],
     eventLoop: any EventLoop,
@@ -109,7 +118,7 @@ public final class AMQPServer: Sendable {
     do {
       for listener in listeners {
         let prepare = listener.prepare
-        let bootstrap = ServerBootstrap(group: eventLoop)
+        let bootstrap = ServerBootstrap(group: eventLoop, childGroup: listener.connectionLoops ?? eventLoop)
           .serverChannelOption(.backlog, value: 1024)
           .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
           .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -120,7 +129,14 @@ public final class AMQPServer: Sendable {
           .childChannelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
               try prepare?(channel)
-              try channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: runtime.value))
+              if channel.eventLoop === eventLoop {
+                try channel.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: runtime.value))
+              } else {
+                let relay = ConnectionRelay(brokerLoop: eventLoop) { side in
+                  try? side.pipeline.syncOperations.addHandler(AMQPConnectionHandler(runtime: runtime.value))
+                }
+                try channel.pipeline.syncOperations.addHandler(relay)
+              }
             }
           }
         let channel = try await bootstrap.bind(host: listener.host, port: listener.port).get()

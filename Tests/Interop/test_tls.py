@@ -42,12 +42,19 @@ def tls_flags(pki, verify="peer", handshake_timeout=1000):
             "--tls-verify", verify, "--tls-ca", f"{pki}/ca.pem", "--handshake-timeout", str(handshake_timeout)]
 
 
-@pytest.fixture(scope="module")
-def tls_broker(pki):
+@pytest.fixture(scope="module", params=["one loop", "connection loops"])
+def tls_broker(pki, request):
+    """Warren twice: everything on the broker's loop (the default), and sockets with their TLS on loops of their
+    own (`--connection-threads 2`, the plain listener's too), handing bytes to the broker's loop."""
     if os.environ.get("TLS_TARGET_PORT"):
+        if request.param != "one loop":
+            pytest.skip("Warren's connection loops: RabbitMQ runs once")
         yield Target(int(os.environ["TLS_TARGET_PORT"]), int(os.environ["AMQP_TARGET_PORT"]))
         return
-    broker = Broker(*tls_flags(pki))
+    if request.param == "one loop":
+        broker = Broker(*tls_flags(pki))
+    else:
+        broker = Broker(*tls_flags(pki), "--connection-threads", "2", env={"WARREN_CONNECTION_THREADS_PLAIN": "true"})
     yield Target(broker.tls_port, broker.port, broker)
     broker.stop()
 

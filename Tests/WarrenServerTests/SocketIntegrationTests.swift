@@ -7,19 +7,26 @@ import WarrenCore
 import WarrenServer
 
 /// Runs `body` with a broker listening on 127.0.0.1 (a free port) and an event loop group for clients; shuts both
-/// down afterwards, whether `body` throws or not.
-func withServer(_ body: (AMQPServer, any EventLoopGroup) async throws -> Void) async throws {
+/// down afterwards, whether `body` throws or not. With `connectionLoops` the sockets live on loops of their own and
+/// hand their bytes to the broker's loop.
+func withServer(
+  connectionLoops: Bool = false, _ body: (AMQPServer, any EventLoopGroup) async throws -> Void
+) async throws {
   let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+  let socketLoops = connectionLoops ? MultiThreadedEventLoopGroup(numberOfThreads: 2) : nil
   let server = try await AMQPServer.start(
-    host: "127.0.0.1", port: 0, eventLoop: group.next(), logger: Logger(label: "test"), makeBroker: { Broker() })
+    listeners: [AMQPListener(name: "AMQP", host: "127.0.0.1", port: 0, connectionLoops: socketLoops)],
+    eventLoop: group.next(), logger: Logger(label: "test"), makeBrokerAndStore: { (Broker(), nil) })
   do {
     try await body(server, group)
   } catch {
     try await server.shutdown()
+    try await socketLoops?.shutdownGracefully()
     try await group.shutdownGracefully()
     throw error
   }
   try await server.shutdown()
+  try await socketLoops?.shutdownGracefully()
   try await group.shutdownGracefully()
 }
 
@@ -65,9 +72,11 @@ struct FrameClient {
 
 @Suite("Broker over real sockets", .timeLimit(.minutes(1)))
 struct SocketIntegrationTests {
-  @Test("handshake, declare, confirmed publish, consume: the exact frames")
-  func publishAndConsume() async throws {
-    try await withServer { server, group in
+  @Test(
+    "handshake, declare, confirmed publish, consume: the exact frames (sockets on the broker's loop or their own)",
+    arguments: [false, true])
+  func publishAndConsume(connectionLoops: Bool) async throws {
+    try await withServer(connectionLoops: connectionLoops) { server, group in
       let client = try await FrameClient.connect(to: server.localAddress, group: group)
       try await client.channel.executeThenClose { inbound, outbound in
         var frames = inbound.makeAsyncIterator()

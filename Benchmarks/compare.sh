@@ -47,7 +47,9 @@ start_brokers() {
   RABBIT_PID=$(cat "$RABBIT_DIR/pid")
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$WARREN_PORT") 2>/dev/null && break; sleep 0.1; done
 }
+EXTRA_PID=""
 stop_brokers() {
+  [ -z "$EXTRA_PID" ] || { kill "$EXTRA_PID" 2>/dev/null || true; wait "$EXTRA_PID" 2>/dev/null || true; EXTRA_PID=""; }
   [ -z "$WARREN_PID" ] || { kill "$WARREN_PID" 2>/dev/null || true; wait "$WARREN_PID" 2>/dev/null || true; }
   [ -z "$RABBIT_DIR" ] || Benchmarks/rabbitmq.sh stop "$RABBIT_DIR"
   WARREN_PID=""; RABBIT_DIR=""
@@ -202,7 +204,24 @@ for scenario in "${SCENARIOS[@]}"; do
       wv=$(field "$w" consume_rate); rv=$(field "$r" consume_rate); pv=$(field "$p" consume_rate)
       row "1 KiB over TLS, confirms (256) + manual ack, prefetch 256" "$wv msg/s" "$rv msg/s" "$(ratio "$wv" "$rv")" "-"
       cpu_rows "$w" "$r"
-      row "  Warren without TLS, same run" "$pv msg/s" "-" "-" "-" ;;
+      row "  Warren without TLS, same run" "$pv msg/s" "-" "-" "-"
+      # The other design: the sockets and their TLS on a loop of their own (connection_threads 1), each read's
+      # bytes handed to the broker's loop. A second Warren, the same client.
+      local_port=$(free_port); local_tls=$(free_port)
+      "$BIN" --port "$local_port" --metrics-port 0 --management-port 0 --data-dir "$WORK/warren-data-threads" \
+        --tls-port "$local_tls" --tls-cert "$PKI/server.pem" --tls-key "$PKI/server.key" --connection-threads 1 \
+        --log-level ${WARREN_LOG_LEVEL:-warning} >> "$WORK/warren.log" 2>&1 &
+      EXTRA_PID=$!
+      for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$local_port") 2>/dev/null && break; sleep 0.1; done
+      saved_tls=$WARREN_TLS_PORT saved_pid=$WARREN_PID
+      WARREN_TLS_PORT=$local_tls WARREN_PID=$EXTRA_PID
+      t=$(TLS=1 run warren "${args[@]}")
+      WARREN_TLS_PORT=$saved_tls WARREN_PID=$saved_pid
+      kill "$EXTRA_PID"; wait "$EXTRA_PID" 2>/dev/null || true; EXTRA_PID=""
+      tv=$(field "$t" consume_rate)
+      row "  Warren over TLS with connection_threads 1" "$tv msg/s" "$rv msg/s" "$(ratio "$tv" "$rv")" "-"
+      row "    its broker CPU per message, both loops" "$(field "$t" broker_cpu_us_per_msg) us" \
+        "$(field "$r" broker_cpu_us_per_msg) us" "-" "-" ;;
     persistent|persistent4)
       # Warren fsyncs before each confirm; RabbitMQ's classic queues do not (their store flushes at least every
       # 200 ms), its quorum queues do.

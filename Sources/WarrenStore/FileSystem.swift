@@ -10,6 +10,10 @@
 public protocol StoreFileSystem: AnyObject {
   /// Opens a file for appending and reading, creating it when asked.
   func open(_ path: String, create: Bool) throws(StoreError) -> any StoreFile
+  /// Opens an existing file to be written again from its start: `size` starts at 0 and appends overwrite; the
+  /// bytes past what is written are the file's old ones (a power cut may also bring back old bytes not yet
+  /// overwritten durably). Overwriting blocks already allocated makes `fdatasync` cheaper than appending.
+  func openForReuse(_ path: String) throws(StoreError) -> any StoreFile
   /// The names of the files in a directory.
   func list(_ directory: String) throws(StoreError) -> [String]
   /// Deletes a file.
@@ -83,6 +87,12 @@ public final class POSIXFileSystem: StoreFileSystem {
     return POSIXFile(fd: fd, path: path, size: Int(status.st_size))
   }
 
+  public func openForReuse(_ path: String) throws(StoreError) -> any StoreFile {
+    let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
+    guard fd >= 0 else { throw StoreError(operation: "open", path: path, errno: errno) }
+    return POSIXFile(fd: fd, path: path, size: 0, positioned: true)
+  }
+
   public func list(_ directory: String) throws(StoreError) -> [String] {
     guard let handle = opendir(directory) else { throw StoreError(operation: "list", path: directory, errno: errno) }
     defer { closedir(handle) }
@@ -126,17 +136,23 @@ final class POSIXFile: StoreFile {
   let fd: Int32
   let path: String
   private(set) var size: Int
+  /// Opened without O_APPEND: appends are written at `size` (a reused file).
+  let positioned: Bool
 
-  init(fd: Int32, path: String, size: Int) {
+  init(fd: Int32, path: String, size: Int, positioned: Bool = false) {
     self.fd = fd
     self.path = path
     self.size = size
+    self.positioned = positioned
   }
 
   func append(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
     var done = 0
     while done < bytes.count {
-      let n = write(self.fd, bytes.baseAddress! + done, bytes.count - done)
+      let n =
+        self.positioned
+        ? pwrite(self.fd, bytes.baseAddress! + done, bytes.count - done, off_t(self.size + done))
+        : write(self.fd, bytes.baseAddress! + done, bytes.count - done)
       if n < 0 {
         if errno == EINTR { continue }
         throw StoreError(operation: "write", path: self.path, errno: errno)
@@ -223,6 +239,13 @@ public final class SimulatedFileSystem: StoreFileSystem {
     return SimulatedFile(system: self, path: path, contents: self.files[path]!)
   }
 
+  public func openForReuse(_ path: String) throws(StoreError) -> any StoreFile {
+    guard let contents = self.files[path] else { throw StoreError(operation: "open", path: path, errno: ENOENT) }
+    let file = SimulatedFile(system: self, path: path, contents: contents)
+    file.overwriteEnd = 0
+    return file
+  }
+
   public func list(_ directory: String) throws(StoreError) -> [String] {
     let prefix = directory.hasSuffix("/") ? directory : directory + "/"
     return self.files.keys.filter { $0.hasPrefix(prefix) && !$0.dropFirst(prefix.count).contains("/") }
@@ -262,11 +285,20 @@ public final class SimulatedFileSystem: StoreFileSystem {
       self.contents = contents
     }
 
-    var size: Int { self.contents.written.count }
+    /// Where the next append goes in a reused file (nil: at the end).
+    var overwriteEnd: Int?
+
+    var size: Int { self.overwriteEnd ?? self.contents.written.count }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
       if let error = self.system.failWrites { throw StoreError(operation: "write", path: self.path, errno: error) }
-      self.contents.written.append(contentsOf: bytes)
+      guard let end = self.overwriteEnd else {
+        self.contents.written.append(contentsOf: bytes)
+        return
+      }
+      let overlap = min(bytes.count, max(0, self.contents.written.count - end))
+      self.contents.written.replaceSubrange(end..<(end + overlap), with: bytes)
+      self.overwriteEnd = end + bytes.count
     }
 
     func read(at offset: Int, count: Int) throws(StoreError) -> [UInt8] {
@@ -282,6 +314,7 @@ public final class SimulatedFileSystem: StoreFileSystem {
 
     func truncate(to size: Int) throws(StoreError) {
       self.contents.written = Array(self.contents.written.prefix(size))
+      if self.overwriteEnd != nil { self.overwriteEnd = size }
       try self.sync()
     }
 

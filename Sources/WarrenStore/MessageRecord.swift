@@ -219,6 +219,16 @@ public struct MessageRecord: Equatable, Sendable {
     }
   }
 
+  /// The message id of a record's payload (after its kind byte); nil when it is not a message record.
+  public static func messageID(in payload: ArraySlice<UInt8>) -> UInt64? {
+    guard payload.count >= 9, let kind = payload.first, (Self.untimedKind...Self.transientKind).contains(kind) else {
+      return nil
+    }
+    var id: UInt64 = 0
+    for (i, byte) in payload.dropFirst().prefix(8).enumerated() { id |= UInt64(byte) << UInt64(i * 8) }
+    return id
+  }
+
   static func put<T: FixedWidthInteger>(_ value: T, _ out: inout [UInt8]) {
     withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
   }

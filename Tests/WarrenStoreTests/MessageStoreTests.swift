@@ -122,13 +122,118 @@ struct MessageStoreTests {
 
   @Test("an acknowledgement file left without its segment is removed, not applied to a new segment")
   func orphanAcknowledgements() throws {
-    // Queue 1 settled the record at offset 8, the first after the magic.
-    self.system.setBytes([1, 0, 0, 0, 8, 0, 0, 0], of: "/data/messages/00000001.acks")
+    // Queue 1 settled the record at offset 16, the first after the header.
+    self.system.setBytes([1, 0, 0, 0, 16, 0, 0, 0], of: "/data/messages/00000001.acks")
     let (store, _, _) = try self.open()
-    #expect(store.append(persistent("first"), queue: 1) == RecordLocation(segment: 1, offset: 8))
+    #expect(store.append(persistent("first"), queue: 1) == RecordLocation(segment: 1, offset: 16))
     #expect(store.commitAndSync().completed != nil)
     let (again, recovered, _) = try self.open()
     #expect(bodies(again, recovered[1]) == ["first"])
+  }
+
+  /// Segment 1 filled with messages `old-N` and all of them settled (so its file becomes the spare), segment 2
+  /// started with the next `old-N`; every step synced. Returns segment 2's first body.
+  func fillAndSettleFirstSegment(_ store: MessageStore) -> String {
+    let padding = String(repeating: ".", count: 500)
+    var first: [RecordLocation] = []
+    while true {
+      let location = store.append(persistent("old-\(first.count)" + padding), queue: 1)
+      if location.segment != 1 { break }
+      first.append(location)
+    }
+    store.commitAndSync()
+    for location in first { store.settled(location, queue: 1) }
+    store.commitAndSync()
+    return "old-\(first.count)" + padding
+  }
+
+  func names() throws -> [String] { try self.system.list("/data/messages").filter { $0.hasSuffix(".seg") } }
+
+  /// After segment 2's first message `first`, appends `keep-N` messages until one lands in segment 3 (the reused
+  /// file); returns segment 2's and 3's bodies.
+  func appendUntilSegment3(_ store: MessageStore, after first: String) -> [String] {
+    let padding = String(repeating: ".", count: 500)
+    var appended = [first]
+    while store.append(persistent("keep-\(appended.count)" + padding), queue: 1).segment != 3 {
+      appended.append("keep-\(appended.count)" + padding)
+    }
+    appended.append("keep-\(appended.count)" + padding)
+    return appended
+  }
+
+  @Test("a settled segment's file is written again as a later segment, renamed once synced; its old records stay out")
+  func reusedSegment() throws {
+    let (store, _, _) = try self.open([1], segmentSize: 4096)
+    let first = self.fillAndSettleFirstSegment(store)
+    #expect(try self.names() == ["00000002.seg", "spare.seg"])
+    let appended = self.appendUntilSegment3(store, after: first)
+    let batch = try #require(store.commit().sync)
+    #expect(try self.names() == ["00000002.seg", "spare.seg"], "not renamed before its bytes are durable")
+    try batch.run()
+    #expect(store.syncCompleted(batch, error: nil).completed != nil)
+    #expect(try self.names() == ["00000002.seg", "00000003.seg"])
+    let (again, recovered, report) = try self.open([1], segmentSize: 4096)
+    #expect(bodies(again, recovered[1]) == appended)
+    #expect(report.corruptSkipped == 0)
+    #expect(report.tornTailBytes > 0, "the older segment's bytes after the new records are cut")
+  }
+
+  @Test("a power cut before a reused file's first sync: none of it is visible and the spare is deleted at open")
+  func powerCutBeforeReuseSynced() throws {
+    let (store, _, _) = try self.open([1], segmentSize: 4096)
+    let first = self.fillAndSettleFirstSegment(store)
+    _ = self.appendUntilSegment3(store, after: first)
+    _ = store.commit()  // written, the sync never runs
+    self.system.powerCut()
+    let (again, recovered, _) = try self.open([1], segmentSize: 4096)
+    #expect(bodies(again, recovered[1]) == [first], "what was synced before")
+    #expect(try self.names() == ["00000002.seg"])
+  }
+
+  @Test("a power cut after a reused file's rename brings back older bytes where it was not synced: never records")
+  func powerCutAfterReuseRenamed() throws {
+    let (store, _, _) = try self.open([1], segmentSize: 4096)
+    let first = self.fillAndSettleFirstSegment(store)
+    let appended = self.appendUntilSegment3(store, after: first)
+    store.commitAndSync()
+    store.append(persistent("unsynced"), queue: 1)
+    _ = store.commit()  // overwrites the older segment's bytes, not synced
+    self.system.powerCut()
+    let (again, recovered, report) = try self.open([1], segmentSize: 4096)
+    #expect(bodies(again, recovered[1]) == appended)
+    #expect(report.corruptSkipped == 0)
+    let after = again.append(persistent("after"), queue: 1)
+    #expect(after.segment == 3)
+    #expect(again.commitAndSync().completed != nil)
+    let (third, last, _) = try self.open([1], segmentSize: 4096)
+    #expect(bodies(third, last[1]) == appended + ["after"])
+  }
+
+  @Test("a failed sync of a reused file's first batch nacks its records and ends reuse for the run")
+  func failedSyncOfReusedFile() throws {
+    let (store, _, _) = try self.open([1], segmentSize: 4096)
+    let first = self.fillAndSettleFirstSegment(store)
+    let appended = self.appendUntilSegment3(store, after: first)
+    self.system.failSyncs = EIO
+    #expect(store.commitAndSync().failed != nil)
+    self.system.failSyncs = nil
+    store.append(persistent("next"), queue: 1)
+    #expect(store.commitAndSync().completed != nil)
+    let (again, recovered, _) = try self.open([1], segmentSize: 4096)
+    let got = bodies(again, recovered[1])
+    #expect(Array(got.prefix(appended.count - 1)) == Array(appended.dropLast()))
+    #expect(got.last == "next")
+    #expect(!(try self.names()).contains("spare.seg"))
+  }
+
+  @Test("a segment header with no record left after it: later messages still get higher ids than it names")
+  func headerWithoutRecords() throws {
+    self.system.setBytes(SegmentFormat.header(firstID: 1_000), of: "/data/messages/00000001.seg")
+    let (store, _, _) = try self.open()
+    store.append(persistent("after"), queue: 1)
+    #expect(store.commitAndSync().completed != nil)
+    let (again, recovered, _) = try self.open()
+    #expect(bodies(again, recovered[1]) == ["after"])
   }
 
   @Test("one record for a message routed to several queues; its segment goes once every queue settled it")

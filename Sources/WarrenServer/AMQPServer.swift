@@ -107,7 +107,9 @@ public final class AMQPServer: Sendable {
       runtime.startPeriodicWork()
       if let store {
         runtime.store = store
-        let pool = NIOThreadPool(numberOfThreads: 1)
+        // Two sync threads: a small batch starts while the previous one's fdatasync runs (MessageStore.syncSlots).
+        store.syncSlots = 2
+        let pool = NIOThreadPool(numberOfThreads: store.syncSlots)
         pool.start()
         runtime.syncPool = pool
       }

@@ -36,6 +36,9 @@ public protocol StoreFile: AnyObject {
   func read(at offset: Int, count: Int) throws(StoreError) -> [UInt8]
   /// Makes every byte written so far durable (`fdatasync`).
   func sync() throws(StoreError)
+  /// ``sync()`` through the file description of sync slot `slot` (0 or 1): two batches may sync one file at once,
+  /// and a write-back error must reach each of them (Linux reports it once per file description).
+  func sync(slot: Int) throws(StoreError)
   /// Cuts the file at `size` (a torn tail found by recovery), durably.
   func truncate(to size: Int) throws(StoreError)
   /// Closes the file.
@@ -43,6 +46,8 @@ public protocol StoreFile: AnyObject {
 }
 
 extension StoreFile {
+  public func sync(slot: Int) throws(StoreError) { try self.sync() }
+
   /// Appends an array's bytes.
   public func append(bytes: [UInt8]) throws(StoreError) {
     var failure: StoreError?
@@ -138,12 +143,16 @@ final class POSIXFile: StoreFile {
   private(set) var size: Int
   /// Opened without O_APPEND: appends are written at `size` (a reused file).
   let positioned: Bool
+  /// A second description of the file, opened with it, for sync slot 1 (-1 if it could not be opened: slot 1 then
+  /// syncs through `fd`).
+  let secondFD: Int32
 
   init(fd: Int32, path: String, size: Int, positioned: Bool = false) {
     self.fd = fd
     self.path = path
     self.size = size
     self.positioned = positioned
+    self.secondFD = Glibc.open(path, O_RDONLY | O_CLOEXEC)
   }
 
   func append(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
@@ -183,6 +192,11 @@ final class POSIXFile: StoreFile {
     guard fdatasync(self.fd) == 0 else { throw StoreError(operation: "fdatasync", path: self.path, errno: errno) }
   }
 
+  func sync(slot: Int) throws(StoreError) {
+    let fd = slot == 1 && self.secondFD >= 0 ? self.secondFD : self.fd
+    guard fdatasync(fd) == 0 else { throw StoreError(operation: "fdatasync", path: self.path, errno: errno) }
+  }
+
   func truncate(to size: Int) throws(StoreError) {
     guard ftruncate(self.fd, off_t(size)) == 0 else {
       throw StoreError(operation: "truncate", path: self.path, errno: errno)
@@ -193,6 +207,7 @@ final class POSIXFile: StoreFile {
 
   func close() {
     _ = Glibc.close(self.fd)
+    if self.secondFD >= 0 { _ = Glibc.close(self.secondFD) }
   }
 }
 

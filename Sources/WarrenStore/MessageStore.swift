@@ -76,10 +76,13 @@ public struct SyncBatch: @unchecked Sendable {
   let fileSystem: any StoreFileSystem
   /// Reused segment files to give their segment's name once their first bytes are durable.
   var renames: [(from: String, to: String)] = []
+  /// Which of the store's sync slots runs it: each slot syncs through a file description of its own, so that a
+  /// write-back error is reported to every batch it concerns, even with two batches syncing one file at once.
+  var slot = 0
 
   /// Makes the batch durable: each file, then the reused files' renames, then each directory that got a new file.
   public func run() throws(StoreError) {
-    for file in self.files { try file.sync() }
+    for file in self.files { try file.sync(slot: self.slot) }
     for rename in self.renames { try self.fileSystem.rename(rename.from, to: rename.to) }
     for directory in self.directories { try self.fileSystem.syncDirectory(directory) }
   }
@@ -130,7 +133,27 @@ public final class MessageStore {
   private var reuseStopped = false
   /// Reused segments whose rename waits for a sync batch, and those in the running batch.
   private var renamesPending: [Segment] = []
-  private var renamesInFlight: [Segment] = []
+
+  /// A sync batch running, oldest first; they are reported in order (a later one that finishes first waits).
+  private struct SyncInFlight {
+    let batch: SyncBatch
+    /// Reused segments it renames.
+    let renamed: [Segment]
+    var finished = false
+    /// An earlier batch failed: this one's publishes were nacked with it, whatever its own sync says.
+    var superseded = false
+  }
+  private var syncsInFlight: [SyncInFlight] = []
+  /// How many sync batches may run at once (the sync threads): with two, a batch starts while the previous one's
+  /// `fdatasync` is still running, so a publish waits about one sync instead of up to two.
+  public var syncSlots = 1
+  /// A second batch starts while one runs only when it has at most this many bytes of records: a small batch (few
+  /// publishers, each waiting for its confirms) gets its sync sooner; a large one means the disk and the CPU are busy
+  /// already, and more, smaller syncs would cost more per message.
+  public var overlappingSyncLimit = 256 << 10
+  /// Record bytes written since the last batch started.
+  private var bytesSinceBatch = 0
+  private var renamesInFlight: Bool { self.syncsInFlight.contains { !$0.renamed.isEmpty } }
 
   public let fileSystem: any StoreFileSystem
   /// The directory of the segment files.
@@ -173,7 +196,6 @@ public final class MessageStore {
   private var nextMessageID: UInt64 = 1
   private var dirtyFiles: [any StoreFile] = []
   private var dirtyDirectories: [String] = []
-  private var syncInFlight: SyncBatch?
   private var auxiliaryLogs: [AppendLog] = []
 
   /// The generation appends join now.
@@ -583,22 +605,27 @@ public final class MessageStore {
       self.stopReuse()
       self.sealAfterFailure()
     }
-    if self.syncInFlight == nil && (!self.dirtyFiles.isEmpty || !self.renamesPending.isEmpty) {
+    let mayStart =
+      self.syncsInFlight.isEmpty
+      || (self.syncsInFlight.count < self.syncSlots && self.bytesSinceBatch <= self.overlappingSyncLimit)
+    if mayStart && (!self.dirtyFiles.isEmpty || !self.renamesPending.isEmpty) {
+      self.bytesSinceBatch = 0
       // A reused file is renamed only with its bytes synced in the same batch, before it: under its segment's
       // name it never shows an older segment's header.
       for segment in self.renamesPending { self.markDirty(segment.file) }
       if !self.renamesPending.isEmpty && !self.dirtyDirectories.contains(self.directory) {
         self.dirtyDirectories.append(self.directory)
       }
+      let busy = Set(self.syncsInFlight.map(\.batch.slot))
       let batch = SyncBatch(
         generation: self.openGeneration, files: self.dirtyFiles, directories: self.dirtyDirectories,
-        fileSystem: self.fileSystem, renames: self.renamesPending.map { ($0.path, $0.renameTo!) })
-      self.renamesInFlight = self.renamesPending
+        fileSystem: self.fileSystem, renames: self.renamesPending.map { ($0.path, $0.renameTo!) },
+        slot: (0..<self.syncSlots).first { !busy.contains($0) } ?? 0)
+      self.syncsInFlight.append(SyncInFlight(batch: batch, renamed: self.renamesPending))
       self.renamesPending.removeAll()
       self.dirtyFiles.removeAll()
       self.dirtyDirectories.removeAll()
       self.openGeneration += 1
-      self.syncInFlight = batch
       result.sync = batch
     }
     self.deleteDoomed()
@@ -612,6 +639,7 @@ public final class MessageStore {
     } catch {
       self.failure = self.failure ?? error
     }
+    self.bytesSinceBatch += self.pending.count
     self.pendingStart = self.current.file.size
     self.pending.removeAll(keepingCapacity: true)
   }
@@ -639,43 +667,62 @@ public final class MessageStore {
     self.rollSegment()
   }
 
-  /// The sync of `batch` finished: returns the token now safe, or the token up to which publishes are nacked (the
-  /// batch's and everything appended since: a nack is safe, a confirm must not be wrong).
+  /// The sync of `batch` finished: returns the token now safe (batches are reported in the order they started: one
+  /// that finishes before an earlier one waits for it), or the token up to which publishes are nacked (the batch's
+  /// and everything appended since: a nack is safe, a confirm must not be wrong).
   public func syncCompleted(_ batch: SyncBatch, error: StoreError?) -> (completed: StorageToken?, failed: StorageToken?)
   {
-    self.syncInFlight = nil
-    if error == nil {
-      for segment in self.renamesInFlight {
-        segment.path = segment.renameTo!
-        segment.renameTo = nil
+    guard let index = self.syncsInFlight.firstIndex(where: { $0.batch.generation == batch.generation }) else {
+      return (nil, nil)
+    }
+    self.syncsInFlight[index].finished = true
+    if error != nil || self.syncsInFlight[index].superseded {
+      let superseded = self.syncsInFlight[index].superseded
+      for segment in self.syncsInFlight[index].renamed { segment.renameUncertain = true }
+      self.syncsInFlight.remove(at: index)
+      if superseded {  // failed with an earlier batch already
+        self.deleteDoomed()
+        return (nil, nil)
       }
-    } else {
-      for segment in self.renamesInFlight { segment.renameUncertain = true }
+      // The other batches are nacked with this one: those finished (waiting for an earlier one) now, the others
+      // when they finish.
+      for other in self.syncsInFlight where other.finished {
+        for segment in other.renamed { segment.renameUncertain = true }
+      }
+      self.syncsInFlight.removeAll { $0.finished }
+      for i in self.syncsInFlight.indices { self.syncsInFlight[i].superseded = true }
       self.stopReuse()
+    } else {
+      var completed: StorageToken?
+      while let oldest = self.syncsInFlight.first, oldest.finished {
+        self.syncsInFlight.removeFirst()
+        for segment in oldest.renamed {
+          segment.path = segment.renameTo!
+          segment.renameTo = nil
+        }
+        completed = StorageToken(generation: oldest.batch.generation)
+      }
+      self.deleteDoomed()
+      return (completed, nil)
     }
-    self.renamesInFlight.removeAll()
     self.deleteDoomed()
-    if error != nil {
-      // After a failed fsync the kernel may have dropped the dirty pages: what was written since, to the same
-      // segment, is not trusted either. Everything up to the open generation fails; later records go to a new
-      // segment.
-      self.sealAfterFailure()
-      let failed = StorageToken(generation: self.openGeneration)
-      self.openGeneration += 1
-      self.dirtyFiles.removeAll()
-      if self.pendingStart + self.pending.count > self.current.headerSize { self.markDirty(self.current.file) }
-      return (nil, failed)
-    }
-    return (StorageToken(generation: batch.generation), nil)
+    // After a failed fsync the kernel may have dropped the dirty pages: what was written since, to the same
+    // segment, is not trusted either. Everything up to the open generation fails; later records go to a new
+    // segment.
+    self.sealAfterFailure()
+    let failed = StorageToken(generation: self.openGeneration)
+    self.openGeneration += 1
+    self.dirtyFiles.removeAll()
+    if self.pendingStart + self.pending.count > self.current.headerSize { self.markDirty(self.current.file) }
+    return (nil, failed)
   }
 
   private func deleteDoomed() {
     guard !self.doomed.isEmpty else { return }
-    let inFlight = self.syncInFlight
     var remaining: [Segment] = []
     for segment in self.doomed {
       let syncing =
-        (inFlight?.files.contains { $0 === segment.file || $0 === segment.acks } ?? false)
+        self.syncsInFlight.contains { $0.batch.files.contains { $0 === segment.file || $0 === segment.acks } }
         || (segment.renameTo != nil && !segment.renameUncertain)
       if syncing || segment.live > 0 || segment === self.current {
         if segment.live == 0 && segment !== self.current { remaining.append(segment) }
@@ -699,7 +746,7 @@ public final class MessageStore {
       if (try? self.fileSystem.remove(name)) == nil { try? self.fileSystem.remove(segment.path) }
       return
     }
-    if !self.spareExists && !self.reuseStopped && self.renamesPending.isEmpty && self.renamesInFlight.isEmpty
+    if !self.spareExists && !self.reuseStopped && self.renamesPending.isEmpty && !self.renamesInFlight
       && segment.file.size >= self.segmentSize / 2,
       (try? self.fileSystem.rename(segment.path, to: self.directory + "/" + Self.spareName)) != nil
     {

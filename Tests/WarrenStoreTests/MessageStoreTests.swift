@@ -236,6 +236,45 @@ struct MessageStoreTests {
     #expect(bodies(again, recovered[1]) == ["after"])
   }
 
+  @Test("two syncs at once are reported in the order they started; a failure nacks the other one too")
+  func overlappingSyncs() throws {
+    let (store, _, _) = try self.open()
+    store.syncSlots = 2
+    store.append(persistent("one"), queue: 1)
+    let first = try #require(store.commit().sync)
+    store.append(persistent("two"), queue: 1)
+    let second = try #require(store.commit().sync, "a small batch starts while the first runs")
+    store.append(persistent("three"), queue: 1)
+    #expect(store.commit().sync == nil, "no third at once")
+    #expect(first.slot != second.slot)
+    try second.run()
+    #expect(store.syncCompleted(second, error: nil).completed == nil, "the first is still running")
+    try first.run()
+    #expect(store.syncCompleted(first, error: nil).completed == StorageToken(generation: second.generation))
+
+    let third = try #require(store.commit().sync)
+    store.append(persistent("four"), queue: 1)
+    let fourth = try #require(store.commit().sync)
+    let failed = store.syncCompleted(third, error: StoreError(operation: "fdatasync", path: "", errno: EIO))
+    #expect(failed.failed.map { $0.generation >= fourth.generation } == true, "nacked up to the open generation")
+    let late = store.syncCompleted(fourth, error: nil)
+    #expect(late.completed == nil && late.failed == nil, "already nacked with the third")
+  }
+
+  @Test("a large batch waits for the running sync instead of overlapping it")
+  func largeBatchDoesNotOverlap() throws {
+    let (store, _, _) = try self.open()
+    store.syncSlots = 2
+    store.overlappingSyncLimit = 1_000
+    store.append(persistent("one"), queue: 1)
+    let first = try #require(store.commit().sync)
+    store.append(persistent(String(repeating: "x", count: 2_000)), queue: 1)
+    #expect(store.commit().sync == nil)
+    try first.run()
+    _ = store.syncCompleted(first, error: nil)
+    #expect(store.commit().sync != nil)
+  }
+
   @Test("one record for a message routed to several queues; its segment goes once every queue settled it")
   func sharedRecord() throws {
     let (store, _, _) = try self.open()

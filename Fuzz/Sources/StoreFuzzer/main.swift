@@ -3,13 +3,17 @@ import Logging
 import WarrenCore
 import WarrenStore
 
-/// What recovery reads from disk, fed arbitrary bytes: the first byte chooses a segment file (with or without an
+/// What recovery reads from disk, fed arbitrary bytes (a first byte from 0xF0 instead runs ``runOperations(_:)``): the first byte chooses a segment file (with or without an
 /// acknowledgement file made from the second half) or the topology log. Recovery must never trap, must keep every
 /// message it reports readable, and must leave a store that takes a new message and gives it back after a restart.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
   guard count > 0 else { return 0 }
   let bytes = Array(UnsafeBufferPointer(start: start, count: count))
+  if bytes[0] >= 0xF0 {
+    runOperations(Array(bytes.dropFirst()))
+    return 0
+  }
   let mode = bytes[0] % 3
   let rest = Array(bytes.dropFirst())
   let system = SimulatedFileSystem()
@@ -77,4 +81,115 @@ func bodies(of runs: [RecordRun], in store: MessageStore) -> [String] {
     }
   }
   return bodies
+}
+
+/// A message the model knows: where it is, the sync it waits for, whether a queue settled it.
+struct ModelMessage {
+  var location: RecordLocation
+  var token: StorageToken
+  var body: String
+  var settled = false
+  var confirmed = false
+}
+
+/// The store driven by the bytes as the broker drives it (appends of varied sizes, settles, commits, syncs that
+/// finish in either order or fail, power cuts that drop every unsynced byte, reopening) on small segments, so that
+/// segments fill, are settled, become the spare and are written again. After each power cut every confirmed message
+/// not settled must come back, in order, nothing that was never appended, and nothing out of publish order.
+func runOperations(_ bytes: [UInt8]) {
+  let system = SimulatedFileSystem()
+  let segmentSize = 1_024
+  func open() -> (MessageStore, [ModelMessage]) {
+    guard
+      let opened = try? MessageStore.open(
+        fileSystem: system, directory: "/d", liveQueues: [1], segmentSize: segmentSize)
+    else { preconditionFailure("the store does not open") }
+    opened.store.syncSlots = 2
+    opened.store.overlappingSyncLimit = 600
+    var recovered: [ModelMessage] = []
+    for run in opened.messages[1] ?? [] {
+      var offset = run.nextOffset
+      for _ in 0..<run.count {
+        let location = RecordLocation(segment: run.segment, offset: offset)
+        let (message, size) = opened.store.record(at: location)
+        guard let message, let size else { preconditionFailure("a recovered message cannot be read") }
+        recovered.append(
+          ModelMessage(
+            location: location, token: StorageToken(generation: 0), body: String(buffer: message.body),
+            confirmed: true))
+        offset += UInt32(size)
+      }
+    }
+    return (opened.store, recovered)
+  }
+  var (store, messages) = open()
+  var running: [SyncBatch] = []
+  var counter = 0
+  var everAppended = Set<String>()
+  var properties = BasicProperties()
+  properties.deliveryMode = 2
+  var index = 0
+  func next() -> UInt8 {
+    defer { index += 1 }
+    return index < bytes.count ? bytes[index] : 0
+  }
+  func finish(_ batch: SyncBatch, fail: Bool) {
+    var error: StoreError?
+    if fail {
+      error = StoreError(operation: "fdatasync", path: "", errno: 5)
+    } else {
+      do throws(StoreError) { try batch.run() } catch let caught { error = caught }
+    }
+    let (completed, failed) = store.syncCompleted(batch, error: error)
+    if let failed { messages.removeAll { !$0.confirmed && $0.token <= failed } }  // nacked: may or may not come back
+    if let completed {
+      for i in messages.indices where messages[i].token <= completed { messages[i].confirmed = true }
+    }
+  }
+  while index < bytes.count {
+    switch next() % 6 {
+    case 0:  // a message of 16-400 bytes
+      counter += 1
+      let body = "m\(counter)-" + String(repeating: "x", count: Int(next()) + 16)
+      let token = store.pendingToken
+      let location = store.append(
+        Message.make(exchange: "", routingKey: "q", properties: properties, body: .init(string: body)), queue: 1)
+      messages.append(ModelMessage(location: location, token: token, body: body))
+      everAppended.insert(body)
+    case 1:  // the oldest unsettled message is acknowledged
+      if let i = messages.firstIndex(where: { !$0.settled }) {
+        messages[i].settled = true
+        store.settled(messages[i].location, queue: 1)
+      }
+    case 2:
+      let commit = store.commit()
+      if let failed = commit.failed { messages.removeAll { !$0.confirmed && $0.token <= failed } }
+      if let batch = commit.sync { running.append(batch) }
+    case 3, 4:  // a running sync finishes: the oldest or the newest; 4 with an I/O error one time in eight
+      guard !running.isEmpty else { break }
+      let choice = next()
+      let batch = choice % 2 == 0 ? running.removeFirst() : running.removeLast()
+      finish(batch, fail: choice % 8 == 1)
+    default:  // the power goes
+      system.powerCut()
+      let expected = messages.filter { $0.confirmed && !$0.settled }.map(\.body)
+      let (again, recovered) = open()
+      let bodies = recovered.map(\.body)
+      var position = 0
+      for body in bodies where position < expected.count && body == expected[position] { position += 1 }
+      precondition(position == expected.count, "a confirmed message was lost at a power cut")
+      var previous = 0
+      for body in bodies {
+        precondition(everAppended.contains(body), "a message came back that was never appended")
+        // One queue's messages come back in the order they were published (an older segment's records left in a
+        // reused file would come after newer ones).
+        let number = Int(body.dropFirst().prefix { $0 != "-" }) ?? 0
+        precondition(number > previous, "recovered messages out of order")
+        previous = number
+      }
+      store = again
+      messages = recovered
+      running = []
+    }
+  }
 }

@@ -109,8 +109,12 @@ test "$("${podman[@]}" inspect -f '{{.State.Healthcheck.Status}}' "$name")" = "h
 test "$("${podman[@]}" exec "$name" /usr/local/bin/warren health --path /readyz)" = "ready"
 echo "container-test: /healthz, /readyz and the image's HEALTHCHECK answer"
 # The management API and UI, bound to 0.0.0.0 in the image, with the mounted file's user.
-curl -fsS -u app:app-secret "http://127.0.0.1:$management_port/api/queues/%2F/from-mounted-config" | grep -q '"durable":true'
-curl -fsS "http://127.0.0.1:$management_port/" | grep -q "Warren management"
+# Each body is read whole before it is searched: `curl | grep -q` fails under pipefail when grep stops at a match
+# before curl has written everything (curl exits 23).
+queue_json=$(curl -fsS -u app:app-secret "http://127.0.0.1:$management_port/api/queues/%2F/from-mounted-config")
+grep -q '"durable":true' <<<"$queue_json"
+ui_page=$(curl -fsS "http://127.0.0.1:$management_port/")
+grep -q "Warren management" <<<"$ui_page"
 echo "container-test: the management API and UI answer"
 
 "$python" - "$amqp_port" <<'PY'
@@ -148,7 +152,8 @@ connection.close()
 print("container-test: AMQPS with pika, the certificate from the mounted directory")
 PY
 
-curl -fsS "http://127.0.0.1:$http_port/metrics" | grep -q '^rabbitmq_global_messages_received_total{protocol="amqp091"} 2$'
+metrics=$(curl -fsS "http://127.0.0.1:$http_port/metrics")
+grep -q '^rabbitmq_global_messages_received_total{protocol="amqp091"} 2$' <<<"$metrics"
 echo "container-test: /metrics counted the two publishes"
 
 "${podman[@]}" stop -t 30 "$name" >/dev/null

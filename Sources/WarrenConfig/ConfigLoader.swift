@@ -10,6 +10,8 @@ public struct ConfigLoader {
   private(set) var problems: [ConfigProblem] = []
   /// Whether the file is a RabbitMQ definitions export (its key spellings: `apply-to`, queue `type`, ...).
   private var isDefinitions = false
+  /// RabbitMQ's vhost-limits runtime parameters, by vhost (checked against the declared vhosts at the end).
+  private var limitParameters: [(vhost: String, node: Node)] = []
 
   /// Parses `text` (named `file` in messages); exchange types are checked against `registry`.
   public static func load(text: String, file: String, registry: ExchangeRegistry) throws(ConfigProblems)
@@ -82,6 +84,7 @@ public struct ConfigLoader {
       case "exchanges": configuration.exchanges = self.parseExchanges(value)
       case "queues": configuration.queues = self.parseQueues(value)
       case "bindings": configuration.bindings = self.parseBindings(value)
+      case "parameters": self.parseParameters(value, limits: &configuration.vhostLimits)
       default: break
       }
     }
@@ -122,7 +125,7 @@ public struct ConfigLoader {
         if found == nil { self.problem(item, "a vhost needs a name") }
         name = found
         if let found, !values.isEmpty {
-          limits[found] = VirtualHostLimits(maxConnections: values["max-connections"], maxQueues: values["max-queues"])
+          limits[found, default: VirtualHostLimits()].merge(values)
         }
       } else {
         name = nil
@@ -132,6 +135,29 @@ public struct ConfigLoader {
       names.append(name)
     }
     return names
+  }
+
+  /// RabbitMQ's runtime parameters: its definitions keep vhost limits there (component `vhost-limits`, name
+  /// `limits`), not on the vhost; other components (federation, shovels) are not Warren's and are left alone.
+  private mutating func parseParameters(_ node: Node, limits: inout [String: VirtualHostLimits]) {
+    guard let sequence = self.sequence(node, "parameters") else { return }
+    for item in sequence {
+      guard let mapping = self.mapping(item, "a parameter") else { continue }
+      let fields = self.entries(mapping, allowed: ["vhost", "component", "name", "value"], in: "a parameter")
+      guard fields.contains(where: { $0.0 == "component" && $0.1.string == "vhost-limits" }) else { continue }
+      guard let vhostNode = fields.first(where: { $0.0 == "vhost" })?.1, let vhost = self.string(vhostNode, "vhost")
+      else {
+        self.problem(item, "a vhost-limits parameter needs a vhost")
+        continue
+      }
+      guard let value = fields.first(where: { $0.0 == "value" })?.1 else {
+        self.problem(item, "a vhost-limits parameter needs a value")
+        continue
+      }
+      let values = self.parseLimits(value, allowed: ["max-connections", "max-queues"])
+      if !values.isEmpty { limits[vhost, default: VirtualHostLimits()].merge(values) }
+      self.limitParameters.append((vhost, item))
+    }
   }
 
   /// A `limits` mapping: each allowed key an integer (-1 for no limit).
@@ -393,6 +419,9 @@ public struct ConfigLoader {
 
   /// Bindings must name declared (or predeclared) entities; permissions, declared users and vhosts.
   private mutating func crossCheck(_ configuration: WarrenConfiguration, root: Node) {
+    for (vhost, item) in self.limitParameters where !configuration.vhosts.contains(vhost) {
+      self.problem(item, "vhost-limits for an undeclared vhost '\(vhost)'")
+    }
     if let items = root.mapping?["permissions"]?.sequence.map(Array.init) {
       for (grant, item) in zip(configuration.permissions, items) {
         if grant.user != "guest" && !configuration.users.contains(where: { $0.name == grant.user }) {

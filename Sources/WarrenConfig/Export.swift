@@ -24,9 +24,21 @@ extension WarrenConfiguration {
   }
 
   func definitionsObject(rabbitSpelling: Bool) -> [String: Any] {
+    var object = self.topologyObject(rabbitSpelling: rabbitSpelling)
+    if rabbitSpelling {
+      // RabbitMQ keeps vhost limits as runtime parameters (its import ignores `limits` on a vhost entry).
+      object["parameters"] = self.vhosts.compactMap { name -> [String: Any]? in
+        guard let limits = self.vhostLimits[name], !limits.isEmpty else { return nil }
+        return ["vhost": name, "component": "vhost-limits", "name": "limits", "value": Self.limitsObject(limits.named)]
+      }
+    }
+    return object
+  }
+
+  private func topologyObject(rabbitSpelling: Bool) -> [String: Any] {
     [
       "vhosts": self.vhosts.map { name -> [String: Any] in
-        guard let limits = self.vhostLimits[name], !limits.isEmpty else { return ["name": name] }
+        guard !rabbitSpelling, let limits = self.vhostLimits[name], !limits.isEmpty else { return ["name": name] }
         return [
           "name": name,
           "limits": Self.limitsObject(limits.named),

@@ -14,6 +14,12 @@ public struct VirtualHostLimits: Sendable, Equatable {
 
   public var isEmpty: Bool { self.maxConnections == nil && self.maxQueues == nil }
 
+  /// Takes the limits given by RabbitMQ's names (`max-connections`, `max-queues`); others are ignored.
+  public mutating func merge(_ values: [String: Int]) {
+    if let value = values["max-connections"] { self.maxConnections = value }
+    if let value = values["max-queues"] { self.maxQueues = value }
+  }
+
   /// The limits set, by RabbitMQ's names, in its order.
   public var named: [(name: String, value: Int)] {
     [("max-connections", self.maxConnections), ("max-queues", self.maxQueues)].compactMap { n, v in v.map { (n, $0) } }

@@ -111,6 +111,26 @@ def test_user_max_connections_and_channels(api, limited_user, amqp_port):
         {"user": row["user"], "value": dict(row["value"])} for row in limits]
 
 
+def test_vhost_limits_travel_in_definitions_as_rabbitmq_parameters(api):
+    name = unique("deflimits")
+    definitions = {
+        "vhosts": [{"name": name}],
+        "parameters": [{"vhost": name, "component": "vhost-limits", "name": "limits",
+                        "value": {"max-queues": 4}}],
+    }
+    try:
+        assert api.json("POST", "/api/definitions", definitions)[0] in (200, 201, 204)
+        status, limits = api.json("GET", f"/api/vhost-limits/{q(name)}")
+        assert status == 200 and [dict(row["value"]) for row in limits] == [{"max-queues": 4}]
+        status, exported = api.json("GET", "/api/definitions")
+        assert status == 200
+        assert {"vhost": name, "component": "vhost-limits", "name": "limits", "value": {"max-queues": 4}} in [
+            {key: dict(value) if isinstance(value, dict) else value for key, value in row.items()}
+            for row in exported["parameters"]]
+    finally:
+        api.request("DELETE", f"/api/vhosts/{q(name)}")
+
+
 def test_bad_limits_are_refused_as_rabbitmq_does(api, vhost):
     status, body = api.json("PUT", f"/api/vhost-limits/{q(vhost)}/bogus", {"value": 1})
     assert status == 400 and body["reason"] == 'Validation failed\n\nUnrecognised terms [{<<"bogus">>,1}] in limits\n'

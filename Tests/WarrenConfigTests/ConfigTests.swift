@@ -271,6 +271,50 @@ struct DefinitionsTests {
     #expect(hashed.verify(password: "s3cret") && User.isValidHash(hashed.passwordHash))
   }
 
+  /// The shape RabbitMQ 3.10 exports (GET /api/definitions after PUT /api/vhost-limits/%2F/max-connections 7 and
+  /// /api/user-limits/guest/max-channels 3): vhost limits as a runtime parameter, user limits on the user.
+  static let rabbitExport = """
+    {"rabbit_version": "3.10.8", "vhosts": [{"name": "/"}, {"name": "v2", "limits": []}],
+     "parameters": [{"value": {"max-connections": 7}, "vhost": "/", "component": "vhost-limits", "name": "limits"},
+                    {"value": {"uri": "amqp://x"}, "vhost": "/", "component": "federation-upstream", "name": "up"}],
+     "users": [{"name": "guest", "password_hash": "S0i4Hfr1iRiuNX4Fkk8CqVMf+ioAEtZUJ2fFaKQDo3pQ1eWz",
+                "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"],
+                "limits": {"max-channels": 3}}]}
+    """
+
+  @Test("vhost limits come from RabbitMQ's vhost-limits parameters, and go back out as parameters")
+  func limitParameters() throws {
+    let imported = try ConfigLoader.load(text: Self.rabbitExport, file: "defs.json", registry: registry())
+    #expect(imported.vhostLimits["/"] == VirtualHostLimits(maxConnections: 7))
+    #expect(imported.vhostLimits["v2"] == nil)
+    #expect(imported.userLimits["guest"] == UserLimits(maxChannels: 3))
+    let json = try imported.rabbitMQDefinitionsJSON()
+    let object = try #require(
+      try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+    let parameters = try #require(object["parameters"] as? [[String: Any]])
+    #expect(parameters.count == 1)
+    #expect(parameters.first?["component"] as? String == "vhost-limits")
+    #expect(parameters.first?["vhost"] as? String == "/")
+    #expect((parameters.first?["value"] as? [String: Int]) == ["max-connections": 7])
+    let again = try ConfigLoader.load(text: json, file: "again.json", registry: registry())
+    #expect(again.vhostLimits == imported.vhostLimits && again.userLimits == imported.userLimits)
+  }
+
+  @Test("a vhost-limits parameter for a vhost the file does not declare is a problem with its line")
+  func limitParameterForUndeclaredVhost() {
+    let text = """
+      {"rabbit_version": "3.10.8", "vhosts": [{"name": "/"}],
+       "parameters": [
+         {"value": {"max-queues": 9}, "vhost": "v3", "component": "vhost-limits", "name": "limits"}]}
+      """
+    do {
+      _ = try ConfigLoader.load(text: text, file: "defs.json", registry: registry())
+      Issue.record("loaded")
+    } catch {
+      #expect(error.problems.map(\.description) == ["defs.json:3:4: vhost-limits for an undeclared vhost 'v3'"])
+    }
+  }
+
   @Test("YAML -> RabbitMQ JSON -> configuration -> YAML keeps the topology")
   func roundTrip() throws {
     let original = try ConfigLoader.load(text: ConfigTests.good, file: "w.yaml", registry: registry())

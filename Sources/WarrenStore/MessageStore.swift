@@ -115,8 +115,6 @@ public final class MessageStore {
     var pendingAcks: [UInt8] = []
     /// No more appends (full, or a write to it failed).
     var sealed = false
-    /// In the sync batch running now.
-    var syncing = false
 
     init(number: UInt32, file: any StoreFile, path: String) {
       self.number = number
@@ -218,6 +216,11 @@ public final class MessageStore {
     String(self.segmentName(number).dropLast(4)) + ".acks"
   }
 
+  /// The path of a file of the store's directory.
+  private static func path(_ name: String, in directory: String) -> String { directory + "/" + name }
+
+  private func path(_ name: String) -> String { Self.path(name, in: self.directory) }
+
   // MARK: Opening and recovery
 
   /// Opens the store in `directory` and recovers it: every segment scanned (a torn tail cut, corrupt records
@@ -238,16 +241,16 @@ public final class MessageStore {
     var lastID: UInt64 = 0
     // An acknowledgement file whose segment is gone (a crash between the two removals) would apply its entries to a
     // new segment of that number.
-    if names.contains(Self.spareName) { try fileSystem.remove(directory + "/" + Self.spareName) }
+    if names.contains(Self.spareName) { try fileSystem.remove(Self.path(Self.spareName, in: directory)) }
     for name in names where name.hasSuffix(".acks") {
       guard let number = UInt32(name.dropLast(5)), !numbers.contains(number) else { continue }
-      try fileSystem.remove(directory + "/" + name)
+      try fileSystem.remove(Self.path(name, in: directory))
     }
     // Whether the last segment's acknowledgement file names offsets past its end: new records must not go there.
     var acksBeyondEnd = false
     for number in numbers {
       report.segments += 1
-      let path = directory + "/" + Self.segmentName(number)
+      let path = Self.path(Self.segmentName(number), in: directory)
       let file = try fileSystem.open(path, create: false)
       let scan = try SegmentScanner.recover(file, messageID: MessageRecord.messageID(in:))
       report.corruptSkipped += scan.corruptSkipped
@@ -257,7 +260,7 @@ public final class MessageStore {
       // last entry is ignored.
       var settled = Set<UInt64>()
       var delivered = Set<UInt64>()
-      let acksPath = directory + "/" + Self.acksName(number)
+      let acksPath = Self.path(Self.acksName(number), in: directory)
       var acksFile: (any StoreFile)?
       if names.contains(Self.acksName(number)) {
         let acks = try fileSystem.open(acksPath, create: false)
@@ -325,8 +328,8 @@ public final class MessageStore {
       if segment.live == 0 && segment !== last {
         segment.file.close()
         segment.acks?.close()
-        try fileSystem.remove(directory + "/" + Self.segmentName(segment.number))
-        if segment.acks != nil { try fileSystem.remove(directory + "/" + Self.acksName(segment.number)) }
+        try fileSystem.remove(Self.path(Self.segmentName(segment.number), in: directory))
+        if segment.acks != nil { try fileSystem.remove(Self.path(Self.acksName(segment.number), in: directory)) }
         report.segmentsDeleted += 1
       } else {
         segments[segment.number] = segment
@@ -363,7 +366,7 @@ public final class MessageStore {
   private static func createSegment(number: UInt32, fileSystem: any StoreFileSystem, directory: String)
     throws(StoreError) -> Segment
   {
-    let path = directory + "/" + Self.segmentName(number)
+    let path = Self.path(Self.segmentName(number), in: directory)
     return Segment(number: number, file: try fileSystem.open(path, create: true), path: path)
   }
 
@@ -371,10 +374,10 @@ public final class MessageStore {
   private func makeSegment(number: UInt32) throws(StoreError) -> Segment {
     if self.spareExists && !self.reuseStopped {
       self.spareExists = false
-      let spare = self.directory + "/" + Self.spareName
+      let spare = self.path(Self.spareName)
       if let file = try? self.fileSystem.openForReuse(spare) {
         let segment = Segment(number: number, file: file, path: spare)
-        segment.renameTo = self.directory + "/" + Self.segmentName(number)
+        segment.renameTo = self.path(Self.segmentName(number))
         self.renamesPending.append(segment)
         return segment
       }
@@ -648,7 +651,7 @@ public final class MessageStore {
     do throws(StoreError) {
       if segment.acks == nil {
         segment.acks = try self.fileSystem.open(
-          self.directory + "/" + Self.acksName(segment.number), create: true)
+          self.path(Self.acksName(segment.number)), create: true)
       }
       try segment.acks!.append(bytes: segment.pendingAcks)
     } catch {
@@ -733,7 +736,7 @@ public final class MessageStore {
       segment.file.close()
       segment.acks?.close()
       self.retire(segment)
-      if segment.acks != nil { try? self.fileSystem.remove(self.directory + "/" + Self.acksName(segment.number)) }
+      if segment.acks != nil { try? self.fileSystem.remove(self.path(Self.acksName(segment.number))) }
     }
     self.doomed = remaining
   }
@@ -748,7 +751,7 @@ public final class MessageStore {
     }
     if !self.spareExists && !self.reuseStopped && self.renamesPending.isEmpty && !self.renamesInFlight
       && segment.file.size >= self.segmentSize / 2,
-      (try? self.fileSystem.rename(segment.path, to: self.directory + "/" + Self.spareName)) != nil
+      (try? self.fileSystem.rename(segment.path, to: self.path(Self.spareName))) != nil
     {
       self.spareExists = true
       return

@@ -198,7 +198,10 @@ public final class BrokerRuntime {
       return self.syncFinished(batch, error: failure)
     }
     let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
-    pool.runIfActive(eventLoop: self.eventLoop) { () throws -> Void in try batch.run() }.whenComplete { result in
+    pool.runIfActive(eventLoop: self.eventLoop) { () throws -> Void in
+      Self.raiseSyncThreadPriority()
+      try batch.run()
+    }.whenComplete { result in
       switch result {
       case .success: bound.value.syncFinished(batch, error: nil)
       case .failure(let error):
@@ -206,6 +209,15 @@ public final class BrokerRuntime {
           batch, error: error as? StoreError ?? StoreError(operation: "sync", path: "", errno: EIO))
       }
     }
+  }
+
+  /// Gives the calling sync thread the highest priority the process may give (nice -20 when permitted, else
+  /// unchanged): a sync thread uses almost no CPU, but one that waits for a busy core to start its `fdatasync`, or to
+  /// report it, delays every confirm of its batch. A/B here (1 KiB persistent, 1p/1c, 11 pairs): +5% throughput.
+  /// Linux keeps a nice value per thread (`PRIO_PROCESS` with 0 is the calling thread); called for every batch, as
+  /// the pool's threads take batches in any order (one system call per batch, not per message).
+  static func raiseSyncThreadPriority() {
+    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, -20)
   }
 
   private func syncFinished(_ batch: SyncBatch, error: StoreError?) {

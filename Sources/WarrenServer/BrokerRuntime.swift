@@ -217,7 +217,9 @@ public final class BrokerRuntime {
   /// Linux keeps a nice value per thread (`PRIO_PROCESS` with 0 is the calling thread); called for every batch, as
   /// the pool's threads take batches in any order (one system call per batch, not per message).
   static func raiseSyncThreadPriority() {
-    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, -20)
+    #if os(Linux)
+      _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, -20)
+    #endif
   }
 
   private func syncFinished(_ batch: SyncBatch, error: StoreError?) {

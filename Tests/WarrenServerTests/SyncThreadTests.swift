@@ -12,8 +12,8 @@ import Testing
 #if os(Linux)
   @Suite("Sync threads")
   struct SyncThreadTests {
-    /// A sync thread asks for nice -20; it gets it where the process may raise priorities (CAP_SYS_NICE: root, as in CI), and its
-    /// own thread only: the caller's thread keeps its priority.
+    /// A sync thread asks for nice -20; it gets it where the process may raise priorities (CAP_SYS_NICE: root, as
+    /// in CI), and for its own thread only: the caller's thread keeps its priority.
     @Test func aSyncThreadRaisesItsOwnPriorityOnly() async throws {
       let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
       let pool = NIOThreadPool(numberOfThreads: 1)

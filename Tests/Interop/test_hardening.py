@@ -187,7 +187,7 @@ def test_transient_messages_nobody_consumes_are_paged_to_disk_instead_of_blockin
         for i in range(300):
             ch.basic_publish("", "unconsumed", i.to_bytes(4, "big") + b"x" * (2**20 - 4))
         assert events == []
-        assert broker.logged(r"paging messages to disk")
+        assert broker.wait_for_log(r"paging messages to disk", timeout=10)
         assert resident_kb(broker.process.pid) < 3 * watermark // 1024
         got = []
         while True:

@@ -588,7 +588,7 @@ def test_consumer_timeout_setting_uses_rabbitmq_reply_text():
             "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 300 ms. "
             "This timeout value can be configured, see consumers doc guide to learn more"
         )
-        assert broker.logged(r"timed out")
+        assert broker.wait_for_log(r"timed out", timeout=10)  # the log line may follow the close frame
         c.close()
     finally:
         broker.stop()

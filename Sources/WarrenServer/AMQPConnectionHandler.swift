@@ -535,6 +535,7 @@ extension AMQPConnectionHandler: AMQPFrameHandler {
     }
     guard let channel = self.channelForFrame(number, method: nil) else { return }
     channel.bodyReceived(body)
+    self.runtime.pollSyncResults()
   }
 
   func heartbeatReceived(channel: UInt16) {

@@ -1,5 +1,7 @@
 import AMQPProtocol
+import Atomics
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import WarrenCore
@@ -30,6 +32,13 @@ public final class BrokerRuntime {
   var store: MessageStore?
   /// Where the store's syncs run, off the loop; nil runs them on the loop (a simulated file system in tests).
   var syncPool: NIOThreadPool?
+  /// Tests: takes each sync batch instead of the pool, to run it later and post its result to `syncResults` as a
+  /// sync thread would.
+  var runSyncElsewhere: ((SyncBatch) -> Void)?
+  /// Where the sync threads leave their results for the loop.
+  let syncResults = SyncResults()
+  /// How many of them the loop has handled.
+  private var syncResultsTaken = 0
   private var dirty: [OutboundWriter] = []
   private var inReadCycle = false
   private var flushScheduled = false
@@ -192,23 +201,44 @@ public final class BrokerRuntime {
       self.storageFailed(upTo: failed)
     }
     guard let batch = commit.sync else { return }
+    if let runSyncElsewhere { return runSyncElsewhere(batch) }
     guard let pool = self.syncPool else {
       var failure: StoreError?
       do throws(StoreError) { try batch.run() } catch { failure = error }
       return self.syncFinished(batch, error: failure)
     }
-    let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
-    pool.runIfActive(eventLoop: self.eventLoop) { () throws -> Void in
-      Self.raiseSyncThreadPriority()
-      try batch.run()
-    }.whenComplete { result in
-      switch result {
-      case .success: bound.value.syncFinished(batch, error: nil)
-      case .failure(let error):
-        bound.value.syncFinished(
-          batch, error: error as? StoreError ?? StoreError(operation: "sync", path: "", errno: EIO))
+    let results = self.syncResults
+    let loop = self.eventLoop
+    let bound = NIOLoopBound(self, eventLoop: loop)
+    pool.submit { state in
+      var failure: StoreError?
+      if state == .active {
+        Self.raiseSyncThreadPriority()
+        do throws(StoreError) { try batch.run() } catch { failure = error }
+      } else {
+        failure = StoreError(operation: "sync", path: "", errno: ECANCELED)
       }
+      results.post(batch, error: failure)
+      loop.execute { bound.value.takeSyncResults() }
     }
+  }
+
+  /// Handles the syncs that finished (in any order: the store reports them in the order they started). Run by a
+  /// task each sync thread queues, and sooner by ``pollSyncResults()`` while a read is being handled.
+  func takeSyncResults() {
+    guard self.syncResults.posted.load(ordering: .acquiring) != self.syncResultsTaken else { return }
+    let finished = self.syncResults.take()
+    self.syncResultsTaken &+= finished.count
+    for (batch, error) in finished { self.syncFinished(batch, error: error) }
+  }
+
+  /// Between two messages of a read: a sync that finished meanwhile releases its confirms now, and they are
+  /// written at once, instead of after the rest of the read (a read of a whole confirm window takes ~0.3 ms here).
+  @inline(__always)
+  func pollSyncResults() {
+    guard self.inReadCycle, self.syncResults.posted.load(ordering: .relaxed) != self.syncResultsTaken else { return }
+    self.takeSyncResults()
+    self.flushConnections()
   }
 
   /// Gives the calling sync thread the highest priority the process may give (nice -20 when permitted, else
@@ -230,7 +260,9 @@ public final class BrokerRuntime {
       self.storageFailed(upTo: failed)
     }
     if let completed { self.storageCompleted(upTo: completed) }
-    self.commitStore()
+    // In the middle of a read (pollSyncResults), the read's end commits what it appends: one batch, not two (a
+    // commit here made twice as many syncs and cost 30% more CPU per message in an A/B).
+    if !self.inReadCycle { self.commitStore() }
   }
 
   /// A read started: flushes wait for its end.
@@ -262,6 +294,10 @@ public final class BrokerRuntime {
 
   func flushDirty() {
     self.commitStore()
+    self.flushConnections()
+  }
+
+  private func flushConnections() {
     var i = 0
     while i < self.dirty.count {  // a flush may make more connections dirty
       let connection = self.dirty[i]
@@ -296,5 +332,26 @@ private final class TimerTarget {
   init(runtime: BrokerRuntime, queue: Queue) {
     self.runtime = runtime
     self.queue = queue
+  }
+}
+
+/// Finished syncs, handed from the sync threads to the loop: a lock taken once per batch on each side, and a count
+/// the loop reads between messages (one atomic load) to notice a finished sync in the middle of a read.
+final class SyncResults: Sendable {
+  let posted = ManagedAtomic<Int>(0)
+  private let results = NIOLockedValueBox<[(SyncBatch, StoreError?)]>([])
+
+  func post(_ batch: SyncBatch, error: StoreError?) {
+    self.results.withLockedValue {
+      $0.append((batch, error))
+      self.posted.wrappingIncrement(ordering: .releasing)
+    }
+  }
+
+  func take() -> [(SyncBatch, StoreError?)] {
+    self.results.withLockedValue { results in
+      defer { results.removeAll(keepingCapacity: true) }
+      return results
+    }
   }
 }

@@ -382,3 +382,50 @@ struct MessageStoreConfirmTests {
     #expect(bodies == ["one", "three"])
   }
 }
+
+@Suite("Sync results in the middle of a read")
+struct SyncResultsMidReadTests {
+  @Test("a sync finishing during a read releases its confirm before the read ends; the read's end commits")
+  func confirmReleasedMidRead() throws {
+    let system = SimulatedFileSystem()
+    let (broker, persistence) = try MessageStoreConfirmTests.open(system)
+    var connection = try EmbeddedConnection(broker: broker)
+    let runtime = connection.runtime
+    runtime.store = persistence.store
+    var held: [SyncBatch] = []
+    runtime.runSyncElsewhere = { held.append($0) }
+    /// What a sync thread does: run the batch, then post its result.
+    func finish(_ batch: SyncBatch) {
+      var failure: StoreError?
+      do throws(StoreError) { try batch.run() } catch { failure = error }
+      runtime.syncResults.post(batch, error: failure)
+    }
+
+    var bytes = EmbeddedConnection.opening(frameMax: 131_072)
+    bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))
+    bytes.writeAMQPFrame(.method(channel: 1, .queueDeclare(QueueDeclare(queue: "durable", durable: true))))
+    bytes.writeAMQPFrame(.method(channel: 1, .confirmSelect(ConfirmSelect())))
+    try connection.send(bytes, chunk: 100_000)
+    #expect(held.count == 1)  // the queue's declaration waits for its sync
+    finish(held[0])
+    runtime.takeSyncResults()  // the task a sync thread queues on the loop
+    #expect(try connection.frames().contains { if case .method(1, .confirmSelectOk) = $0 { true } else { false } })
+
+    try connection.send(MessageStoreConfirmTests.publish("one"), chunk: 100_000)
+    connection.channel.embeddedEventLoop.run()  // what the loop runs after a read, before the next one
+    #expect(held.count == 2)
+    #expect(try connection.frames() == [])
+    finish(held[1])
+
+    // The next publish arrives before the loop ran the sync's task: the read sees the result after the message.
+    connection.channel.pipeline.fireChannelRead(MessageStoreConfirmTests.publish("two"))
+    #expect(try connection.frames() == [.method(channel: 1, .basicAck(BasicAck(deliveryTag: 1)))])
+    #expect(held.count == 2)  // "two" is committed when the read ends, not in the middle of it
+    connection.channel.pipeline.fireChannelReadComplete()
+    #expect(held.count == 3)
+    #expect(try connection.frames() == [])
+    finish(held[2])
+    runtime.takeSyncResults()
+    #expect(try connection.frames() == [.method(channel: 1, .basicAck(BasicAck(deliveryTag: 2)))])
+  }
+}

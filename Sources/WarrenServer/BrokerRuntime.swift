@@ -39,6 +39,8 @@ public final class BrokerRuntime {
   let syncResults = SyncResults()
   /// How many of them the loop has handled.
   private var syncResultsTaken = 0
+  /// Syncs handed to the sync threads and not handled back yet: while none is, a read checks nothing else.
+  private var syncsOffLoop = 0
   private var dirty: [OutboundWriter] = []
   private var inReadCycle = false
   private var flushScheduled = false
@@ -201,12 +203,16 @@ public final class BrokerRuntime {
       self.storageFailed(upTo: failed)
     }
     guard let batch = commit.sync else { return }
-    if let runSyncElsewhere { return runSyncElsewhere(batch) }
+    if let runSyncElsewhere {
+      self.syncsOffLoop += 1
+      return runSyncElsewhere(batch)
+    }
     guard let pool = self.syncPool else {
       var failure: StoreError?
       do throws(StoreError) { try batch.run() } catch { failure = error }
       return self.syncFinished(batch, error: failure)
     }
+    self.syncsOffLoop += 1
     let results = self.syncResults
     let loop = self.eventLoop
     let bound = NIOLoopBound(self, eventLoop: loop)
@@ -229,6 +235,7 @@ public final class BrokerRuntime {
     guard self.syncResults.posted.load(ordering: .acquiring) != self.syncResultsTaken else { return }
     let finished = self.syncResults.take()
     self.syncResultsTaken &+= finished.count
+    self.syncsOffLoop -= finished.count
     for (batch, error) in finished { self.syncFinished(batch, error: error) }
   }
 
@@ -236,7 +243,9 @@ public final class BrokerRuntime {
   /// written at once, instead of after the rest of the read (a read of a whole confirm window takes ~0.3 ms here).
   @inline(__always)
   func pollSyncResults() {
-    guard self.inReadCycle, self.syncResults.posted.load(ordering: .relaxed) != self.syncResultsTaken else { return }
+    guard self.syncsOffLoop > 0, self.inReadCycle,
+      self.syncResults.posted.load(ordering: .relaxed) != self.syncResultsTaken
+    else { return }
     self.takeSyncResults()
     self.flushConnections()
   }

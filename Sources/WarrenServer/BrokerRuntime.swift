@@ -208,21 +208,17 @@ public final class BrokerRuntime {
       return runSyncElsewhere(batch)
     }
     guard let pool = self.syncPool else {
-      var failure: StoreError?
-      do throws(StoreError) { try batch.run() } catch { failure = error }
-      return self.syncFinished(batch, error: failure)
+      return self.syncFinished(batch, error: batch.runCapturingError())
     }
     self.syncsOffLoop += 1
     let results = self.syncResults
     let loop = self.eventLoop
     let bound = NIOLoopBound(self, eventLoop: loop)
     pool.submit { state in
-      var failure: StoreError?
+      var failure: StoreError? = StoreError(operation: "sync", path: "", errno: ECANCELED)
       if state == .active {
         Self.raiseSyncThreadPriority()
-        do throws(StoreError) { try batch.run() } catch { failure = error }
-      } else {
-        failure = StoreError(operation: "sync", path: "", errno: ECANCELED)
+        failure = batch.runCapturingError()
       }
       results.post(batch, error: failure)
       loop.execute { bound.value.takeSyncResults() }
@@ -359,8 +355,9 @@ final class SyncResults: Sendable {
 
   func take() -> [(SyncBatch, StoreError?)] {
     self.results.withLockedValue { results in
-      defer { results.removeAll(keepingCapacity: true) }
-      return results
+      var taken: [(SyncBatch, StoreError?)] = []
+      swap(&taken, &results)
+      return taken
     }
   }
 }

@@ -86,6 +86,12 @@ public struct SyncBatch: @unchecked Sendable {
     for rename in self.renames { try self.fileSystem.rename(rename.from, to: rename.to) }
     for directory in self.directories { try self.fileSystem.syncDirectory(directory) }
   }
+
+  /// ``run()``, returning the error it met instead of throwing it (a result to hand back to the loop).
+  public func runCapturingError() -> StoreError? {
+    do throws(StoreError) { try self.run() } catch { return error }
+    return nil
+  }
 }
 
 /// The message store: persistent messages of durable queues in append-only segment files, with an acknowledgement

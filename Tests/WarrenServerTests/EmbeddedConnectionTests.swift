@@ -395,11 +395,7 @@ struct SyncResultsMidReadTests {
     var held: [SyncBatch] = []
     runtime.runSyncElsewhere = { held.append($0) }
     /// What a sync thread does: run the batch, then post its result.
-    func finish(_ batch: SyncBatch) {
-      var failure: StoreError?
-      do throws(StoreError) { try batch.run() } catch { failure = error }
-      runtime.syncResults.post(batch, error: failure)
-    }
+    func finish(_ batch: SyncBatch) { runtime.syncResults.post(batch, error: batch.runCapturingError()) }
 
     var bytes = EmbeddedConnection.opening(frameMax: 131_072)
     bytes.writeAMQPFrame(.method(channel: 1, .channelOpen(ChannelOpen())))

@@ -23,9 +23,7 @@ extension MessageStore {
   func commitAndSync() -> (completed: StorageToken?, failed: StorageToken?) {
     let commit = self.commit()
     guard let batch = commit.sync else { return (nil, commit.failed) }
-    var failure: StoreError?
-    do throws(StoreError) { try batch.run() } catch { failure = error }
-    let synced = self.syncCompleted(batch, error: failure)
+    let synced = self.syncCompleted(batch, error: batch.runCapturingError())
     return commit.failed.map { (nil, $0) } ?? synced
   }
 }

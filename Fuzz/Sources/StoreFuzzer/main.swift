@@ -134,12 +134,7 @@ func runOperations(_ bytes: [UInt8]) {
     return index < bytes.count ? bytes[index] : 0
   }
   func finish(_ batch: SyncBatch, fail: Bool) {
-    var error: StoreError?
-    if fail {
-      error = StoreError(operation: "fdatasync", path: "", errno: 5)
-    } else {
-      do throws(StoreError) { try batch.run() } catch let caught { error = caught }
-    }
+    let error = fail ? StoreError(operation: "fdatasync", path: "", errno: 5) : batch.runCapturingError()
     let (completed, failed) = store.syncCompleted(batch, error: error)
     if let failed { messages.removeAll { !$0.confirmed && $0.token <= failed } }  // nacked: may or may not come back
     if let completed {
